@@ -1,0 +1,277 @@
+// Package httpapi serves the OCI Distribution Spec v1.1 over a Registry:
+// routing, status codes, headers, the spec's JSON errors, and streaming
+// bodies. It never touches files itself; every name, digest, reference and
+// range from the network is checked here or by the store before use.
+package httpapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+	"github.com/opencontainers/go-digest"
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store"
+)
+
+// Registry is what the API needs from storage. *store.Store implements it;
+// a controller that routes names to several stores (subPaths) will too.
+type Registry interface {
+	StatBlob(ctx context.Context, repo string, d digest.Digest) (store.BlobInfo, error)
+	OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, store.BlobInfo, error)
+	DeleteBlob(ctx context.Context, repo string, d digest.Digest) error
+	MountBlob(ctx context.Context, repo, from string, d digest.Digest) error
+	FindBlob(ctx context.Context, d digest.Digest) (repo string, err error)
+
+	NewUpload(ctx context.Context, repo string) (string, error)
+	UploadSize(ctx context.Context, repo, id string) (int64, error)
+	WriteUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error)
+	CommitUpload(ctx context.Context, repo, id string, r io.Reader, d digest.Digest) (store.BlobInfo, error)
+	CancelUpload(ctx context.Context, repo, id string) error
+	PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader) (store.BlobInfo, error)
+
+	GetManifest(ctx context.Context, repo, ref string) (store.Manifest, error)
+	PutManifest(ctx context.Context, repo, ref, contentType string, body []byte, tags []string) (store.PutResult, error)
+	DeleteManifest(ctx context.Context, repo, ref string) error
+	Tags(ctx context.Context, repo string) ([]string, error)
+	Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]ispec.Descriptor, error)
+	Repositories(ctx context.Context) ([]string, error)
+}
+
+// API is the HTTP handler of the Distribution Spec.
+type API struct {
+	reg    Registry
+	log    *slog.Logger
+	router *httprouter.Router
+}
+
+// New returns the handler serving reg. A nil logger discards request logs.
+func New(reg Registry, log *slog.Logger) *API {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &API{reg: reg, log: log}
+	r := httprouter.New()
+	// Repository names contain '/', so everything below /v2/ is one
+	// catch-all parsed by route(); httprouter's path "fixes" would turn a
+	// bad name into a redirect instead of the spec's error.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = false
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		r.Handle(m, "/v2", a.handle)
+		r.Handle(m, "/v2/*path", a.handle)
+	}
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, &apiError{http.StatusNotFound, "NOT_FOUND", "not a Distribution API path", nil})
+	})
+	a.router = r
+	return a
+}
+
+// ServeHTTP logs one line per request and stamps the API version header.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	a.router.ServeHTTP(rec, r)
+	level := slog.LevelInfo
+	if rec.status >= 500 {
+		level = slog.LevelError
+	}
+	a.log.LogAttrs(r.Context(), level, "request",
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", rec.status),
+		slog.Int64("bytes", rec.bytes),
+		slog.Duration("took", time.Since(start)),
+		slog.String("remote", r.RemoteAddr),
+	)
+}
+
+// Route kinds: what a path below /v2/ addresses.
+type routeKind int
+
+const (
+	routeBase routeKind = iota
+	routeCatalog
+	routeUploadNew
+	routeUpload
+	routeBlob
+	routeManifest
+	routeTags
+	routeReferrers
+)
+
+var routes = []struct {
+	re   *regexp.Regexp
+	kind routeKind
+}{
+	{regexp.MustCompile(`^$`), routeBase},
+	{regexp.MustCompile(`^_catalog$`), routeCatalog},
+	{regexp.MustCompile(`^(.+)/blobs/uploads/?$`), routeUploadNew},
+	{regexp.MustCompile(`^(.+)/blobs/uploads/([^/]+)$`), routeUpload},
+	{regexp.MustCompile(`^(.+)/blobs/([^/]+)$`), routeBlob},
+	{regexp.MustCompile(`^(.+)/manifests/([^/]+)$`), routeManifest},
+	{regexp.MustCompile(`^(.+)/tags/list$`), routeTags},
+	{regexp.MustCompile(`^(.+)/referrers/([^/]+)$`), routeReferrers},
+}
+
+// request is a parsed API request: what it addresses, with the repository
+// name already validated.
+type request struct {
+	kind routeKind
+	repo string
+	ref  string // digest, tag or upload id, by kind
+}
+
+// route parses the path below /v2/.
+func route(path string) (request, *apiError) {
+	for _, rt := range routes {
+		m := rt.re.FindStringSubmatch(path)
+		if m == nil {
+			continue
+		}
+		req := request{kind: rt.kind}
+		if len(m) > 1 {
+			req.repo = m[1]
+			if err := store.ValidateName(req.repo); err != nil {
+				return req, errNameInvalid(err.Error())
+			}
+		}
+		if len(m) > 2 {
+			req.ref = m[2]
+		}
+		return req, nil
+	}
+	return request{}, &apiError{http.StatusNotFound, "NOT_FOUND", "not a Distribution API path", nil}
+}
+
+func (a *API) handle(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	path := ps.ByName("path")
+	if len(path) > 0 {
+		path = path[1:]
+	}
+	req, aerr := route(path)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	var err error
+	switch m := r.Method; req.kind {
+	case routeBase:
+		err = onlyMethods(m, http.MethodGet, http.MethodHead)
+		if err == nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", "2")
+			w.WriteHeader(http.StatusOK)
+			if m == http.MethodGet {
+				io.WriteString(w, "{}")
+			}
+		}
+	case routeCatalog:
+		if err = onlyMethods(m, http.MethodGet); err == nil {
+			err = a.catalog(w, r)
+		}
+	case routeTags:
+		if err = onlyMethods(m, http.MethodGet); err == nil {
+			err = a.tagsList(w, r, req)
+		}
+	case routeReferrers:
+		if err = onlyMethods(m, http.MethodGet); err == nil {
+			err = a.referrers(w, r, req)
+		}
+	case routeBlob:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			err = a.getBlob(w, r, req)
+		case http.MethodDelete:
+			err = a.deleteBlob(w, r, req)
+		default:
+			err = methodNotAllowed(m)
+		}
+	case routeUploadNew:
+		if err = onlyMethods(m, http.MethodPost); err == nil {
+			err = a.startUpload(w, r, req)
+		}
+	case routeUpload:
+		switch m {
+		case http.MethodGet:
+			err = a.uploadStatus(w, r, req)
+		case http.MethodPatch:
+			err = a.patchUpload(w, r, req)
+		case http.MethodPut:
+			err = a.putUpload(w, r, req)
+		case http.MethodDelete:
+			err = a.cancelUpload(w, r, req)
+		default:
+			err = methodNotAllowed(m)
+		}
+	case routeManifest:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			err = a.getManifest(w, r, req)
+		case http.MethodPut:
+			err = a.putManifest(w, r, req)
+		case http.MethodDelete:
+			err = a.deleteManifest(w, r, req)
+		default:
+			err = methodNotAllowed(m)
+		}
+	}
+	if err != nil {
+		ae := toAPIError(err)
+		if ae.Status >= 500 {
+			a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		writeError(w, ae)
+	}
+}
+
+func onlyMethods(method string, allowed ...string) error {
+	for _, m := range allowed {
+		if method == m {
+			return nil
+		}
+	}
+	return methodNotAllowed(method)
+}
+
+func methodNotAllowed(method string) error {
+	return errUnsupported("method " + method + " is not allowed on this path")
+}
+
+// recorder remembers the status and size of a response for the log line.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps sendfile working through the recorder: http.ServeContent
+// copies an *os.File into the ResponseWriter, and net/http only uses
+// sendfile when the writer it sees implements io.ReaderFrom.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	n, err := io.Copy(r.ResponseWriter, src)
+	r.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,41 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/pier-oci/pier/store"
+)
+
+// getBlob serves GET and HEAD of a blob. http.ServeContent does Range (206
+// and 416), If-None-Match against the ETag, HEAD, and sendfile.
+func (a *API) getBlob(w http.ResponseWriter, r *http.Request, req request) error {
+	d, err := store.ParseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	f, info, err := a.reg.OpenBlob(r.Context(), req.repo, d)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := w.Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("ETag", `"`+d.String()+`"`)
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Cache-Control", "max-age=31536000") // content-addressed: never changes
+	http.ServeContent(w, r, "", info.ModTime, f)
+	return nil
+}
+
+func (a *API) deleteBlob(w http.ResponseWriter, r *http.Request, req request) error {
+	d, err := store.ParseDigest(req.ref)
+	if err != nil {
+		return err
+	}
+	if err := a.reg.DeleteBlob(r.Context(), req.repo, d); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}

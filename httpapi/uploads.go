@@ -1,0 +1,219 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store"
+)
+
+func uploadLocation(repo, id string) string { return "/v2/" + repo + "/blobs/uploads/" + id }
+
+func blobLocation(repo string, d digest.Digest) string { return "/v2/" + repo + "/blobs/" + d.String() }
+
+// startUpload is POST /v2/<name>/blobs/uploads/: a cross-repository mount
+// (?mount=), a monolithic upload (?digest=), or a new session.
+func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	q := r.URL.Query()
+	if q.Has("mount") {
+		mounted, err := a.mount(r, req.repo, q.Get("mount"), q.Get("from"))
+		if err != nil {
+			return err
+		}
+		if mounted != "" {
+			return blobCreated(w, req.repo, mounted)
+		}
+		// Not mountable: the spec says to start an ordinary upload.
+	}
+	if q.Has("digest") {
+		d, err := store.ParseDigest(q.Get("digest"))
+		if err != nil {
+			return err
+		}
+		if _, err := a.reg.PutBlob(r.Context(), req.repo, d, r.Body); err != nil {
+			return err
+		}
+		return blobCreated(w, req.repo, d)
+	}
+	id, err := a.reg.NewUpload(r.Context(), req.repo)
+	if err != nil {
+		return err
+	}
+	return uploadAccepted(w, http.StatusAccepted, req.repo, id, 0)
+}
+
+// mount tries to make blob dgst available in repo from another repository
+// (from, or any repository that has it when from is empty). It returns the
+// mounted digest, or "" when the blob is not known.
+func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, error) {
+	d, err := store.ParseDigest(dgst)
+	if err != nil {
+		return "", err
+	}
+	if from == "" {
+		if from, err = a.reg.FindBlob(r.Context(), d); errors.Is(err, store.ErrBlobUnknown) {
+			return "", nil
+		} else if err != nil {
+			return "", err
+		}
+	} else if err := store.ValidateName(from); err != nil {
+		return "", err
+	}
+	err = a.reg.MountBlob(r.Context(), repo, from, d)
+	if errors.Is(err, store.ErrBlobUnknown) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+// patchUpload appends a chunk: ordered by Content-Range when given
+// (a chunk that does not start at the current end is 416), else streamed.
+func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	c, err := chunkOf(r)
+	if err != nil {
+		return err
+	}
+	size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
+	if err != nil {
+		return a.uploadFailed(w, req, err)
+	}
+	if err := c.checkEnd(size); err != nil {
+		return err
+	}
+	return uploadAccepted(w, http.StatusAccepted, req.repo, req.ref, size)
+}
+
+// putUpload completes an upload with ?digest=, after appending the
+// optional last chunk in the body.
+func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	q := r.URL.Query()
+	if !q.Has("digest") {
+		return errDigestInvalid("the digest query parameter is required to complete an upload")
+	}
+	d, err := store.ParseDigest(q.Get("digest"))
+	if err != nil {
+		return err
+	}
+	c, err := chunkOf(r)
+	if err != nil {
+		return err
+	}
+	if c.start >= 0 {
+		size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
+		if err != nil {
+			return a.uploadFailed(w, req, err)
+		}
+		if err := c.checkEnd(size); err != nil {
+			return err
+		}
+		c.body = nil
+	}
+	if _, err := a.reg.CommitUpload(r.Context(), req.repo, req.ref, c.body, d); err != nil {
+		return err
+	}
+	return blobCreated(w, req.repo, d)
+}
+
+func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request, req request) error {
+	size, err := a.reg.UploadSize(r.Context(), req.repo, req.ref)
+	if err != nil {
+		return err
+	}
+	return uploadAccepted(w, http.StatusNoContent, req.repo, req.ref, size)
+}
+
+func (a *API) cancelUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	if err := a.reg.CancelUpload(r.Context(), req.repo, req.ref); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// uploadFailed adds, to a 416, where the upload really is so the client can
+// resume from there.
+func (a *API) uploadFailed(w http.ResponseWriter, req request, err error) error {
+	var off *store.OffsetError
+	if errors.As(err, &off) {
+		w.Header().Set("Location", uploadLocation(req.repo, req.ref))
+		w.Header().Set("Range", rangeHeader(off.Size))
+		w.Header().Set("Docker-Upload-UUID", req.ref)
+	}
+	return err
+}
+
+var contentRangeRE = regexp.MustCompile(`^(?:bytes[= ])?([0-9]{1,19})-([0-9]{1,19})$`)
+
+// chunk is the part of an upload a PATCH or PUT carries.
+type chunk struct {
+	start, end int64 // from Content-Range; start is -1 without one (append at the end)
+	body       io.Reader
+}
+
+// chunkOf parses the request's Content-Range and bounds its body by it.
+func chunkOf(r *http.Request) (chunk, error) {
+	cr := r.Header.Get("Content-Range")
+	if cr == "" {
+		return chunk{start: -1, end: -1, body: r.Body}, nil
+	}
+	m := contentRangeRE.FindStringSubmatch(cr)
+	if m == nil {
+		return chunk{}, errRangeInvalid(fmt.Sprintf("Content-Range %q is not <start>-<end>", cr))
+	}
+	start, err1 := strconv.ParseInt(m[1], 10, 64)
+	end, err2 := strconv.ParseInt(m[2], 10, 64)
+	if err1 != nil || err2 != nil || end < start {
+		return chunk{}, errRangeInvalid(fmt.Sprintf("Content-Range %q is not a valid range", cr))
+	}
+	length := end - start + 1
+	if r.ContentLength >= 0 && r.ContentLength != length {
+		return chunk{}, errSizeInvalid(fmt.Sprintf("Content-Range %q is %d bytes but Content-Length is %d", cr, length, r.ContentLength))
+	}
+	return chunk{start: start, end: end, body: io.LimitReader(r.Body, length)}, nil
+}
+
+// checkEnd reports a body shorter than its Content-Range said.
+func (c chunk) checkEnd(size int64) error {
+	if c.start >= 0 && size != c.end+1 {
+		return errBlobUploadInvalid(fmt.Sprintf("the chunk ended at byte %d, Content-Range said %d", size-1, c.end))
+	}
+	return nil
+}
+
+// rangeHeader is the spec's Range for an upload of size bytes: 0-<last
+// byte>, with "0-0" for an empty upload as every registry sends it.
+func rangeHeader(size int64) string {
+	last := size - 1
+	if last < 0 {
+		last = 0
+	}
+	return "0-" + strconv.FormatInt(last, 10)
+}
+
+func uploadAccepted(w http.ResponseWriter, status int, repo, id string, size int64) error {
+	h := w.Header()
+	h.Set("Location", uploadLocation(repo, id))
+	h.Set("Range", rangeHeader(size))
+	h.Set("Docker-Upload-UUID", id)
+	h.Set("Content-Length", "0")
+	w.WriteHeader(status)
+	return nil
+}
+
+func blobCreated(w http.ResponseWriter, repo string, d digest.Digest) error {
+	h := w.Header()
+	h.Set("Location", blobLocation(repo, d))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}

@@ -1,0 +1,376 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Manifest is a stored manifest as it is served.
+type Manifest struct {
+	Digest    digest.Digest
+	MediaType string
+	Body      []byte
+}
+
+// PutResult tells what a manifest push stored.
+type PutResult struct {
+	Digest  digest.Digest
+	Subject digest.Digest // empty when the manifest has no subject
+}
+
+// PutManifest stores a manifest under ref (a tag or its digest) and under
+// every extra tag. Each blob and child manifest it references must already
+// be in the repository. The manifest blob is written before index.json
+// names it, so a crash in between leaves only an unreferenced blob.
+func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, body []byte, tags []string) (PutResult, error) {
+	m, err := parseManifest(body, contentType)
+	if err != nil {
+		return PutResult{}, err
+	}
+	var d digest.Digest
+	if IsDigest(ref) {
+		want, err := ParseDigest(ref)
+		if err != nil {
+			return PutResult{}, err
+		}
+		if d = want.Algorithm().FromBytes(body); d != want {
+			return PutResult{}, fmt.Errorf("%w: the body is %s, not %s", ErrDigestMismatch, d, want)
+		}
+	} else {
+		if err := ValidateTag(ref); err != nil {
+			return PutResult{}, err
+		}
+		d = sha256Of(body)
+		tags = append([]string{ref}, tags...)
+	}
+	for _, t := range tags {
+		if err := ValidateTag(t); err != nil {
+			return PutResult{}, err
+		}
+	}
+	if err := s.ensureRepo(repo); err != nil {
+		return PutResult{}, err
+	}
+
+	unlock := s.locks.lock(repo)
+	defer unlock()
+	for _, need := range m.requiredBlobs() {
+		info, err := s.StatBlob(ctx, repo, need.Digest)
+		if errors.Is(err, ErrBlobUnknown) {
+			return PutResult{}, fmt.Errorf("%w: %s", ErrManifestBlobUnknown, need.Digest)
+		}
+		if err != nil {
+			return PutResult{}, err
+		}
+		if info.Size != need.Size {
+			return PutResult{}, fmt.Errorf("%w: descriptor of %s says %d bytes, the blob has %d", ErrManifestInvalid, need.Digest, need.Size, info.Size)
+		}
+	}
+	if err := s.writeBlobBytes(repo, d, body); err != nil {
+		return PutResult{}, err
+	}
+	x, err := s.readIndex(repo)
+	if err != nil {
+		return PutResult{}, err
+	}
+	desc := ispec.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(body))}
+	if x.setTags(desc, tags) {
+		if err := s.writeIndex(repo, x); err != nil {
+			return PutResult{}, err
+		}
+	}
+	res := PutResult{Digest: d}
+	if m.Subject != nil {
+		res.Subject = m.Subject.Digest
+	}
+	s.log.Info("manifest stored", "repo", repo, "digest", d, "tags", tags)
+	return res, nil
+}
+
+// setTags records desc in the index, under each of tags or untagged when
+// there are none. A tag that moves leaves its old manifest addressable by
+// digest. It reports whether anything changed.
+func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
+	changed := false
+	if len(tags) == 0 {
+		if x.findDigest(desc.Digest) < 0 {
+			x.Manifests = append(x.Manifests, desc)
+			changed = true
+		}
+		return changed
+	}
+	for _, t := range tags {
+		if i := x.find(t); i >= 0 {
+			if x.Manifests[i].Digest == desc.Digest {
+				continue
+			}
+			old := x.Manifests[i]
+			x.remove(i)
+			x.keepAddressable(old)
+		}
+		// A tagged entry replaces the untagged one for the same digest.
+		for i, m := range x.Manifests {
+			if m.Digest == desc.Digest {
+				if _, tagged := tagOf(m); !tagged {
+					x.remove(i)
+					break
+				}
+			}
+		}
+		tagged := desc
+		tagged.Annotations = map[string]string{ispec.AnnotationRefName: t}
+		x.Manifests = append(x.Manifests, tagged)
+		changed = true
+	}
+	return changed
+}
+
+// writeBlobBytes stores small content pier holds in memory (a manifest) as
+// blob d, unless it is already there.
+func (s *Store) writeBlobBytes(repo string, d digest.Digest, body []byte) error {
+	path := s.blobPath(repo, d)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := s.fs.MkdirAll(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("store manifest %s: %w", d, err)
+	}
+	if err := s.fs.WriteFile(path, s.uploadsDir(repo), body); err != nil {
+		return fmt.Errorf("store manifest %s: %w", d, err)
+	}
+	return nil
+}
+
+// GetManifest returns the manifest ref (a tag or a digest) of repo. A
+// digest is found among index.json's entries or, for layouts made by other
+// tools that list only the top index, among the children of those entries.
+// Content that no longer matches its digest is never served.
+func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, error) {
+	desc, err := s.resolve(repo, ref)
+	if err != nil {
+		return Manifest{}, err
+	}
+	body, err := s.readManifestBlob(repo, desc.Digest)
+	if err != nil {
+		return Manifest{}, err
+	}
+	mt := desc.MediaType
+	if mt == "" {
+		var m manifestDoc
+		if json.Unmarshal(body, &m) == nil && m.MediaType != "" {
+			mt = m.MediaType
+		} else {
+			mt = ispec.MediaTypeImageManifest
+		}
+	}
+	return Manifest{Digest: desc.Digest, MediaType: mt, Body: body}, nil
+}
+
+// resolve finds the index entry (or child descriptor) for ref.
+func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
+	x, err := s.readIndex(repo)
+	if errors.Is(err, ErrNameUnknown) {
+		return ispec.Descriptor{}, fmt.Errorf("%w: %s: %v", ErrManifestUnknown, ref, err)
+	}
+	if err != nil {
+		return ispec.Descriptor{}, err
+	}
+	if !IsDigest(ref) {
+		if err := ValidateTag(ref); err != nil {
+			return ispec.Descriptor{}, err
+		}
+		if i := x.find(ref); i >= 0 {
+			return x.Manifests[i], nil
+		}
+		return ispec.Descriptor{}, fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
+	}
+	d, err := ParseDigest(ref)
+	if err != nil {
+		return ispec.Descriptor{}, err
+	}
+	if i := x.findDigest(d); i >= 0 {
+		return x.Manifests[i], nil
+	}
+	if child, ok := s.findChild(repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
+		return child, nil
+	}
+	return ispec.Descriptor{}, fmt.Errorf("%w: %s", ErrManifestUnknown, d)
+}
+
+// maxIndexDepth bounds how deep nested indexes are searched.
+const maxIndexDepth = 8
+
+// findChild searches the children of the indexes among descs for d.
+func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest, seen map[digest.Digest]bool) (ispec.Descriptor, bool) {
+	if len(seen) > 1000 {
+		return ispec.Descriptor{}, false
+	}
+	for _, desc := range descs {
+		if !IsIndexType(desc.MediaType) || seen[desc.Digest] {
+			continue
+		}
+		seen[desc.Digest] = true
+		m, err := s.loadManifest(repo, desc.Digest)
+		if err != nil {
+			continue
+		}
+		for _, c := range m.Manifests {
+			if c.Digest == d {
+				return c, true
+			}
+		}
+		if c, ok := s.findChild(repo, m.Manifests, d, seen); ok {
+			return c, true
+		}
+	}
+	return ispec.Descriptor{}, false
+}
+
+// readManifestBlob reads a manifest's bytes and checks them against d.
+func (s *Store) readManifestBlob(repo string, d digest.Digest) ([]byte, error) {
+	f, err := os.Open(s.blobPath(repo, d))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s is listed but its blob is missing", ErrManifestUnknown, d)
+		}
+		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	defer f.Close()
+	body, err := readAllLimited(f, MaxManifestSize)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	if got := d.Algorithm().FromBytes(body); got != d {
+		s.log.Error("stored manifest does not match its digest; not serving it", "repo", repo, "digest", d, "actual", got)
+		return nil, fmt.Errorf("%w: %s is corrupt on disk", ErrManifestUnknown, d)
+	}
+	return body, nil
+}
+
+// loadManifest reads and decodes a stored manifest.
+func (s *Store) loadManifest(repo string, d digest.Digest) (*manifestDoc, error) {
+	body, err := s.readManifestBlob(repo, d)
+	if err != nil {
+		return nil, err
+	}
+	var m manifestDoc
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("decode manifest %s: %w", d, err)
+	}
+	return &m, nil
+}
+
+// DeleteManifest deletes ref of repo. A tag is removed and its manifest
+// stays addressable by digest; a digest removes the manifest and every tag
+// on it. A manifest that a remaining index lists is refused: deleting it
+// would break the index.
+func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
+	isDigest := IsDigest(ref)
+	var d digest.Digest
+	if isDigest {
+		var err error
+		if d, err = ParseDigest(ref); err != nil {
+			return err
+		}
+	} else if err := ValidateTag(ref); err != nil {
+		return err
+	}
+	unlock := s.locks.lock(repo)
+	defer unlock()
+	x, err := s.readIndex(repo)
+	if errors.Is(err, ErrNameUnknown) {
+		return fmt.Errorf("%w: %s", ErrManifestUnknown, ref)
+	}
+	if err != nil {
+		return err
+	}
+	if !isDigest {
+		i := x.find(ref)
+		if i < 0 {
+			return fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
+		}
+		old := x.Manifests[i]
+		x.remove(i)
+		x.keepAddressable(old)
+		s.log.Info("tag deleted", "repo", repo, "tag", ref, "digest", old.Digest)
+		return s.writeIndex(repo, x)
+	}
+	kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })
+	if len(kept) == len(x.Manifests) {
+		if _, ok := s.findChild(repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
+			return fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
+		}
+		return fmt.Errorf("%w: %s", ErrManifestUnknown, d)
+	}
+	if _, ok := s.findChild(repo, kept, d, map[digest.Digest]bool{}); ok {
+		return fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
+	}
+	x.Manifests = kept
+	if err := s.writeIndex(repo, x); err != nil {
+		return err
+	}
+	s.log.Info("manifest deleted", "repo", repo, "digest", d)
+	return nil
+}
+
+// Tags lists repo's tags, sorted.
+func (s *Store) Tags(ctx context.Context, repo string) ([]string, error) {
+	x, err := s.readIndex(repo)
+	if err != nil {
+		return nil, err
+	}
+	tags := make([]string, 0, len(x.Manifests))
+	for _, m := range x.Manifests {
+		if t, ok := tagOf(m); ok {
+			tags = append(tags, t)
+		}
+	}
+	slices.Sort(tags)
+	return slices.Compact(tags), nil
+}
+
+// referencedBy returns a manifest of repo that references d (as config,
+// layer or child, or d itself when it is a listed manifest), or "".
+func (s *Store) referencedBy(repo string, d digest.Digest) (digest.Digest, error) {
+	x, err := s.readIndex(repo)
+	if errors.Is(err, ErrNameUnknown) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	seen := map[digest.Digest]bool{}
+	var walk func(descs []ispec.Descriptor, depth int) digest.Digest
+	walk = func(descs []ispec.Descriptor, depth int) digest.Digest {
+		for _, desc := range descs {
+			if desc.Digest == d {
+				return desc.Digest
+			}
+			if seen[desc.Digest] || depth > maxIndexDepth {
+				continue
+			}
+			seen[desc.Digest] = true
+			m, err := s.loadManifest(repo, desc.Digest)
+			if err != nil {
+				continue
+			}
+			if slices.Contains(m.references(), d) {
+				return desc.Digest
+			}
+			if by := walk(m.Manifests, depth+1); by != "" {
+				return by
+			}
+		}
+		return ""
+	}
+	return walk(x.Manifests, 0), nil
+}

@@ -1,0 +1,83 @@
+package store
+
+import (
+	"crypto/sha256" // registers sha256 with go-digest
+	_ "crypto/sha512"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// The grammar of the Distribution Spec. Names reach the filesystem as
+// directory paths, so nothing else may pass: no "..", no leading "/", no
+// empty component, no upper case.
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// maxNameLength bounds a repository name; the spec lets registries cap it
+// and 255 keeps every path well below PATH_MAX.
+const maxNameLength = 255
+
+// reservedComponents are names an OCI layout, or pier's root, already uses
+// for itself. A repository named "a/blobs" would live inside repository
+// "a"'s blob directory, so such names are refused.
+var reservedComponents = map[string]bool{
+	"blobs":      true,
+	"index.json": true,
+	"oci-layout": true,
+	"cache.db":   true,
+}
+
+// ValidateName checks a repository name from the network before it is used
+// as a path.
+func ValidateName(name string) error {
+	if len(name) > maxNameLength {
+		return fmt.Errorf("%w: longer than %d characters", ErrNameInvalid, maxNameLength)
+	}
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: %q does not match the spec's name grammar", ErrNameInvalid, name)
+	}
+	for _, c := range strings.Split(name, "/") {
+		if reservedComponents[c] {
+			return fmt.Errorf("%w: %q is reserved by the OCI image layout", ErrNameInvalid, c)
+		}
+	}
+	return nil
+}
+
+// ValidateTag checks a tag from the network.
+func ValidateTag(tag string) error {
+	if !tagRE.MatchString(tag) {
+		return fmt.Errorf("%w: %q is not a valid tag", ErrTagInvalid, tag)
+	}
+	return nil
+}
+
+// ParseDigest parses and validates a digest from the network. Only the
+// algorithms the OCI image spec registers are accepted, so every digest
+// maps to exactly one path blobs/<alg>/<hex>.
+func ParseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q: %v", ErrDigestInvalid, s, err)
+	}
+	switch d.Algorithm() {
+	case digest.SHA256, digest.SHA512:
+		return d, nil
+	}
+	return "", fmt.Errorf("%w: algorithm %q is not supported (use sha256 or sha512)", ErrDigestUnsupported, d.Algorithm())
+}
+
+// IsDigest reports whether a manifest reference is a digest rather than a
+// tag (tags cannot contain ':').
+func IsDigest(ref string) bool { return strings.Contains(ref, ":") }
+
+// sha256Of is the digest of b, for content pier creates itself.
+func sha256Of(b []byte) digest.Digest {
+	sum := sha256.Sum256(b)
+	return digest.NewDigestFromBytes(digest.SHA256, sum[:])
+}

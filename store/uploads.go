@@ -1,0 +1,294 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// An upload is a file <repo>/.uploads/<id> that grows by appends until its
+// digest is given. Its sha256 is computed while the bytes stream in, so a
+// monolithic or chunked push reads the data once; the hash state lives in
+// memory only, and is rebuilt from the file when it is missing (after a
+// restart) or out of step with the file (after a failed write).
+
+var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// copyBufSize is the unit in which upload bodies are read, hashed and
+// written: large enough for full-speed sha256 and few syscalls, small
+// enough that many concurrent uploads stay within a Pi's memory.
+const copyBufSize = 256 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// uploadSession is the in-memory part of an upload.
+type uploadSession struct {
+	mu     sync.Mutex // serialises writes to one upload
+	sha    hash.Hash  // sha256 of the first hashed bytes of the file
+	hashed int64
+}
+
+type uploadTable struct {
+	mu       sync.Mutex
+	sessions map[string]*uploadSession
+}
+
+func newUploadTable() *uploadTable { return &uploadTable{sessions: map[string]*uploadSession{}} }
+
+func (t *uploadTable) get(key string) *uploadSession {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	u, ok := t.sessions[key]
+	if !ok {
+		u = &uploadSession{sha: sha256.New()}
+		t.sessions[key] = u
+	}
+	return u
+}
+
+func (t *uploadTable) drop(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.sessions, key)
+}
+
+func newUploadID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // never happens on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// uploadPath validates id (it comes from the network) and returns its file.
+func (s *Store) uploadPath(repo, id string) (string, error) {
+	if !uploadIDRE.MatchString(id) {
+		return "", fmt.Errorf("%w: %q", ErrUploadUnknown, id)
+	}
+	return filepath.Join(s.uploadsDir(repo), id), nil
+}
+
+// NewUpload starts an upload session in repo, creating the repository if
+// needed, and returns its id.
+func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
+	if err := s.ensureRepo(repo); err != nil {
+		return "", err
+	}
+	id := newUploadID()
+	f, err := os.OpenFile(filepath.Join(s.uploadsDir(repo), id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("start upload in %s: %w", repo, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("start upload in %s: %w", repo, err)
+	}
+	return id, nil
+}
+
+// UploadSize returns how many bytes upload id of repo holds.
+func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) {
+	path, err := s.uploadPath(repo, id)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+			return 0, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
+		}
+		return 0, fmt.Errorf("stat upload %s: %w", id, err)
+	}
+	return fi.Size(), nil
+}
+
+// OffsetError is ErrUploadOffset with the upload's current size, which the
+// client needs to resume.
+type OffsetError struct{ Size int64 }
+
+func (e *OffsetError) Error() string {
+	return fmt.Sprintf("%v: the upload holds %d bytes", ErrUploadOffset, e.Size)
+}
+func (e *OffsetError) Unwrap() error { return ErrUploadOffset }
+
+// WriteUpload appends r to upload id. When start is not negative it must
+// equal the upload's current size (chunks arrive in order), else an
+// *OffsetError is returned and nothing is written. It returns the new size.
+func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
+	path, err := s.uploadPath(repo, id)
+	if err != nil {
+		return 0, err
+	}
+	key := repo + "\x00" + id
+	u := s.uploads.get(key)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f, size, err := openUpload(path, id)
+	if err != nil {
+		s.uploads.drop(key)
+		return 0, err
+	}
+	defer f.Close()
+	if start >= 0 && start != size {
+		return 0, &OffsetError{Size: size}
+	}
+	return s.appendUpload(u, f, size, r)
+}
+
+// appendUpload copies r to the end of f, hashing what is written while the
+// hash is in step with the file.
+func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Reader) (int64, error) {
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	buf := *bufp
+	inStep := u.hashed == size
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			w, werr := f.Write(buf[:n])
+			if inStep {
+				u.sha.Write(buf[:w])
+				u.hashed += int64(w)
+			}
+			size += int64(w)
+			if werr != nil {
+				return size, fmt.Errorf("write upload: %w", werr)
+			}
+		}
+		if rerr == io.EOF {
+			return size, nil
+		}
+		if rerr != nil {
+			return size, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, rerr)
+		}
+	}
+}
+
+func openUpload(path, id string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+			return nil, 0, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
+		}
+		return nil, 0, fmt.Errorf("open upload %s: %w", id, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("stat upload %s: %w", id, err)
+	}
+	return f, fi.Size(), nil
+}
+
+// CommitUpload appends r (the optional last chunk) to upload id, checks the
+// whole content against d and, when it matches, makes it blob d of repo
+// durably. A mismatch deletes the upload and changes nothing else.
+func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, d digest.Digest) (BlobInfo, error) {
+	path, err := s.uploadPath(repo, id)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	key := repo + "\x00" + id
+	u := s.uploads.get(key)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f, size, err := openUpload(path, id)
+	if err != nil {
+		s.uploads.drop(key)
+		return BlobInfo{}, err
+	}
+	defer f.Close()
+	if r != nil {
+		if size, err = s.appendUpload(u, f, size, r); err != nil {
+			return BlobInfo{}, err
+		}
+	}
+	got, err := uploadDigest(u, path, size, d.Algorithm())
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if got != d {
+		s.uploads.drop(key)
+		f.Close()
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("cannot remove rejected upload", "repo", repo, "upload", id, "err", err)
+		}
+		return BlobInfo{}, fmt.Errorf("%w: uploaded content is %s, not %s", ErrDigestMismatch, got, d)
+	}
+	if err := s.fs.SyncFile(f); err != nil {
+		return BlobInfo{}, err
+	}
+	if err := f.Close(); err != nil {
+		return BlobInfo{}, fmt.Errorf("close upload %s: %w", id, err)
+	}
+	if err := s.commitBlob(repo, path, d); err != nil {
+		return BlobInfo{}, err
+	}
+	s.uploads.drop(key)
+	s.log.Debug("blob committed", "repo", repo, "digest", d, "bytes", size)
+	return BlobInfo{Digest: d, Size: size}, nil
+}
+
+// uploadDigest returns the digest of the upload's content with algorithm
+// alg, from the running hash when it covers the whole file, else by reading
+// the file again.
+func uploadDigest(u *uploadSession, path string, size int64, alg digest.Algorithm) (digest.Digest, error) {
+	if alg == digest.SHA256 && u.hashed == size {
+		return digest.NewDigest(alg, u.sha), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("rehash upload: %w", err)
+	}
+	defer f.Close()
+	dg, err := alg.FromReader(f)
+	if err != nil {
+		return "", fmt.Errorf("rehash upload: %w", err)
+	}
+	return dg, nil
+}
+
+// PutBlob stores r as blob d of repo in one step (a monolithic upload).
+func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader) (BlobInfo, error) {
+	id, err := s.NewUpload(ctx, repo)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	info, err := s.CommitUpload(ctx, repo, id, r, d)
+	if err != nil && !errors.Is(err, ErrDigestMismatch) {
+		s.CancelUpload(ctx, repo, id)
+	}
+	return info, err
+}
+
+// CancelUpload abandons upload id of repo.
+func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
+	path, err := s.uploadPath(repo, id)
+	if err != nil {
+		return err
+	}
+	key := repo + "\x00" + id
+	u := s.uploads.get(key)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s.uploads.drop(key)
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+			return fmt.Errorf("%w: %s", ErrUploadUnknown, id)
+		}
+		return fmt.Errorf("cancel upload %s: %w", id, err)
+	}
+	return nil
+}
