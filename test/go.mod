@@ -1,0 +1,3 @@
+module github.com/pier-oci/pier/test
+
+go 1.26

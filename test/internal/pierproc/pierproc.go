@@ -1,0 +1,171 @@
+// Package pierproc runs a real `pier serve` process for end-to-end tests:
+// a config in a temporary directory, a free loopback port, and a wait until
+// /v2/ answers.
+package pierproc
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binary is the pier binary under test: $PIER_BIN, set by `make test`.
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin := os.Getenv("PIER_BIN")
+	if bin == "" {
+		t.Fatal("PIER_BIN is not set; run the end-to-end tests with `make test`")
+	}
+	return bin
+}
+
+// Server is a running pier process.
+type Server struct {
+	Addr   string // host:port on 127.0.0.1
+	Root   string // storage root directory
+	Config string // path of the config file it was started with
+	Cmd    *exec.Cmd
+
+	mu     sync.Mutex
+	stderr bytes.Buffer
+}
+
+// Options adjust the config a server starts with.
+type Options struct {
+	Root    string         // storage root; a new temp dir when empty
+	Storage map[string]any // extra storage keys (commit, dedupe, ...)
+	Extra   map[string]any // extra top-level keys
+}
+
+// Start writes a config and starts `pier serve` on a free port, waiting
+// until it answers. The process is killed when the test ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	root := opts.Root
+	if root == "" {
+		root = filepath.Join(dir, "data")
+	}
+	port := FreePort(t)
+	storage := map[string]any{"rootDirectory": root}
+	for k, v := range opts.Storage {
+		storage[k] = v
+	}
+	cfg := map[string]any{
+		"distSpecVersion": "1.1.1",
+		"storage":         storage,
+		"http":            map[string]any{"address": "127.0.0.1", "port": fmt.Sprint(port)},
+		"log":             map[string]any{"level": "warn"},
+	}
+	for k, v := range opts.Extra {
+		cfg[k] = v
+	}
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Root: root, Config: path}
+	s.start(t)
+	return s
+}
+
+func (s *Server) start(t testing.TB) {
+	t.Helper()
+	s.Cmd = exec.Command(Binary(t), "serve", s.Config)
+	s.Cmd.Stderr = &lockedWriter{s}
+	if err := s.Cmd.Start(); err != nil {
+		t.Fatalf("start pier: %v", err)
+	}
+	cmd := s.Cmd
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	if err := s.WaitReady(10 * time.Second); err != nil {
+		t.Fatalf("pier did not become ready: %v\nstderr:\n%s", err, s.Stderr())
+	}
+}
+
+// Restart starts the server again on the same config after it stopped.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.start(t)
+}
+
+// WaitReady polls /v2/ until it answers 200.
+func (s *Server) WaitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(s.URL("/v2/"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// URL is the server's http URL for path.
+func (s *Server) URL(path string) string { return "http://" + s.Addr + path }
+
+// Kill stops the process with SIGKILL, as a crash or power cut would.
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	s.Cmd.Process.Kill()
+	s.Cmd.Wait()
+}
+
+// Stop sends SIGTERM and waits for the exit, returning the exit code.
+func (s *Server) Stop(t testing.TB) int {
+	t.Helper()
+	s.Cmd.Process.Signal(syscall.SIGTERM)
+	s.Cmd.Wait()
+	return s.Cmd.ProcessState.ExitCode()
+}
+
+// Stderr is what the process has logged so far.
+func (s *Server) Stderr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stderr.String()
+}
+
+type lockedWriter struct{ s *Server }
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	return w.s.stderr.Write(p)
+}
+
+// FreePort asks the kernel for a free loopback port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
