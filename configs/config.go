@@ -1,0 +1,209 @@
+// Package configs reads pier's configuration file.
+//
+// The format is zot's JSON configuration, so a zot user can point pier at the
+// file they already have. As under zot (which reads its config through viper),
+// keys match case-insensitively, and every key a zot configuration may hold is
+// accepted. Keys whose feature pier does not have yet come back as warnings
+// from Parse, or, where ignoring them would be unsafe, from Config.Refusals.
+//
+// Parsing does no I/O beyond reading the file in Load, and making
+// rootDirectory paths absolute against the process's working directory.
+package configs
+
+import (
+	"encoding/json"
+	"log/slog"
+	"time"
+)
+
+// Config is a parsed, defaulted and validated pier configuration.
+type Config struct {
+	// DistSpecVersion is the OCI distribution-spec version the file was
+	// written for, e.g. "1.1.1". It is informational: pier serves the version
+	// it implements whatever the file says, as zot does.
+	DistSpecVersion string
+
+	Storage    StorageConfig
+	HTTP       HTTPConfig
+	Log        LogConfig
+	Extensions ExtensionsConfig
+
+	// refusals are the keys set in the file that pier must not ignore; they
+	// are worked out once by Parse so the Config stays a plain value.
+	refusals []Warning
+}
+
+// StoreConfig holds the settings of one storage root. The storage section
+// has them for the default store, and every subPaths entry has its own.
+type StoreConfig struct {
+	// RootDirectory is where images are stored. Parse makes it absolute,
+	// relative to the working directory of the process.
+	RootDirectory string
+
+	// Commit makes every write reach the disk (fsync) before it is
+	// acknowledged. Default false.
+	Commit bool
+
+	// Dedupe stores content shared by several repositories once. Default
+	// true for the storage section, false for a subpath (as in zot).
+	Dedupe bool
+
+	// GC removes blobs no manifest refers to any more. Default true for the
+	// storage section, false for a subpath (as in zot).
+	GC bool
+
+	// GCDelay is how old an unreferenced blob must be before GC removes it,
+	// so uploads in flight are not collected. Default 1h when GC is on, 0
+	// when it is off and the key is absent.
+	GCDelay time.Duration
+
+	// GCInterval is the time between collections. Default 1h when GC is on,
+	// 0 when it is off and the key is absent. See GCOnce.
+	GCInterval time.Duration
+
+	// GCOnce reports that GC is on and gcInterval was set to 0 explicitly,
+	// which in zot means "collect once, then never again".
+	GCOnce bool
+
+	// StorageDriver holds zot's remote storage settings (e.g. s3) as they are
+	// in the file, nil when absent. Keys inside are free-form.
+	StorageDriver map[string]any
+
+	// CacheDriver holds zot's dedupe cache database settings (boltdb,
+	// dynamodb, redis) as they are in the file, nil when absent.
+	CacheDriver map[string]any
+
+	// RemoteCache selects a remote CacheDriver instead of the local one. As
+	// in zot, it defaults to true when Dedupe is on and a StorageDriver is set.
+	RemoteCache bool
+
+	// Retention holds zot's retention policies as they are in the file, nil
+	// when absent.
+	Retention json.RawMessage
+
+	// ReadOnly makes the registry refuse pushes and deletes. It is set by
+	// pier's storage key readOnly or by zot's older http.readOnly. Default false.
+	ReadOnly bool
+}
+
+// SubPathConfig is the configuration of a store mounted at a subpath; it has
+// the same settings as the default store.
+type SubPathConfig = StoreConfig
+
+// StorageConfig is the storage section: the settings of the default store,
+// and the stores mounted at subpaths.
+type StorageConfig struct {
+	StoreConfig
+
+	// SubPaths maps a repository path prefix such as "/a" or "/x/y" to the
+	// store that holds the repositories below it. Nil when absent.
+	SubPaths map[string]SubPathConfig
+}
+
+// HTTPConfig is the http section: where and how the registry listens.
+type HTTPConfig struct {
+	// Address is the IP address or host name to listen on. Default
+	// "127.0.0.1", as in zot.
+	Address string
+
+	// Port is the TCP port to listen on, as a decimal string ("0" picks a
+	// free port). The file may give it as a JSON string, as zot writes it, or
+	// as a number. Default "8080", as in zot.
+	Port string
+
+	// Realm is the realm named in WWW-Authenticate challenges.
+	Realm string
+
+	// TLS makes the registry serve HTTPS. Nil when the file sets no
+	// certificate.
+	TLS *TLSConfig
+
+	// Compat lists the non-OCI media types zot was told to accept. The only
+	// value is "docker2s2"; pier always accepts Docker schema 2, so this
+	// changes nothing and is kept only so the file round-trips.
+	Compat []string
+
+	// Auth holds zot's authentication settings as they are in the file, nil
+	// when absent. Pier does not implement authentication yet; see Refusals.
+	Auth json.RawMessage
+
+	// AccessControl holds zot's authorization policies as they are in the
+	// file, nil when absent. Pier does not implement them yet; see Refusals.
+	AccessControl json.RawMessage
+}
+
+// TLSConfig names the files that make up the server's TLS setup.
+type TLSConfig struct {
+	// Cert is the path of the server certificate chain (PEM).
+	Cert string
+	// Key is the path of the certificate's private key (PEM).
+	Key string
+	// CACert, when set, is the path of a CA bundle (PEM): the server then
+	// requires client certificates signed by it (mutual TLS), as zot does
+	// when no other authentication is configured.
+	CACert string
+}
+
+// LogConfig is the log section.
+type LogConfig struct {
+	// Level is one of "debug", "info", "warn", "error". zot's zerolog names
+	// map onto these: "trace" is "debug", "fatal" and "panic" are "error".
+	// Default "info".
+	Level string
+
+	// Output is the path of the log file; empty means standard output, as in
+	// zot.
+	Output string
+
+	// Audit is the path of zot's audit log, empty when absent.
+	Audit string
+}
+
+// SlogLevel returns Level as a log/slog level.
+func (l LogConfig) SlogLevel() slog.Level {
+	switch l.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// ExtensionsConfig is the extensions section.
+type ExtensionsConfig struct {
+	// Scrub is the background integrity check; nil when absent.
+	Scrub *ScrubConfig
+
+	// Other holds, by name, the zot extensions pier does not implement
+	// (search, sync, metrics, ui, ...) as they are in the file. Only their
+	// presence matters; nil when there are none.
+	Other map[string]json.RawMessage
+}
+
+// ScrubConfig configures the scrub extension, which re-hashes stored blobs to
+// catch bit rot.
+type ScrubConfig struct {
+	// Enable turns scrubbing on. Default true once the scrub section is
+	// present, as in zot.
+	Enable bool
+
+	// Interval is the time between scrub runs. Default 24h.
+	Interval time.Duration
+
+	// MaxBytesPerSecond caps how fast scrub reads, so it does not starve the
+	// registry or wear an SD card. 0 means unthrottled. This key is pier's,
+	// not zot's. Default 8 MiB/s.
+	MaxBytesPerSecond int64
+}
+
+// Refusals returns the keys set in the file that pier cannot honour yet and
+// that would be unsafe to ignore, such as http.auth: serving without it would
+// let anyone push. A caller about to serve must refuse to when this is not
+// empty. The keys here are not among Parse's warnings.
+func (c *Config) Refusals() []Warning {
+	return append([]Warning(nil), c.refusals...)
+}

@@ -1,0 +1,136 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// TestZotExamples loads copies of zot's own example configurations
+// (testdata/zot, named after their path under zot's examples/). Every one
+// must load; the refusals say which would stop pier serving, and why.
+func TestZotExamples(t *testing.T) {
+	const (
+		auth    = "http.auth"
+		acl     = "http.accessControl"
+		driver  = "storage.storageDriver"
+		sub     = "storage.subPaths"
+		cluster = "cluster"
+	)
+
+	wantRefusals := map[string][]string{
+		"config-allextensions.json":        nil,
+		"config-anonymous-authz.json":      {acl},
+		"config-autoport.json":             nil,
+		"config-bearer-auth.json":          {auth},
+		"config-bearer-oidc-workload.json": {auth, acl},
+		"config-bolt-repodb.json":          nil,
+		"config-commit.json":               nil,
+		"config-cve.json":                  nil,
+		"config-docker-compat.json":        nil,
+		"config-dynamodb.json":             {driver},
+		"config-events.json":               nil,
+		"config-example.json":              {auth},
+		"config-gc-periodic.json":          {sub},
+		"config-gc.json":                   nil,
+		"config-lint.json":                 nil,
+		"config-log.json":                  {auth},
+		"config-metrics.json":              nil,
+		"config-minimal.json":              nil,
+		"config-mtls.json":                 {auth, acl},
+		"config-multiple.json":             {sub},
+		"config-openid.json":               {auth, acl},
+		"config-policy.json":               {auth, acl},
+		"config-ratelimit.json":            nil,
+		"config-redis-all-options.json":    {driver},
+		"config-redis.json":                {driver},
+		"config-retention.json":            {sub},
+		"config-s3.json":                   {driver, sub},
+		"config-scheduler.json":            nil,
+		"config-scrub.json":                nil,
+		"config-sync-localhost.json":       nil,
+		"config-sync.json":                 nil,
+		"config-tls.json":                  nil,
+		"config-ui.json":                   nil,
+		"scale-out-cluster-cloud-tls-config-cluster-member0.json": {driver, cluster},
+		"scale-out-cluster-local-config-cluster-member0.json":     {cluster},
+	}
+
+	files, err := filepath.Glob(filepath.Join("testdata", "zot", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if len(files) != len(wantRefusals) {
+		t.Errorf("testdata/zot has %d files, the table %d: keep them in step", len(files), len(wantRefusals))
+	}
+
+	for _, file := range files {
+		name := filepath.Base(file)
+
+		t.Run(name, func(t *testing.T) {
+			want, ok := wantRefusals[name]
+			if !ok {
+				t.Fatalf("no expected refusals for %s in the table", name)
+			}
+
+			cfg, _, err := Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			if got := keyList(cfg.Refusals()); !slices.Equal(got, append([]string{}, want...)) {
+				t.Errorf("refusals = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// example.json documents, with README.md, every key pier implements: it must
+// use all of them and nothing pier would warn about.
+func TestExampleUsesEveryImplementedKey(t *testing.T) {
+	data, err := os.ReadFile("example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, warnings, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if len(warnings) != 0 || len(cfg.Refusals()) != 0 {
+		t.Errorf("example.json: warnings %v, refusals %v; want none", warnings, cfg.Refusals())
+	}
+
+	present, err := decode(data, &fileConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, key := range implementedKeys() {
+		if !present[key] {
+			t.Errorf("example.json does not show %s", key)
+		}
+	}
+}
+
+func TestExampleZot(t *testing.T) {
+	cfg, warnings, err := Load("example-zot.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if len(cfg.Refusals()) != 0 {
+		t.Errorf("refusals = %v; pier must serve a typical zot config", cfg.Refusals())
+	}
+
+	want := []string{
+		"storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval",
+		"log.audit", "extensions.scrub", "extensions.search", "extensions.ui",
+	}
+	if got := keyList(warnings); !slices.Equal(got, want) {
+		t.Errorf("warnings = %v, want %v", got, want)
+	}
+}

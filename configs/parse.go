@@ -1,0 +1,86 @@
+package configs
+
+import (
+	_ "embed" // for default.json
+	"fmt"
+	"os"
+)
+
+// defaultJSON is the configuration pier runs with when given none. A string,
+// not a []byte, so no caller can change it.
+//
+//go:embed default.json
+var defaultJSON string
+
+// Parse parses, defaults and validates a configuration in zot's JSON format.
+//
+// Keys match case-insensitively. An unknown key, a value of the wrong type or
+// an invalid value is an error naming the key's path, for example
+//
+//	storage.gcDelay: "1x" is not a duration (use Go durations like "1h", "90s")
+//	http.tls.certt: unknown key (did you mean "cert"?)
+//
+// When there are several problems the error lists them all, one per line;
+// each is a *KeyError, which errors.As finds.
+//
+// The warnings name the keys present in the file whose feature pier does not
+// have yet, one per key, in a fixed order. Keys that would be unsafe to
+// ignore are not among them: see Config.Refusals.
+func Parse(data []byte) (*Config, []Warning, error) {
+	var f fileConfig
+
+	present, err := decode(data, &f)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	if err := validate(&f); err != nil {
+		return nil, nil, err
+	}
+
+	cfg, err := resolve(&f)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	warnings, refusals := classify(&f, present)
+	cfg.refusals = refusals
+
+	return cfg, warnings, nil
+}
+
+// Load reads the configuration file at path and parses it as Parse does. Its
+// errors name the file.
+func Load(path string) (*Config, []Warning, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+
+	cfg, warnings, err := Parse(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+
+	return cfg, warnings, nil
+}
+
+// Default returns the configuration pier runs with when given none: listen on
+// 127.0.0.1:5000, store images in ./data (made absolute against the working
+// directory now), everything else at its default. It is parsed from
+// DefaultJSON, so it is exactly what that file says.
+func Default() *Config {
+	cfg, _, err := Parse([]byte(defaultJSON))
+	if err != nil {
+		// default.json ships inside the binary and the tests parse it.
+		panic("configs: embedded default.json: " + err.Error())
+	}
+
+	return cfg
+}
+
+// DefaultJSON returns the text of the default configuration, for writing out
+// as a starting point. The caller may modify the returned slice.
+func DefaultJSON() []byte {
+	return []byte(defaultJSON)
+}

@@ -1,0 +1,117 @@
+package configs
+
+// Warning is a note about one key of the configuration file: pier read it
+// but does not act on it (from Parse), or cannot serve while it is set (from
+// Config.Refusals).
+type Warning struct {
+	// Key is the dotted path of the key, e.g. "extensions.search".
+	Key string
+	// Message says what pier does about the key, and why.
+	Message string
+}
+
+// String returns "key: message".
+func (w Warning) String() string {
+	return w.Key + ": " + w.Message
+}
+
+// notice is one row of the table of keys pier reads but does not act on.
+type notice struct {
+	key string // dotted path, spelled as in fileConfig's json tags
+	// refuse marks keys that would be unsafe to ignore: they change who may
+	// write, or where data goes. Parse still succeeds; Refusals lists them.
+	refuse bool
+	// applies narrows the row to some values of the key; nil means whenever
+	// the key is present. The key is present when it is called, so the
+	// pointers on its path are not nil.
+	applies func(f *fileConfig) bool
+	message string
+}
+
+// notices is the table of keys pier accepts without having their feature.
+// When pier gains a feature, delete its rows. A key that is not here and not
+// free-form in schema.go is one pier implements.
+func notices() []notice {
+	const (
+		notYet  = "accepted; not active yet"
+		ignored = "accepted and ignored"
+	)
+
+	return []notice{
+		// Refusals: serving while ignoring these would expose or misplace data.
+		{key: "http.auth", refuse: true, message: "authentication is not implemented yet; serving would let anyone push, pull and delete"},
+		{key: "http.accessControl", refuse: true, message: "access control is not implemented yet; serving would give every client full access"},
+		{key: "storage.storageDriver", refuse: true, message: "pier stores images on the local filesystem only; serving would write them under storage.rootDirectory instead of the configured remote storage"},
+		{key: "storage.subPaths", refuse: true, message: "subpaths are not implemented yet; serving would store their repositories under storage.rootDirectory instead of their own directories",
+			applies: func(f *fileConfig) bool { return len(f.Storage.SubPaths) > 0 }},
+		{key: "storage.readOnly", refuse: true, message: "read-only mode is not implemented yet; serving would accept pushes and deletes",
+			applies: func(f *fileConfig) bool { return *f.Storage.ReadOnly }},
+		{key: "http.readOnly", refuse: true, message: "read-only mode is not implemented yet; serving would accept pushes and deletes",
+			applies: func(f *fileConfig) bool { return *f.HTTP.ReadOnly }},
+		{key: "cluster", refuse: true, message: "scale-out clustering is not implemented; serving would store repositories that belong to other members here"},
+
+		// Warnings: ignoring these changes no access and moves no data.
+		{key: "version", message: ignored + " (zot's name for distSpecVersion before v1.0)"},
+		{key: "goVersion", message: ignored + " (zot build information)"},
+		{key: "commit", message: ignored + " (zot build information)"},
+		{key: "releaseTag", message: ignored + " (zot build information)"},
+		{key: "binaryType", message: ignored + " (zot build information)"},
+
+		{key: "storage.dedupe", message: notYet + ": content is stored once per repository"},
+		{key: "storage.gc", message: notYet + ": garbage collection does not run"},
+		{key: "storage.gcDelay", message: notYet + ": garbage collection does not run"},
+		{key: "storage.gcInterval", message: notYet + ": garbage collection does not run"},
+		{key: "storage.gcMaxSchedulerDelay", message: ignored + " (zot scheduler tuning)"},
+		{key: "storage.retention", message: notYet + ": no image is deleted by policy"},
+		// The dedupe cache only records shared content; pier does not dedupe
+		// yet, and the remote storage a remote cache goes with is refused above.
+		{key: "storage.remoteCache", message: notYet + ": pier uses no cache database"},
+		{key: "storage.cacheDriver", message: notYet + ": pier uses no cache database"},
+		{key: "storage.maxRepos", message: notYet + ": the number of repositories is not limited"},
+		{key: "storage.redirectBlobURL", message: ignored + " (applies to remote storage only)"},
+		{key: "storage.fastRestart", message: ignored + " (zot startup tuning)"},
+
+		{key: "http.ratelimit", message: notYet + ": requests are not rate limited"},
+		{key: "http.externalURL", message: ignored + " (used by zot's login redirects)"},
+		{key: "http.allowOrigin", message: notYet + ": no CORS headers are sent"},
+		{key: "http.readTimeout", message: notYet + ": pier's own server timeouts apply"},
+		{key: "http.writeTimeout", message: notYet + ": pier's own server timeouts apply"},
+		{key: "http.allowReadAccess", message: ignored + " (zot's anonymous read switch; only meaningful with http.auth)"},
+
+		{key: "log.audit", message: notYet + ": no audit log is written"},
+
+		{key: "extensions.scrub", message: notYet + ": stored blobs are not re-checked"},
+		{key: "extensions.search", message: ignored + ": pier has no search extension"},
+		{key: "extensions.sync", message: ignored + ": pier does not mirror other registries"},
+		{key: "extensions.metrics", message: ignored + ": pier exports no metrics"},
+		{key: "extensions.lint", message: ignored + ": pushes are not checked for mandatory annotations"},
+		{key: "extensions.ui", message: ignored + ": pier has no web interface"},
+		{key: "extensions.mgmt", message: ignored + " (zot ignores it too)"},
+		{key: "extensions.apikey", message: ignored + " (zot ignores it too)"},
+		{key: "extensions.trust", message: ignored + ": signatures are stored but not verified"},
+		{key: "extensions.events", message: ignored + ": pier sends no events"},
+		{key: "extensions.quota", message: ignored + ": the number of repositories is not limited"},
+		{key: "extensions.metadata", message: ignored + " (zot release-candidate setting)"},
+
+		{key: "scheduler", message: ignored + ": pier schedules its own background work"},
+	}
+}
+
+// classify returns the notices that apply to a file, given the key paths
+// present in it, split into warnings and refusals. Both are in table order.
+func classify(f *fileConfig, present map[string]bool) (warnings, refusals []Warning) {
+	for _, n := range notices() {
+		if !present[n.key] || (n.applies != nil && !n.applies(f)) {
+			continue
+		}
+
+		w := Warning{Key: n.key, Message: n.message}
+		if n.refuse {
+			refusals = append(refusals, w)
+		} else {
+			warnings = append(warnings, w)
+		}
+	}
+
+	return warnings, refusals
+}

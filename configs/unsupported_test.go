@@ -1,0 +1,231 @@
+package configs
+
+import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func warningKeys(ws []Warning) map[string]bool {
+	keys := map[string]bool{}
+	for _, w := range ws {
+		keys[w.Key] = true
+	}
+
+	return keys
+}
+
+func keyList(ws []Warning) []string {
+	keys := []string{}
+	for _, w := range ws {
+		keys = append(keys, w.Key)
+	}
+
+	return keys
+}
+
+func TestWarningsOnlyForPresentKeysOncePerKey(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		want []string // warning keys, in table order
+	}{
+		{"nothing unsupported", `{"storage": {"rootDirectory": "/r", "commit": true}, "http": {"compat": ["docker2s2"]}}`, nil},
+		{"gc keys, one each", `{"storage": {"rootDirectory": "/r", "gc": true, "gcDelay": "1h", "gcInterval": "2h"}}`,
+			[]string{"storage.gc", "storage.gcDelay", "storage.gcInterval"}},
+		{"dedupe false is still present", `{"storage": {"rootDirectory": "/r", "dedupe": false}}`, []string{"storage.dedupe"}},
+		{"extensions", `{"storage": {"rootDirectory": "/r"}, "extensions": {"ui": {}, "search": {"enable": true}, "scrub": {}}}`,
+			[]string{"extensions.scrub", "extensions.search", "extensions.ui"}},
+		{"empty extensions section", `{"storage": {"rootDirectory": "/r"}, "extensions": {}}`, nil},
+		{"http and log", `{"storage": {"rootDirectory": "/r"}, "http": {"ratelimit": {"rate": 1}, "externalURL": "x", "allowOrigin": "*"}, "log": {"audit": "/a.log"}}`,
+			[]string{"http.ratelimit", "http.externalURL", "http.allowOrigin", "log.audit"}},
+		{"zot build information", `{"storage": {"rootDirectory": "/r"}, "goVersion": "go1.22", "commit": "abc", "version": "0.1.0"}`,
+			[]string{"version", "goVersion", "commit"}},
+		{"scheduler", `{"storage": {"rootDirectory": "/r"}, "scheduler": {"numWorkers": 2}}`, []string{"scheduler"}},
+		{"cache", `{"storage": {"rootDirectory": "/r", "remoteCache": true, "cacheDriver": {"name": "redis"}}}`,
+			[]string{"storage.remoteCache", "storage.cacheDriver"}},
+		{"subpath keys are not warned one by one", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "dedupe": true}}}}`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, warnings := mustParse(t, tt.data)
+
+			if got := keyList(warnings); !slices.Equal(got, append([]string{}, tt.want...)) {
+				t.Errorf("warning keys = %v, want %v", got, tt.want)
+			}
+
+			for _, w := range warnings {
+				if w.Message == "" {
+					t.Errorf("warning for %s has no message", w.Key)
+				}
+			}
+		})
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		want []string
+	}{
+		{"none", `{"storage": {"rootDirectory": "/r", "dedupe": true}}`, nil},
+		{"auth", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "p"}}}}`, []string{"http.auth"}},
+		{"access control, even empty", `{"storage": {"rootDirectory": "/r"}, "http": {"accessControl": {}}}`, []string{"http.accessControl"}},
+		{"remote storage", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3"}}}`, []string{"storage.storageDriver"}},
+		{"subpaths", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}}`, []string{"storage.subPaths"}},
+		{"no subpaths", `{"storage": {"rootDirectory": "/r", "subPaths": {}}}`, nil},
+		{"read-only", `{"storage": {"rootDirectory": "/r", "readOnly": true}}`, []string{"storage.readOnly"}},
+		{"not read-only", `{"storage": {"rootDirectory": "/r", "readOnly": false}}`, nil},
+		{"zot's old read-only", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, []string{"http.readOnly"}},
+		{"cluster", `{"storage": {"rootDirectory": "/r"}, "cluster": {"members": ["a:1", "b:1"]}}`, []string{"cluster"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, warnings := mustParse(t, tt.data)
+			refusals := cfg.Refusals()
+
+			if got := keyList(refusals); !slices.Equal(got, append([]string{}, tt.want...)) {
+				t.Errorf("refusal keys = %v, want %v", got, tt.want)
+			}
+
+			// A key is either a warning or a refusal, never both.
+			warned := warningKeys(warnings)
+			for _, r := range refusals {
+				if warned[r.Key] {
+					t.Errorf("%s is both a warning and a refusal", r.Key)
+				}
+			}
+		})
+	}
+}
+
+func TestRefusalsReturnsACopy(t *testing.T) {
+	cfg, _ := mustParse(t, `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {}}}`)
+
+	cfg.Refusals()[0].Key = "changed"
+	if cfg.Refusals()[0].Key != "http.auth" {
+		t.Error("changing Refusals()'s result changed the Config")
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	cfg, _ := mustParse(t, `{"storage": {"rootDirectory": "/r"}, "http": {"readOnly": true}}`)
+	if !cfg.Storage.ReadOnly {
+		t.Error("zot's http.readOnly did not set Storage.ReadOnly")
+	}
+
+	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r", "readOnly": true}}`)
+	if !cfg.Storage.ReadOnly {
+		t.Error("storage.readOnly did not set Storage.ReadOnly")
+	}
+}
+
+func TestWarningString(t *testing.T) {
+	w := Warning{Key: "extensions.search", Message: "accepted and ignored"}
+	if got := w.String(); got != "extensions.search: accepted and ignored" {
+		t.Errorf("String() = %q", got)
+	}
+}
+
+type keyKind int
+
+const (
+	leaf     keyKind = iota // a value pier decodes
+	freeForm                // decoded whole, anything below accepted
+	section                 // an object walked key by key
+)
+
+// schemaKeys lists every key path of the schema with its kind. subPaths
+// counts as a leaf: the names below it are data, not keys.
+func schemaKeys(prefix string, t reflect.Type, keys map[string]keyKind) {
+	for _, f := range fieldsOf(t) {
+		path := joinKey(prefix, f.name)
+		ft := t.FieldByIndex(f.index).Type
+
+		switch {
+		case isStructPointer(ft):
+			keys[path] = section
+			schemaKeys(path, ft.Elem(), keys)
+		case ft == reflect.TypeFor[json.RawMessage](), ft == reflect.TypeFor[map[string]any]():
+			keys[path] = freeForm
+		default:
+			keys[path] = leaf
+		}
+	}
+}
+
+func TestNoticesNameSchemaKeys(t *testing.T) {
+	keys := map[string]keyKind{}
+	schemaKeys("", reflect.TypeFor[fileConfig](), keys)
+
+	seen := map[string]bool{}
+	for _, n := range notices() {
+		if _, ok := keys[n.key]; !ok {
+			t.Errorf("notice for %q: no such key in the schema", n.key)
+		}
+
+		if seen[n.key] {
+			t.Errorf("two notices for %q", n.key)
+		}
+
+		seen[n.key] = true
+
+		if n.message == "" {
+			t.Errorf("notice for %q has no message", n.key)
+		}
+	}
+
+	// A free-form key without a notice would be taken silently, though pier
+	// does nothing with it.
+	for key, kind := range keys {
+		if kind == freeForm && !seen[key] {
+			t.Errorf("free-form key %q has no notice", key)
+		}
+	}
+}
+
+// implementedKeys are the schema's keys that no notice covers: the ones
+// pier acts on.
+func implementedKeys() []string {
+	keys := map[string]keyKind{}
+	schemaKeys("", reflect.TypeFor[fileConfig](), keys)
+
+	var implemented []string
+
+	for key, kind := range keys {
+		covered := kind == section
+
+		for _, n := range notices() {
+			if key == n.key || strings.HasPrefix(key, n.key+".") {
+				covered = true
+			}
+		}
+
+		if !covered {
+			implemented = append(implemented, key)
+		}
+	}
+
+	slices.Sort(implemented)
+
+	return implemented
+}
+
+func TestImplementedKeys(t *testing.T) {
+	// The brief for this package: what pier does have. Changing it means
+	// changing the table in unsupported.go, README.md and example.json.
+	want := []string{
+		"distSpecVersion",
+		"http.address", "http.compat", "http.port", "http.realm",
+		"http.tls.cacert", "http.tls.cert", "http.tls.key",
+		"log.level", "log.output",
+		"storage.commit", "storage.rootDirectory",
+	}
+
+	if got := implementedKeys(); !slices.Equal(got, want) {
+		t.Errorf("implemented keys = %v, want %v", got, want)
+	}
+}

@@ -1,0 +1,182 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// distSpecVersionPattern matches the versions zot writes, e.g. "1.1.1" or
+// "1.0.1-dev".
+var distSpecVersionPattern = regexp.MustCompile(`^\d+\.\d+\.\d+(-.*)?$`)
+
+// validate checks the values of a decoded file, before defaults are applied
+// so that it can tell a key set to "" from an absent one. It reports every
+// problem, not just the first.
+func validate(f *fileConfig) error {
+	var v validation
+
+	if f.DistSpecVersion != nil && !distSpecVersionPattern.MatchString(*f.DistSpecVersion) {
+		v.fail("distSpecVersion", "%q is not a version like \"1.1.1\"", *f.DistSpecVersion)
+	}
+
+	v.storage(f.Storage)
+	v.http(f.HTTP)
+	v.log(f.Log)
+
+	if f.Extensions != nil {
+		v.scrub(f.Extensions.Scrub)
+	}
+
+	return errors.Join(v.errs...)
+}
+
+type validation struct {
+	errs []error
+}
+
+func (v *validation) fail(key, format string, args ...any) {
+	v.errs = append(v.errs, &KeyError{Key: key, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *validation) storage(s *fileStorage) {
+	if s == nil || s.RootDirectory == nil || *s.RootDirectory == "" {
+		v.fail("storage.rootDirectory", "required: the directory images are stored in")
+
+		return
+	}
+
+	root := filepath.Clean(*s.RootDirectory)
+
+	for _, name := range sortedKeys(s.SubPaths) {
+		key := "storage.subPaths." + name
+		if len(name) < 2 || !strings.HasPrefix(name, "/") {
+			v.fail(key, `a subpath must start with "/" and name a path, like "/a"`)
+		}
+
+		sub := s.SubPaths[name]
+		if sub.RootDirectory == nil || *sub.RootDirectory == "" {
+			v.fail(key+".rootDirectory", "required: the directory this subpath's images are stored in")
+
+			continue
+		}
+
+		// zot refuses this too: two stores in one directory would each
+		// garbage-collect the other's blobs.
+		if filepath.Clean(*sub.RootDirectory) == root {
+			v.fail(key+".rootDirectory", "must differ from storage.rootDirectory")
+		}
+	}
+}
+
+func (v *validation) http(h *fileHTTP) {
+	if h == nil {
+		return
+	}
+
+	if h.Address != nil {
+		switch addr := *h.Address; {
+		case addr == "":
+			v.fail("http.address", "must not be empty (use \"0.0.0.0\" to listen on every interface)")
+		case strings.Contains(addr, ":") && net.ParseIP(addr) == nil:
+			// Hosts and IPv4 addresses have no colon; the likely mistake
+			// is "host:port", which would not join with http.port.
+			v.fail("http.address", "%q is not an address; put the port in http.port", addr)
+		}
+	}
+
+	if h.Port != nil {
+		if n, err := strconv.Atoi(string(*h.Port)); err != nil || n < 0 || n > 65535 {
+			v.fail("http.port", "%q is not a port number (0 to 65535)", string(*h.Port))
+		}
+	}
+
+	if h.TLS != nil {
+		v.tls(h.TLS)
+	}
+
+	for _, c := range h.Compat {
+		if !strings.EqualFold(c, "docker2s2") {
+			v.fail("http.compat", "%q is not a compatibility mode (the only one is \"docker2s2\")", c)
+		}
+	}
+}
+
+func (v *validation) tls(t *fileTLS) {
+	cert, key, ca := deref(t.Cert), deref(t.Key), deref(t.CACert)
+
+	switch {
+	case cert != "" && key == "":
+		v.fail("http.tls.key", "required when http.tls.cert is set")
+	case key != "" && cert == "":
+		v.fail("http.tls.cert", "required when http.tls.key is set")
+	case ca != "" && cert == "":
+		v.fail("http.tls.cacert", "needs http.tls.cert and http.tls.key: client certificates are checked only over TLS")
+	}
+}
+
+func (v *validation) log(l *fileLog) {
+	if l == nil || l.Level == nil {
+		return
+	}
+
+	if _, ok := logLevel(*l.Level); !ok {
+		v.fail("log.level", "%q is not a log level (use debug, info, warn or error)", *l.Level)
+	}
+}
+
+func (v *validation) scrub(s *fileScrub) {
+	if s == nil {
+		return
+	}
+
+	if s.Interval != nil && *s.Interval == 0 {
+		v.fail("extensions.scrub.interval", "must be more than 0")
+	}
+
+	if s.MaxBytesPerSecond != nil && *s.MaxBytesPerSecond < 0 {
+		v.fail("extensions.scrub.maxBytesPerSecond", "must be 0 (unthrottled) or more")
+	}
+}
+
+// logLevel maps a level name as zot (zerolog) or pier spells it to pier's.
+func logLevel(name string) (string, bool) {
+	switch strings.ToLower(name) {
+	case "trace", "debug":
+		return "debug", true
+	case "info":
+		return "info", true
+	case "warn":
+		return "warn", true
+	case "error", "fatal", "panic":
+		return "error", true
+	default:
+		return "", false
+	}
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+
+	return *p
+}
+
+// sortedKeys gives errors and results a stable order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+
+	slices.Sort(keys)
+
+	return keys
+}
