@@ -1,0 +1,75 @@
+// Command pier is an OCI registry for edge devices: one static binary that
+// serves OCI Image Layouts over the Distribution Spec.
+//
+//	pier serve [CONFIG]   serve (no CONFIG: the embedded default config)
+//	pier verify CONFIG    check a config; exit 1 naming the bad key
+//	pier version          print the version
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is stamped by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  pier serve [CONFIG]   serve the registry (no CONFIG: built-in default, 127.0.0.1:5000, ./data)
+  pier verify CONFIG    check a configuration file
+  pier version          print the version
+`
+
+// run dispatches a subcommand and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		if len(rest) > 1 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		path := ""
+		if len(rest) == 1 {
+			path = rest[0]
+		}
+		return serve(path, stderr)
+	case "verify":
+		if len(rest) != 1 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		return verify(rest[0], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "pier: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+}
+
+func versionString() string {
+	rev := ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				rev = " " + s.Value[:12]
+			}
+		}
+	}
+	return fmt.Sprintf("pier %s%s %s %s/%s", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
