@@ -388,3 +388,32 @@ func mustUnmarshal(t *testing.T, b []byte, v any) {
 		t.Fatal(err)
 	}
 }
+
+// docker and podman push Docker schema 2 manifests and manifest lists;
+// they are stored and served with their own media types.
+func TestDockerSchema2(t *testing.T) {
+	s := newStore(t, false)
+	cfg := pushBlob(t, s, "app", "application/vnd.docker.container.image.v1+json", []byte(`{"os":"linux"}`))
+	layer := pushBlob(t, s, "app", "application/vnd.docker.image.rootfs.diff.tar.gzip", []byte("docker layer"))
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":%q,"size":%d,"digest":%q},"layers":[{"mediaType":%q,"size":%d,"digest":%q}]}`,
+		MediaTypeDockerManifest, cfg.MediaType, cfg.Size, cfg.Digest, layer.MediaType, layer.Size, layer.Digest)
+	md := putManifest(t, s, "app", digest.FromString(m).String(), []byte(m))
+	list := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"size":%d,"digest":%q,"platform":{"architecture":"arm","os":"linux","variant":"v7"}}]}`,
+		MediaTypeDockerManifestList, MediaTypeDockerManifest, len(m), md)
+	if _, err := s.PutManifest(ctx, "app", "latest", MediaTypeDockerManifestList, []byte(list), nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetManifest(ctx, "app", "latest")
+	if err != nil || got.MediaType != MediaTypeDockerManifestList || string(got.Body) != list {
+		t.Fatalf("list: %v %s", err, got.MediaType)
+	}
+	got, err = s.GetManifest(ctx, "app", md.String())
+	if err != nil || got.MediaType != MediaTypeDockerManifest {
+		t.Fatalf("manifest: %v %s", err, got.MediaType)
+	}
+	// A signed schema 1 manifest is refused clearly.
+	_, err = s.PutManifest(ctx, "app", "old", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":1}`), nil)
+	if !errors.Is(err, ErrManifestInvalid) {
+		t.Fatalf("schema 1: %v", err)
+	}
+}
