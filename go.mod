@@ -3,9 +3,9 @@ module github.com/pier-oci/pier
 go 1.26.0
 
 require (
+	github.com/julienschmidt/httprouter v1.3.0
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
+	go.etcd.io/bbolt v1.4.3
 	golang.org/x/sys v0.50.0
 )
-
-require github.com/julienschmidt/httprouter v1.3.0 // indirect

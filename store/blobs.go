@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"github.com/pier-oci/pier/store/disk"
 )
 
 // BlobInfo describes a stored blob.
@@ -80,6 +82,9 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("delete blob %s in %s: %w", d, repo, err)
 	}
+	if s.dedupe != nil {
+		s.dedupe.forget(ctx, d, path)
+	}
 	if err := s.fs.SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("delete blob %s in %s: %w", d, repo, err)
 	}
@@ -90,6 +95,17 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 // FindBlob returns a repository that holds blob d, for a mount that names
 // no source repository.
 func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
+	if s.dedupe != nil {
+		for _, p := range s.dedupe.copies(ctx, d) {
+			repo := s.repoOfBlob(p)
+			if ValidateName(repo) != nil {
+				continue
+			}
+			if _, err := s.StatBlob(ctx, repo, d); err == nil {
+				return repo, nil
+			}
+		}
+	}
 	repos, err := s.Repositories(ctx)
 	if err != nil {
 		return "", err
@@ -111,43 +127,73 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	if err != nil {
 		return err
 	}
-	if _, err := s.StatBlob(ctx, repo, d); err == nil {
-		return nil // already there
-	}
 	if err := s.ensureRepo(repo); err != nil {
 		return err
 	}
 	unlock := s.locks.rlock(repo)
 	defer unlock()
 	dst := s.blobPath(repo, d)
+	if _, err := os.Stat(dst); err == nil {
+		s.refresh(dst)
+		return nil
+	}
 	if err := s.fs.MkdirAll(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("mount blob %s into %s: %w", d, repo, err)
 	}
-	copied, err := s.fs.Link(s.blobPath(from, d), dst)
+	err = s.fs.Link(s.blobPath(from, d), dst, s.uploadsDir(repo))
+	copied := errors.Is(err, disk.ErrLinkUnsupported)
+	if copied {
+		if s.dedupe != nil {
+			s.dedupe.linkFailed(err)
+		}
+		err = s.fs.Copy(s.blobPath(from, d), dst, s.uploadsDir(repo))
+	}
 	if err != nil {
 		return fmt.Errorf("mount blob %s from %s into %s: %w", d, from, repo, err)
+	}
+	if s.dedupe != nil {
+		s.dedupe.record(ctx, d, dst)
 	}
 	s.log.Info("blob mounted", "repo", repo, "from", from, "digest", d, "bytes", src.Size, "copied", copied)
 	return nil
 }
 
-// commitBlob moves a verified upload file into repo's blobs. If the blob is
-// already there the upload is dropped: blobs are immutable, and rewriting
-// one would break hard links that share it. The caller has synced the file.
-func (s *Store) commitBlob(repo, uploadPath string, d digest.Digest) error {
+// commitBlob moves a verified upload file into repo's blobs. With dedupe
+// the blob becomes a hard link to a copy already under the root and the
+// upload is dropped. If the blob is already there the upload is dropped
+// too: blobs are immutable, and rewriting one would break the links that
+// share it. The caller has synced the file.
+func (s *Store) commitBlob(ctx context.Context, repo, uploadPath string, d digest.Digest, size int64) error {
 	unlock := s.locks.rlock(repo)
 	defer unlock()
 	dst := s.blobPath(repo, d)
 	if _, err := os.Stat(dst); err == nil {
+		s.refresh(dst)
 		return os.Remove(uploadPath)
 	}
 	if err := s.fs.MkdirAll(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("commit blob %s: %w", d, err)
 	}
+	if s.dedupe != nil && s.dedupe.linkExisting(ctx, d, size, dst, s.uploadsDir(repo)) {
+		s.dedupe.record(ctx, d, dst)
+		return os.Remove(uploadPath)
+	}
 	if err := s.fs.Rename(uploadPath, dst); err != nil {
 		return fmt.Errorf("commit blob %s: %w", d, err)
 	}
+	if s.dedupe != nil {
+		s.dedupe.record(ctx, d, dst)
+	}
 	return nil
+}
+
+// refresh marks a blob as just pushed again, so that garbage collection
+// gives the push that re-sent it a full gcDelay to send its manifest.
+func (s *Store) refresh(path string) {
+	now := time.Now()
+	if err := os.Chtimes(path, now, now); err != nil {
+		s.log.Warn("cannot refresh blob time", "path", path, "err", err)
+	}
 }
 
 // isNotDir reports ENOTDIR, which a path through a regular file (a

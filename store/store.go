@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/disk"
 )
 
@@ -25,6 +26,12 @@ type Options struct {
 	Root string
 	// Commit fsyncs every write before it is acknowledged (zot's commit).
 	Commit bool
+	// Dedupe stores content that is already somewhere under the root as a
+	// hard link to it (zot's dedupe), found through a cache.
+	Dedupe bool
+	// Cache is the dedupe index to use; when nil and Dedupe is set, a
+	// BoltDB file <Root>/cache.db.
+	Cache cache.Cache
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -37,6 +44,7 @@ type Store struct {
 	log     *slog.Logger
 	locks   *repoLocks
 	uploads *uploadTable
+	dedupe  *deduper // nil when dedupe is off
 }
 
 // New opens (creating if needed) the store rooted at opts.Root.
@@ -62,7 +70,22 @@ func New(opts Options) (*Store, error) {
 	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("store root %s is not a directory", root)
 	}
+	if opts.Dedupe {
+		d, err := newDeduper(s, opts.Cache)
+		if err != nil {
+			return nil, err
+		}
+		s.dedupe = d
+	}
 	return s, nil
+}
+
+// Close releases the store's cache. Requests must have stopped.
+func (s *Store) Close() error {
+	if s.dedupe != nil {
+		return s.dedupe.close()
+	}
+	return nil
 }
 
 // Root is the absolute directory the store lives in.
@@ -83,3 +106,7 @@ func (s *Store) blobPath(repo string, d digest.Digest) string {
 }
 
 func (s *Store) indexPath(repo string) string { return filepath.Join(s.repoDir(repo), "index.json") }
+
+// pierDir holds pier's own state in the root (reconcile progress, scrub
+// results); like every dot directory it is never taken for a repository.
+func (s *Store) pierDir() string { return filepath.Join(s.root, ".pier") }

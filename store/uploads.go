@@ -233,7 +233,7 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, 
 	if err := f.Close(); err != nil {
 		return BlobInfo{}, fmt.Errorf("close upload %s: %w", id, err)
 	}
-	if err := s.commitBlob(repo, path, d); err != nil {
+	if err := s.commitBlob(ctx, repo, path, d, size); err != nil {
 		return BlobInfo{}, err
 	}
 	s.uploads.drop(key)

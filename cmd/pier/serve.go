@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,10 +66,21 @@ func loadConfig(path string) (*configs.Config, []configs.Warning, error) {
 // runServer serves until ctx ends, then drains in-flight requests for at
 // most shutdownGrace.
 func runServer(ctx context.Context, cfg *configs.Config, log *slog.Logger) error {
-	st, err := store.New(store.Options{Root: cfg.Storage.RootDirectory, Commit: cfg.Storage.Commit, Logger: log})
+	st, err := store.New(store.Options{
+		Root:   cfg.Storage.RootDirectory,
+		Commit: cfg.Storage.Commit,
+		Dedupe: cfg.Storage.Dedupe,
+		Logger: log,
+	})
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	// Background jobs stop with bg, after the server has drained.
+	bg, stopJobs := context.WithCancel(context.Background())
+	var jobs sync.WaitGroup
+	defer func() { stopJobs(); jobs.Wait() }()
+	jobs.Go(func() { st.RunDedupe(bg) })
 	addr := net.JoinHostPort(cfg.HTTP.Address, cfg.HTTP.Port)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -156,28 +156,33 @@ func (f *FS) MkdirAll(dir string) error {
 	return f.SyncDir(parent)
 }
 
+// ErrLinkUnsupported means a hard link cannot be made here: the paths are
+// on different filesystems, the inode has too many links, or the
+// filesystem has no hard links (FAT on a USB stick).
+var ErrLinkUnsupported = errors.New("hard link not possible")
+
 // Link makes newPath a hard link to oldPath without ever removing an
-// existing newPath first: it links to a temporary name in the same
-// directory and renames that over newPath. When a hard link is impossible
-// (another filesystem, too many links) it copies instead and reports
-// copied=true.
-func (f *FS) Link(oldPath, newPath string) (copied bool, err error) {
-	dir := filepath.Dir(newPath)
-	tmp := filepath.Join(dir, TempName(".link-"))
+// existing newPath first: it links to a temporary name in tmpDir (on the
+// same filesystem) and renames that over newPath, so newPath always names
+// a complete file.
+func (f *FS) Link(oldPath, newPath, tmpDir string) error {
+	tmp := filepath.Join(tmpDir, TempName(".link-"))
 	if err := os.Link(oldPath, tmp); err != nil {
-		if !linkUnsupported(err) {
-			return false, fmt.Errorf("link %s: %w", oldPath, err)
+		if linkUnsupported(err) {
+			return fmt.Errorf("%w: %v", ErrLinkUnsupported, err)
 		}
-		return true, f.copyFile(oldPath, newPath, dir)
+		return fmt.Errorf("link %s: %w", oldPath, err)
 	}
 	if err := f.Rename(tmp, newPath); err != nil {
 		os.Remove(tmp)
-		return false, err
+		return err
 	}
-	return false, nil
+	return nil
 }
 
-func (f *FS) copyFile(src, dst, tmpDir string) error {
+// Copy replaces dst with a copy of src, atomically, through a temporary
+// file in tmpDir.
+func (f *FS) Copy(src, dst, tmpDir string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", src, err)

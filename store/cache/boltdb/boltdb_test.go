@@ -1,0 +1,106 @@
+package boltdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+var ctx = context.Background()
+
+func open(t *testing.T) (*Cache, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cache.db")
+	c, err := Open(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, path
+}
+
+func paths(t *testing.T, c *Cache, d digest.Digest) string {
+	t.Helper()
+	p, err := c.Paths(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(p)
+}
+
+func TestPutPathsRemove(t *testing.T) {
+	c, _ := open(t)
+	d := digest.FromString("layer")
+	if got := paths(t, c, d); got != "[]" {
+		t.Fatalf("empty cache: %s", got)
+	}
+	for _, p := range []string{"a/blobs/sha256/x", "b/blobs/sha256/x", "c/blobs/sha256/x", "a/blobs/sha256/x"} {
+		if err := c.Put(ctx, d, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := paths(t, c, d); got != "[a/blobs/sha256/x b/blobs/sha256/x c/blobs/sha256/x]" {
+		t.Fatalf("paths = %s", got)
+	}
+	// Removing the original promotes another path; the rest stay.
+	c.Remove(ctx, d, "a/blobs/sha256/x")
+	if got := paths(t, c, d); got != "[b/blobs/sha256/x c/blobs/sha256/x]" {
+		t.Fatalf("after removing the original: %s", got)
+	}
+	c.Remove(ctx, d, "c/blobs/sha256/x")
+	c.Remove(ctx, d, "b/blobs/sha256/x")
+	if got := paths(t, c, d); got != "[]" {
+		t.Fatalf("after removing all: %s", got)
+	}
+	c.Remove(ctx, d, "never/recorded") // no error for an unknown digest
+}
+
+// A cache.db written by zot (same buckets, nil values) is read as is.
+func TestReadsZotLayout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cache.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := digest.FromString("zot layer")
+	db.Update(func(tx *bolt.Tx) error {
+		root, _ := tx.CreateBucketIfNotExists([]byte("blobs"))
+		b, _ := root.CreateBucket([]byte(d.String()))
+		dup, _ := b.CreateBucket([]byte("duplicates"))
+		dup.Put([]byte("zot/one/blobs/sha256/"+d.Encoded()), nil)
+		dup.Put([]byte("zot/two/blobs/sha256/"+d.Encoded()), nil)
+		orig, _ := b.CreateBucket([]byte("original"))
+		return orig.Put([]byte("zot/two/blobs/sha256/"+d.Encoded()), nil)
+	})
+	db.Close()
+	c, err := Open(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := fmt.Sprintf("[zot/two/blobs/sha256/%s zot/one/blobs/sha256/%s]", d.Encoded(), d.Encoded())
+	if got := paths(t, c, d); got != want {
+		t.Fatalf("paths = %s, want %s", got, want)
+	}
+	if err := c.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCorruptAndInUse(t *testing.T) {
+	_, path := open(t)
+	if _, err := Open(path, true); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second open: %v, want ErrInUse", err)
+	}
+	garbage := filepath.Join(t.TempDir(), "cache.db")
+	os.WriteFile(garbage, []byte("this is not a bolt database, just some bytes of junk to fill a page"), 0o600)
+	if _, err := Open(garbage, true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("garbage: %v, want ErrCorrupt", err)
+	}
+}
