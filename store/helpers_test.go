@@ -63,6 +63,14 @@ func indexOf(t *testing.T, children ...[]byte) []byte {
 	return mustJSON(t, idx)
 }
 
+// indexOfIndex is an index whose one child is another index.
+func indexOfIndex(t *testing.T, inner []byte) []byte {
+	t.Helper()
+	return mustJSON(t, ispec.Index{Versioned: specsV2, MediaType: ispec.MediaTypeImageIndex, Manifests: []ispec.Descriptor{{
+		MediaType: ispec.MediaTypeImageIndex, Digest: digest.FromBytes(inner), Size: int64(len(inner)),
+	}}})
+}
+
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)

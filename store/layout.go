@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -83,20 +84,34 @@ func (x *repoIndex) keepAddressable(desc ispec.Descriptor) {
 	x.Manifests = append(x.Manifests, untagged(desc))
 }
 
-// untagged is desc without its ref name.
+// AnnotationUntaggedSince records, on an untagged entry of index.json, when
+// the manifest became untagged (RFC 3339). Garbage collection counts
+// gcDelay from then, not from the push: a tag that moves must not make the
+// old manifest collectable at once (zot#4444). Other tools ignore
+// annotations they do not know.
+const AnnotationUntaggedSince = "com.github.pier-oci.untagged-since"
+
+// untagged is desc without its ref name, stamped untagged as of now.
 func untagged(desc ispec.Descriptor) ispec.Descriptor {
 	out := desc
-	out.Annotations = nil
+	out.Annotations = map[string]string{}
 	for k, v := range desc.Annotations {
-		if k == ispec.AnnotationRefName {
-			continue
+		if k != ispec.AnnotationRefName {
+			out.Annotations[k] = v
 		}
-		if out.Annotations == nil {
-			out.Annotations = map[string]string{}
-		}
-		out.Annotations[k] = v
 	}
+	out.Annotations[AnnotationUntaggedSince] = time.Now().UTC().Format(time.RFC3339Nano)
 	return out
+}
+
+// untaggedSince reads the stamp of an untagged entry.
+func untaggedSince(desc ispec.Descriptor) (time.Time, bool) {
+	v, ok := desc.Annotations[AnnotationUntaggedSince]
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	return t, err == nil
 }
 
 // readIndex reads repo's index.json. A repository that does not exist is
@@ -132,6 +147,9 @@ func (s *Store) writeIndex(repo string, x *repoIndex) error {
 		return fmt.Errorf("encode index of %s: %w", repo, err)
 	}
 	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if err := s.fs.MkdirAll(s.uploadsDir(repo)); err != nil { // a hosted layout may lack it
+		return fmt.Errorf("write index of %s: %w", repo, err)
+	}
 	if err := s.fs.WriteFile(s.indexPath(repo), s.uploadsDir(repo), data); err != nil {
 		return fmt.Errorf("write index of %s: %w", repo, err)
 	}

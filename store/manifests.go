@@ -103,7 +103,7 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 	changed := false
 	if len(tags) == 0 {
 		if x.findDigest(desc.Digest) < 0 {
-			x.Manifests = append(x.Manifests, desc)
+			x.Manifests = append(x.Manifests, untagged(desc))
 			changed = true
 		}
 		return changed
@@ -127,7 +127,7 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 			}
 		}
 		tagged := desc
-		tagged.Annotations = map[string]string{ispec.AnnotationRefName: t}
+		tagged.Annotations = map[string]string{ispec.AnnotationRefName: t} // drops the untagged stamp
 		x.Manifests = append(x.Manifests, tagged)
 		changed = true
 	}
