@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PIER_BIN := $(CURDIR)/bin/pier
 
-.PHONY: build run test unit e2e bench vet clean FORCE
+.PHONY: build run test unit deps e2e bench vet clean FORCE
 
 build: bin/pier
 
@@ -25,9 +25,14 @@ vet:
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
+# Debian packages (skopeo) and the pinned Go tools (test/tools/go.mod) the
+# end-to-end suites drive pier with; fast when all are present.
+deps:
+	GO=$(GO) test/setup.sh
+
 # End-to-end suites under test/ drive the real binary.
-e2e: build
-	cd test && PIER_BIN=$(PIER_BIN) $(GO) test -count=1 -timeout 15m ./...
+e2e: build deps
+	cd test && PIER_BIN=$(PIER_BIN) PIER_TOOLS=$(CURDIR)/bin/tools $(GO) test -count=1 -timeout 15m ./...
 
 test: vet unit e2e
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# setup.sh installs what the end-to-end suites under test/ drive pier with:
+# Debian packages (skopeo) and the pinned Go tools (crane, oras, the OCI
+# conformance suite) built into bin/tools/ of the repo.
+#
+# Idempotent and fast when everything is present: packages are installed only
+# when dpkg lacks them, and the Go tools are rebuilt only when
+# test/tools/go.mod, test/tools/go.sum or the Go version changed.
+#
+# The tool versions live in one place: the `tool` directives and requirements
+# of test/tools/go.mod. To bump one:
+#   cd test/tools && go get -tool MODULE/PATH@VERSION && go mod tidy
+set -euo pipefail
+
+# Debian packages the suites need. Add one by adding its name.
+APT_PACKAGES=(skopeo)
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+tools_mod="$here/tools"
+tools_bin="$repo/bin/tools"
+GO="${GO:-go}"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+install_packages() {
+	local missing=() pkg
+	for pkg in "${APT_PACKAGES[@]}"; do
+		installed "$pkg" || missing+=("$pkg")
+	done
+	((${#missing[@]} == 0)) && return 0
+
+	local sudo=()
+	if ((EUID != 0)); then
+		if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+			sudo=(sudo -n)
+		else
+			log "missing Debian packages: ${missing[*]}"
+			log "install them as root: apt-get install -y --no-install-recommends ${missing[*]}"
+			exit 1
+		fi
+	fi
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	# A fresh machine has no package lists; update once, only when installing.
+	"${sudo[@]}" apt-get update -qq
+	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	for pkg in "${missing[@]}"; do
+		installed "$pkg" || { log "$pkg did not install"; exit 1; }
+	done
+}
+
+# build_tools builds every `tool` of test/tools/go.mod into bin/tools/, named
+# after the last element of its package path (crane, oras, conformance).
+build_tools() {
+	local stamp_file="$tools_bin/.stamp" stamp want=()
+	stamp="$(cat "$tools_mod/go.mod" "$tools_mod/go.sum" | sha256sum | cut -d' ' -f1) $("$GO" env GOVERSION)"
+	mapfile -t want < <(cd "$tools_mod" && "$GO" list -f '{{.ImportPath}}' tool)
+	((${#want[@]} > 0)) || { log "no tool directives in $tools_mod/go.mod"; exit 1; }
+
+	local fresh=1 pkg
+	[[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]] || fresh=0
+	for pkg in "${want[@]}"; do
+		[[ -x "$tools_bin/${pkg##*/}" ]] || fresh=0
+	done
+	((fresh)) && return 0
+
+	log "building ${want[*]##*/} into $tools_bin"
+	mkdir -p "$tools_bin"
+	# -mod=readonly: a go.mod/go.sum out of step is an error, not a silent
+	# change of the pinned versions.
+	(cd "$tools_mod" && CGO_ENABLED=0 "$GO" build -mod=readonly -trimpath -o "$tools_bin/" "${want[@]}")
+	printf '%s\n' "$stamp" >"$stamp_file"
+}
+
+install_packages
+build_tools
