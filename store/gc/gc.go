@@ -1,0 +1,113 @@
+// Package gc runs garbage collection on zot's schedule: gc false is off;
+// gc on with no gcInterval collects every hour; gcInterval 0 collects once,
+// gcDelay after start; a positive gcInterval collects at that period. What
+// is garbage, and the locking that keeps collection safe online, is the
+// store's (store.CollectRepo); this package walks the repositories one at a
+// time, so its memory is that of the largest repository, never the store.
+package gc
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/pier-oci/pier/store"
+)
+
+// Schedule says when collection runs and what it may touch.
+type Schedule struct {
+	Enabled  bool
+	Delay    time.Duration // nothing younger is collected (gcDelay)
+	Interval time.Duration // period between passes (gcInterval)
+	Once     bool          // gcInterval: 0, one pass Delay after start
+}
+
+// Totals sums what a pass removed.
+type Totals struct {
+	Repos        int // repositories visited
+	Manifests    int
+	Referrers    int
+	StaleEntries int
+	Blobs        int
+	Uploads      int
+	ReposRemoved int
+	Bytes        int64 // freed by blobs and uploads
+	Took         time.Duration
+}
+
+func (t *Totals) add(r store.CollectReport) {
+	t.Manifests += len(r.Manifests)
+	t.Referrers += len(r.Referrers)
+	t.StaleEntries += len(r.StaleEntries)
+	t.Blobs += r.Blobs
+	t.Uploads += r.Uploads
+	t.Bytes += r.BlobBytes + r.UploadBytes
+	if r.RepoRemoved {
+		t.ReposRemoved++
+	}
+}
+
+// Pass collects every repository once, one after the other. each, when not
+// nil, sees the report of every repository that lost something. A
+// repository that fails is logged and skipped; the pass goes on.
+func Pass(ctx context.Context, st *store.Store, delay time.Duration, log *slog.Logger, each func(store.CollectReport)) (Totals, error) {
+	start := time.Now()
+	var t Totals
+	repos, err := st.Repositories(ctx)
+	if err != nil {
+		return t, err
+	}
+	for _, repo := range repos {
+		if err := ctx.Err(); err != nil {
+			return t, err
+		}
+		rep, err := st.CollectRepo(ctx, repo, delay)
+		t.Repos++
+		if err != nil {
+			log.Warn("gc: skipping repository", "repo", repo, "err", err)
+			continue
+		}
+		if rep.Removed() {
+			t.add(rep)
+			log.Info("gc: collected", "repo", repo, "manifests", len(rep.Manifests), "referrers", len(rep.Referrers),
+				"stale_entries", len(rep.StaleEntries), "blobs", rep.Blobs, "uploads", rep.Uploads,
+				"bytes", rep.BlobBytes+rep.UploadBytes, "repo_removed", rep.RepoRemoved)
+			if each != nil {
+				each(rep)
+			}
+		}
+	}
+	t.Took = time.Since(start)
+	return t, nil
+}
+
+// Run collects on the schedule until ctx ends. It sleeps on a timer
+// between passes; nothing wakes it otherwise.
+func Run(ctx context.Context, st *store.Store, s Schedule, log *slog.Logger) {
+	if !s.Enabled {
+		return
+	}
+	wait := s.Interval
+	if s.Once {
+		wait = s.Delay
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		t, err := Pass(ctx, st, s.Delay, log, nil)
+		if err != nil && ctx.Err() == nil {
+			log.Error("gc pass failed", "err", err)
+		}
+		log.Info("gc pass done", "repos", t.Repos, "manifests", t.Manifests+t.Referrers, "blobs", t.Blobs,
+			"uploads", t.Uploads, "repos_removed", t.ReposRemoved, "bytes_freed", t.Bytes, "took", t.Took)
+		if s.Once {
+			return
+		}
+		timer.Reset(s.Interval)
+	}
+}
