@@ -97,7 +97,7 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 	if s.dedupe != nil {
 		for _, p := range s.dedupe.copies(ctx, d) {
-			repo := s.repoOfBlob(p)
+			repo := s.repoOfBlobPath(p)
 			if ValidateName(repo) != nil {
 				continue
 			}

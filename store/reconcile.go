@@ -189,7 +189,7 @@ func (s *Store) linkDuplicate(ctx context.Context, repo string, d digest.Digest,
 			s.log.Warn("dedupe: both copies fail their digest; leaving them for scrub", "digest", d, "paths", []string{path, other})
 			return false
 		}
-		keep, replace, replaceRepo = path, other, s.repoOfBlob(other)
+		keep, replace, replaceRepo = path, other, s.repoOfBlobPath(other)
 	}
 	unlock := s.locks.rlock(replaceRepo)
 	defer unlock()
@@ -202,15 +202,6 @@ func (s *Store) linkDuplicate(ctx context.Context, repo string, d digest.Digest,
 		return false
 	}
 	return true
-}
-
-// repoOfBlob is the repository of a blob path <root>/<repo>/blobs/<alg>/<hex>.
-func (s *Store) repoOfBlob(path string) string {
-	rel := s.dedupe.rel(path)
-	if i := strings.LastIndex(rel, "/blobs/"); i > 0 {
-		return rel[:i]
-	}
-	return rel
 }
 
 // fileMatches re-hashes a file and reports whether it holds d.

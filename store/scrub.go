@@ -1,0 +1,294 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/opencontainers/go-digest"
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Scrub statuses.
+const (
+	ScrubOK           = "ok"
+	ScrubCorrupt      = "corrupt"      // content does not match its digest; quarantined
+	ScrubMissing      = "missing"      // referenced but not on the disk
+	ScrubUnreferenced = "unreferenced" // on the disk, referenced by no manifest
+)
+
+// Pacer paces scrub reads: Wait is called after every chunk of n bytes and
+// sleeps as long as the throttle requires.
+type Pacer interface {
+	Wait(ctx context.Context, n int) error
+}
+
+// ScrubResult is the state of one reference (a tag, or the digest of an
+// untagged manifest) or of one unreferenced blob.
+type ScrubResult struct {
+	Repo      string
+	Reference string
+	Status    string
+	Digest    digest.Digest // the affected blob; the manifest when ok
+}
+
+// ScrubReport is what scrubbing one repository found.
+type ScrubReport struct {
+	Repo    string
+	Blobs   int   // blobs re-hashed
+	Bytes   int64 // bytes read
+	Results []ScrubResult
+}
+
+// Failed reports whether anything is corrupt or missing.
+func (r ScrubReport) Failed() bool {
+	for _, res := range r.Results {
+		if res.Status == ScrubCorrupt || res.Status == ScrubMissing {
+			return true
+		}
+	}
+	return false
+}
+
+// HashedInodes remembers, across repositories, the verdict on files that
+// are hard links (shared by dedupe), so a pass reads each such inode once.
+type HashedInodes map[[2]uint64]bool
+
+// ScrubRepo re-hashes, with each digest's own algorithm, every blob that
+// a manifest of repo reaches: the manifests themselves, configs, layers,
+// index children and subjects present in the repository. A blob that does
+// not match is moved out of the layout to <root>/.quarantine/, with every
+// other path that shares its inode, so it is never served again; a re-push
+// heals it. Blobs nothing references are reported as such.
+func (s *Store) ScrubRepo(ctx context.Context, repo string, pace Pacer, inodes HashedInodes) (ScrubReport, error) {
+	rep := ScrubReport{Repo: repo}
+	x, err := s.readIndex(repo)
+	if err != nil {
+		return rep, err
+	}
+	sc := &scrubber{s: s, repo: repo, pace: pace, inodes: inodes, rep: &rep, verdict: map[digest.Digest]string{}}
+	for _, e := range x.Manifests {
+		ref := e.Digest.String()
+		if t, ok := tagOf(e); ok {
+			ref = t
+		}
+		res := ScrubResult{Repo: repo, Reference: ref, Status: ScrubOK, Digest: e.Digest}
+		sc.visitManifest(ctx, e.Digest, &res, 0)
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		rep.Results = append(rep.Results, res)
+	}
+	blobs, err := s.listBlobs(repo)
+	if err != nil {
+		return rep, err
+	}
+	for _, b := range blobs {
+		if _, seen := sc.verdict[b.digest]; !seen {
+			rep.Results = append(rep.Results, ScrubResult{Repo: repo, Reference: "-", Status: ScrubUnreferenced, Digest: b.digest})
+		}
+	}
+	return rep, nil
+}
+
+// scrubber walks one repository, hashing each blob once.
+type scrubber struct {
+	s       *Store
+	repo    string
+	pace    Pacer
+	inodes  HashedInodes
+	rep     *ScrubReport
+	verdict map[digest.Digest]string // status of each blob seen in this repository
+}
+
+// fail records the first problem of a reference.
+func fail(res *ScrubResult, status string, d digest.Digest) {
+	if res.Status == ScrubOK {
+		res.Status, res.Digest = status, d
+	}
+}
+
+func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *ScrubResult, depth int) {
+	if _, seen := sc.verdict[d]; seen || depth > maxIndexDepth {
+		if st := sc.verdict[d]; st != "" && st != ScrubOK {
+			fail(res, st, d)
+		}
+		return
+	}
+	if st := sc.check(ctx, d); st != ScrubOK {
+		fail(res, st, d)
+		return
+	}
+	m, err := sc.s.loadManifest(sc.repo, d)
+	if err != nil {
+		return // hashed fine but not a manifest we can read: nothing below it
+	}
+	if m.Config != nil {
+		sc.visitBlob(ctx, *m.Config, res)
+	}
+	for _, l := range m.Layers {
+		sc.visitBlob(ctx, l, res)
+	}
+	for _, c := range m.Manifests {
+		sc.visitManifest(ctx, c.Digest, res, depth+1)
+	}
+	if m.Subject != nil {
+		if _, err := os.Stat(sc.s.blobPath(sc.repo, m.Subject.Digest)); err == nil {
+			sc.visitManifest(ctx, m.Subject.Digest, res, depth+1)
+		}
+	}
+}
+
+func (sc *scrubber) visitBlob(ctx context.Context, desc ispec.Descriptor, res *ScrubResult) {
+	st, seen := sc.verdict[desc.Digest]
+	if !seen {
+		st = sc.check(ctx, desc.Digest)
+		if st == ScrubMissing && (strings.HasPrefix(desc.MediaType, mediaTypeNondistributable) || desc.MediaType == MediaTypeDockerForeignLayer) {
+			st = ScrubOK // foreign layers are fetched from elsewhere by design
+		}
+		sc.verdict[desc.Digest] = st
+	}
+	if st != ScrubOK {
+		fail(res, st, desc.Digest)
+	}
+}
+
+// check hashes one blob of the repository and quarantines it when corrupt.
+func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
+	st := sc.hash(ctx, d)
+	sc.verdict[d] = st
+	if st == ScrubCorrupt {
+		sc.s.quarantine(ctx, sc.repo, d)
+	}
+	return st
+}
+
+func (sc *scrubber) hash(ctx context.Context, d digest.Digest) string {
+	if ctx.Err() != nil {
+		return ScrubOK // stopping: the pass is abandoned, report nothing false
+	}
+	f, err := os.Open(sc.s.blobPath(sc.repo, d))
+	if err != nil {
+		return ScrubMissing
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return ScrubMissing
+	}
+	var key [2]uint64
+	shared := false
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		key, shared = [2]uint64{uint64(st.Dev), uint64(st.Ino)}, true
+		if good, seen := sc.inodes[key]; seen {
+			if good {
+				return ScrubOK
+			}
+			return ScrubCorrupt
+		}
+	}
+	h := d.Algorithm().Hash()
+	n, err := sc.copyPaced(ctx, h, f)
+	sc.rep.Blobs++
+	sc.rep.Bytes += n
+	if err != nil {
+		if ctx.Err() != nil {
+			return ScrubOK
+		}
+		sc.s.log.Warn("scrub: cannot read blob", "repo", sc.repo, "digest", d, "err", err)
+		return ScrubCorrupt
+	}
+	good := digest.NewDigest(d.Algorithm(), h) == d
+	if shared {
+		sc.inodes[key] = good
+	}
+	if !good {
+		return ScrubCorrupt
+	}
+	return ScrubOK
+}
+
+// copyPaced hashes r in chunks, letting the pacer throttle between them.
+func (sc *scrubber) copyPaced(ctx context.Context, h hash.Hash, r io.Reader) (int64, error) {
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	var total int64
+	for {
+		n, err := r.Read(*bufp)
+		if n > 0 {
+			h.Write((*bufp)[:n])
+			total += int64(n)
+			if perr := sc.pace.Wait(ctx, n); perr != nil {
+				return total, perr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (s *Store) quarantineDir() string { return filepath.Join(s.root, ".quarantine") }
+
+// quarantine moves a corrupt blob of repo, and every path that shares its
+// inode (dedupe links in other repositories), to <root>/.quarantine/<repo>/
+// so that none is ever served again.
+func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest) {
+	path := s.blobPath(repo, d)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	paths := []string{path}
+	if s.dedupe != nil {
+		for _, p := range s.dedupe.copies(ctx, d) {
+			if ofi, err := os.Stat(p); err == nil && p != path && os.SameFile(fi, ofi) {
+				paths = append(paths, p)
+			}
+		}
+	}
+	for _, p := range paths {
+		owner := s.repoOfBlobPath(p)
+		unlock := s.locks.rlock(owner)
+		dst := filepath.Join(s.quarantineDir(), filepath.FromSlash(owner), d.Algorithm().String(), d.Encoded())
+		err := s.fs.MkdirAll(filepath.Dir(dst))
+		if err == nil {
+			err = s.fs.Rename(p, dst)
+		}
+		if err == nil {
+			err = s.fs.SyncDir(filepath.Dir(p))
+		}
+		unlock()
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Error("scrub: cannot quarantine corrupt blob", "repo", owner, "digest", d, "err", err)
+			continue
+		}
+		if s.dedupe != nil {
+			s.dedupe.forget(ctx, d, p)
+		}
+		s.log.Error("scrub: corrupt blob quarantined; it is no longer served, a re-push heals it",
+			"repo", owner, "digest", d, "moved_to", dst)
+	}
+}
+
+// repoOfBlobPath is the repository of <root>/<repo>/blobs/<alg>/<hex>.
+func (s *Store) repoOfBlobPath(path string) string {
+	rel, err := filepath.Rel(s.root, path)
+	if err != nil {
+		return ""
+	}
+	rel = filepath.ToSlash(rel)
+	if i := strings.LastIndex(rel, "/blobs/"); i > 0 {
+		return rel[:i]
+	}
+	return rel
+}

@@ -1,0 +1,184 @@
+// Package scrub re-hashes the store in the background to find bit rot
+// before a device pulls it: on a schedule (extensions.scrub.interval),
+// throttled to maxBytesPerSecond so an SD card keeps serving, slower still
+// while clients are being served, one repository at a time. The hashing
+// and the quarantine of corrupt blobs are the store's (store.ScrubRepo).
+package scrub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pier-oci/pier/store"
+)
+
+// Config is the scrub extension's configuration.
+type Config struct {
+	Interval          time.Duration
+	MaxBytesPerSecond int64       // 0: unthrottled
+	Busy              func() bool // reports client traffic; nil: never busy
+}
+
+// maxAffected bounds how many problems a result file keeps.
+const maxAffected = 1000
+
+// Result is one pass, kept in <root>/.pier/scrub.json and logged.
+type Result struct {
+	Started      time.Time           `json:"started"`
+	Finished     time.Time           `json:"finished"`
+	Repos        int                 `json:"repos"`
+	Blobs        int                 `json:"blobs"`
+	Bytes        int64               `json:"bytes"`
+	OK           int                 `json:"ok"`
+	Corrupt      int                 `json:"corrupt"`
+	Missing      int                 `json:"missing"`
+	Unreferenced int                 `json:"unreferenced"`
+	Affected     []store.ScrubResult `json:"affected,omitempty"` // corrupt, missing and unreferenced, up to maxAffected
+	Complete     bool                `json:"complete"`           // false when the pass was stopped
+}
+
+// Failed reports whether the pass found corrupt or missing blobs.
+func (r Result) Failed() bool { return r.Corrupt+r.Missing > 0 }
+
+func (r *Result) add(rep store.ScrubReport) {
+	r.Repos++
+	r.Blobs += rep.Blobs
+	r.Bytes += rep.Bytes
+	for _, res := range rep.Results {
+		switch res.Status {
+		case store.ScrubOK:
+			r.OK++
+			continue
+		case store.ScrubCorrupt:
+			r.Corrupt++
+		case store.ScrubMissing:
+			r.Missing++
+		case store.ScrubUnreferenced:
+			r.Unreferenced++
+		}
+		if len(r.Affected) < maxAffected {
+			r.Affected = append(r.Affected, res)
+		}
+	}
+}
+
+// Pass scrubs every repository once. each, when not nil, sees every
+// repository's report (for a table).
+func Pass(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger, each func(store.ScrubReport)) (Result, error) {
+	res := Result{Started: time.Now()}
+	pace := newPacer(cfg.MaxBytesPerSecond, cfg.Busy)
+	inodes := store.HashedInodes{}
+	repos, err := st.Repositories(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, repo := range repos {
+		rep, err := st.ScrubRepo(ctx, repo, pace, inodes)
+		if ctx.Err() != nil {
+			res.Finished = time.Now()
+			return res, ctx.Err()
+		}
+		if err != nil {
+			log.Warn("scrub: skipping repository", "repo", repo, "err", err)
+			continue
+		}
+		res.add(rep)
+		for _, r := range rep.Results {
+			if r.Status == store.ScrubCorrupt || r.Status == store.ScrubMissing {
+				log.Error("scrub: "+r.Status, "repo", r.Repo, "reference", r.Reference, "digest", r.Digest)
+			}
+		}
+		if each != nil {
+			each(rep)
+		}
+	}
+	res.Finished = time.Now()
+	res.Complete = true
+	return res, nil
+}
+
+// ResultPath is where the last result is kept.
+func ResultPath(root string) string { return filepath.Join(root, ".pier", "scrub.json") }
+
+// LoadResult reads the last result kept under root.
+func LoadResult(root string) (Result, bool) {
+	var r Result
+	b, err := os.ReadFile(ResultPath(root))
+	if err != nil || json.Unmarshal(b, &r) != nil {
+		return Result{}, false
+	}
+	return r, true
+}
+
+func saveResult(root string, r Result) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := ResultPath(root)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// firstDelay is how long after start an installation that never scrubbed
+// waits before its first pass, letting boot-time traffic settle.
+const firstDelay = 5 * time.Minute
+
+// Run scrubs on the schedule until ctx ends. The next pass is due an
+// interval after the last one kept on the disk, so a box that reboots
+// every night still scrubs once a day.
+func Run(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) {
+	if cfg.Interval <= 0 {
+		return
+	}
+	wait := firstDelay
+	if last, ok := LoadResult(st.Root()); ok {
+		wait = time.Until(last.Started.Add(cfg.Interval))
+	}
+	timer := time.NewTimer(max(wait, 0))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		res, err := Pass(ctx, st, cfg, log, nil)
+		if err != nil && ctx.Err() != nil {
+			return // stopped mid-pass: the next start resumes the schedule
+		}
+		if err != nil {
+			log.Error("scrub pass failed", "err", err)
+		}
+		if err := saveResult(st.Root(), res); err != nil {
+			log.Warn("scrub: cannot keep the result", "err", err)
+		}
+		log.Info("scrub pass done", "repos", res.Repos, "blobs", res.Blobs, "bytes", res.Bytes, "ok", res.OK,
+			"corrupt", res.Corrupt, "missing", res.Missing, "unreferenced", res.Unreferenced,
+			"took", res.Finished.Sub(res.Started).Round(time.Millisecond))
+		timer.Reset(cfg.Interval)
+	}
+}
+
+// Describe is one line about the last pass, for status displays.
+func Describe(r Result, ok bool) string {
+	if !ok {
+		return "never scrubbed"
+	}
+	ago := time.Since(r.Finished).Round(time.Minute)
+	if r.Failed() {
+		return fmt.Sprintf("last scrub %s ago: %d corrupt, %d missing", ago, r.Corrupt, r.Missing)
+	}
+	return fmt.Sprintf("last scrub %s ago: ok", ago)
+}
