@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -45,10 +46,15 @@ type Registry interface {
 
 // API is the HTTP handler of the Distribution Spec.
 type API struct {
-	reg    Registry
-	log    *slog.Logger
-	router *httprouter.Router
+	reg      Registry
+	log      *slog.Logger
+	router   *httprouter.Router
+	inFlight atomic.Int64
 }
+
+// InFlight is the number of requests being served right now; background
+// jobs (scrub) slow down while it is not zero.
+func (a *API) InFlight() int64 { return a.inFlight.Load() }
 
 // New returns the handler serving reg. A nil logger discards request logs.
 func New(reg Registry, log *slog.Logger) *API {
@@ -76,6 +82,8 @@ func New(reg Registry, log *slog.Logger) *API {
 
 // ServeHTTP logs one line per request and stamps the API version header.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.inFlight.Add(1)
+	defer a.inFlight.Add(-1)
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")

@@ -3,6 +3,8 @@
 //
 //	pier serve [CONFIG]   serve (no CONFIG: the embedded default config)
 //	pier verify CONFIG    check a config; exit 1 naming the bad key
+//	pier gc CONFIG        one garbage collection pass, offline
+//	pier scrub CONFIG     one scrub pass, offline; exit 1 on damage
 //	pier version          print the version
 package main
 
@@ -24,6 +26,8 @@ func main() {
 const usage = `usage:
   pier serve [CONFIG]   serve the registry (no CONFIG: built-in default, 127.0.0.1:5000, ./data)
   pier verify CONFIG    check a configuration file
+  pier gc CONFIG        run one garbage collection pass (pier must not be serving the root)
+  pier scrub CONFIG     re-hash every blob once; exit 1 if anything is corrupt or missing
   pier version          print the version
 `
 
@@ -50,6 +54,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return verify(rest[0], stdout, stderr)
+	case "gc", "scrub":
+		if len(rest) != 1 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		if cmd == "gc" {
+			return gcCommand(rest[0], stdout, stderr)
+		}
+		return scrubCommand(rest[0], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -18,7 +18,8 @@ import (
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/httpapi"
-	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/gc"
+	"github.com/pier-oci/pier/store/scrub"
 )
 
 // shutdownGrace bounds how long in-flight requests may run after SIGTERM.
@@ -66,28 +67,19 @@ func loadConfig(path string) (*configs.Config, []configs.Warning, error) {
 // runServer serves until ctx ends, then drains in-flight requests for at
 // most shutdownGrace.
 func runServer(ctx context.Context, cfg *configs.Config, log *slog.Logger) error {
-	st, err := store.New(store.Options{
-		Root:   cfg.Storage.RootDirectory,
-		Commit: cfg.Storage.Commit,
-		Dedupe: cfg.Storage.Dedupe,
-		Logger: log,
-	})
+	st, closeStore, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	// Background jobs stop with bg, after the server has drained.
-	bg, stopJobs := context.WithCancel(context.Background())
-	var jobs sync.WaitGroup
-	defer func() { stopJobs(); jobs.Wait() }()
-	jobs.Go(func() { st.RunDedupe(bg) })
+	defer closeStore()
 	addr := net.JoinHostPort(cfg.HTTP.Address, cfg.HTTP.Port)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	api := httpapi.New(st, log)
 	srv := &http.Server{
-		Handler:           httpapi.New(st, log),
+		Handler:           api,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -101,8 +93,19 @@ func runServer(ctx context.Context, cfg *configs.Config, log *slog.Logger) error
 		srv.TLSConfig = tc
 		ln = tls.NewListener(ln, tc)
 	}
+	// Background jobs stop with bg, after the server has drained.
+	bg, stopJobs := context.WithCancel(context.Background())
+	var jobs sync.WaitGroup
+	defer func() { stopJobs(); jobs.Wait() }()
+	jobs.Go(func() { st.RunDedupe(bg) })
+	jobs.Go(func() { gc.Run(bg, st, gcSchedule(cfg.Storage.StoreConfig), log) })
+	if sc, ok := scrubConfig(cfg); ok {
+		sc.Busy = func() bool { return api.InFlight() > 0 }
+		jobs.Go(func() { scrub.Run(bg, st, sc, log) })
+	}
+
 	log.Info("pier serving", "version", version, "addr", ln.Addr().String(), "root", st.Root(),
-		"commit", cfg.Storage.Commit, "tls", cfg.HTTP.TLS != nil)
+		"commit", cfg.Storage.Commit, "dedupe", cfg.Storage.Dedupe, "gc", cfg.Storage.GC, "tls", cfg.HTTP.TLS != nil)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

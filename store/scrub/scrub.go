@@ -115,7 +115,8 @@ func LoadResult(root string) (Result, bool) {
 	return r, true
 }
 
-func saveResult(root string, r Result) error {
+// SaveResult keeps a result under root.
+func SaveResult(root string, r Result) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
@@ -161,7 +162,7 @@ func Run(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) {
 		if err != nil {
 			log.Error("scrub pass failed", "err", err)
 		}
-		if err := saveResult(st.Root(), res); err != nil {
+		if err := SaveResult(st.Root(), res); err != nil {
 			log.Warn("scrub: cannot keep the result", "err", err)
 		}
 		log.Info("scrub pass done", "repos", res.Repos, "blobs", res.Blobs, "bytes", res.Bytes, "ok", res.OK,

@@ -72,7 +72,7 @@ func TestRunKeepsResultAndSchedule(t *testing.T) {
 		t.Fatal("a result before any pass")
 	}
 	old := Result{Started: time.Now().Add(-2 * time.Hour), Finished: time.Now().Add(-2 * time.Hour), Complete: true}
-	if err := saveResult(st.Root(), old); err != nil {
+	if err := SaveResult(st.Root(), old); err != nil {
 		t.Fatal(err)
 	}
 	// Interval 1h, last pass 2h ago: due now.

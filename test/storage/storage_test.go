@@ -1,0 +1,178 @@
+// Package storage tests pier's storage features end to end, through the
+// real binary: dedupe, online and offline garbage collection, and scrub.
+package storage
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/test/internal/ociclient"
+	"github.com/pier-oci/pier/test/internal/pierproc"
+)
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func pushImage(t *testing.T, c *ociclient.Client, repo, tag string, img ociclient.Image) {
+	t.Helper()
+	for _, b := range img.Blobs {
+		if _, err := c.PushBlob(repo, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.PutManifest(repo, tag, ispec.MediaTypeImageManifest, img.Manifest); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func blobPath(root, repo string, d digest.Digest) string {
+	return filepath.Join(root, repo, "blobs", d.Algorithm().String(), d.Encoded())
+}
+
+// pierCmd runs a pier subcommand to completion.
+func pierCmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(pierproc.Binary(t), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Run()
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
+// The same base layer pushed to two repositories is one file on disk, and
+// survives the deletion of either image.
+func TestDedupeThroughTheAPI(t *testing.T) {
+	srv := pierproc.Start(t, pierproc.Options{Storage: map[string]any{"dedupe": true}})
+	c := ociclient.New(srv.Addr)
+	base := random(256 << 10)
+	a := ociclient.ImageManifest([]byte(`{"a":1}`), base, random(1000))
+	b := ociclient.ImageManifest([]byte(`{"b":1}`), base, random(1000))
+	pushImage(t, c, "team/a", "v1", a)
+	pushImage(t, c, "team/b", "v1", b)
+	d := digest.FromBytes(base)
+	if inode(t, blobPath(srv.Root, "team/a", d)) != inode(t, blobPath(srv.Root, "team/b", d)) {
+		t.Fatal("the shared layer is stored twice")
+	}
+	if err := c.Delete("team/a", "manifests", a.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete("team/a", "blobs", d.String()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetBlob("team/b", d); err != nil || !bytes.Equal(got, base) {
+		t.Fatalf("team/b lost the shared layer: %v", err)
+	}
+}
+
+// gc CONFIG collects offline and says what it freed; it refuses to run on
+// a root a pier is serving.
+func TestOfflineGC(t *testing.T) {
+	srv := pierproc.Start(t, pierproc.Options{Storage: map[string]any{"gcDelay": "0s"}})
+	c := ociclient.New(srv.Addr)
+	img := ociclient.ImageManifest([]byte(`{"gc":1}`), random(100<<10))
+	pushImage(t, c, "app", "v1", img)
+	if err := c.Delete("app", "manifests", img.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := pierCmd(t, "gc", srv.Config); code == 0 || !strings.Contains(out, "another pier process") {
+		t.Fatalf("gc while serving: exit %d\n%s", code, out)
+	}
+	if code := srv.Stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	code, out := pierCmd(t, "gc", srv.Config)
+	// The manifest, its config and its layer: three blobs.
+	if code != 0 || !strings.Contains(out, "removed 0 manifests, 0 referrers, 0 stale entries, 3 blobs") || !strings.Contains(out, "100.") {
+		t.Fatalf("gc: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(srv.Root, "app")); !os.IsNotExist(err) {
+		t.Fatalf("the emptied repository is still there: %v", err)
+	}
+}
+
+// A serving pier collects on its own schedule while it keeps serving.
+func TestOnlineGC(t *testing.T) {
+	srv := pierproc.Start(t, pierproc.Options{Storage: map[string]any{"gcDelay": "0s", "gcInterval": "1s"}})
+	c := ociclient.New(srv.Addr)
+	keep := ociclient.ImageManifest([]byte(`{"keep":1}`), random(1000))
+	drop := ociclient.ImageManifest([]byte(`{"drop":1}`), random(1000))
+	pushImage(t, c, "app", "keep", keep)
+	pushImage(t, c, "app", "drop", drop)
+	if err := c.Delete("app", "manifests", drop.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gone := true
+		for d := range drop.Blobs {
+			if _, err := c.HeadBlob("app", d); err == nil {
+				gone = false
+			}
+		}
+		if gone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("online GC did not collect the deleted image's blobs")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for d, b := range keep.Blobs {
+		if got, err := c.GetBlob("app", d); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("a tagged image lost blob %s: %v", d, err)
+		}
+	}
+}
+
+// scrub CONFIG finds a flipped byte, exits 1, and quarantines the blob; the
+// registry then answers BLOB_UNKNOWN and a re-push heals it.
+func TestScrubCommandAndHeal(t *testing.T) {
+	srv := pierproc.Start(t, pierproc.Options{})
+	c := ociclient.New(srv.Addr)
+	layer := random(64 << 10)
+	img := ociclient.ImageManifest([]byte(`{"scrub":1}`), layer)
+	pushImage(t, c, "app", "v1", img)
+	srv.Stop(t)
+	d := digest.FromBytes(layer)
+	if code, out := pierCmd(t, "scrub", srv.Config); code != 0 || !strings.Contains(out, "0 corrupt") {
+		t.Fatalf("clean scrub: exit %d\n%s", code, out)
+	}
+	path := blobPath(srv.Root, "app", d)
+	damaged := bytes.Clone(layer)
+	damaged[1000] ^= 0x20
+	os.WriteFile(path, damaged, 0o644)
+	code, out := pierCmd(t, "scrub", srv.Config)
+	if code != 1 || !strings.Contains(out, "corrupt") || !strings.Contains(out, d.String()) {
+		t.Fatalf("scrub of a flipped byte: exit %d\n%s", code, out)
+	}
+	srv.Restart(t)
+	if _, err := c.GetBlob("app", d); err == nil || !strings.Contains(err.Error(), "BLOB_UNKNOWN") {
+		t.Fatalf("a quarantined blob is served: %v", err)
+	}
+	pushImage(t, c, "app", "v1", img)
+	if got, err := c.GetBlob("app", d); err != nil || !bytes.Equal(got, layer) {
+		t.Fatalf("re-push did not heal: %v", err)
+	}
+}
