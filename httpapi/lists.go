@@ -59,17 +59,12 @@ func (a *API) tagsList(w http.ResponseWriter, r *http.Request, req request) erro
 	if err != nil {
 		return err
 	}
-	items, next, err := page(all, r.URL.Query())
-	if err != nil {
-		return err
-	}
-	if next != "" {
-		setLink(w, "/v2/"+req.repo+"/tags/list", len(items), next)
-	}
-	return writeJSON(w, "application/json", struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{req.repo, items})
+	return writePage(w, r, "/v2/"+req.repo+"/tags/list", all, func(items []string) any {
+		return struct {
+			Name string   `json:"name"`
+			Tags []string `json:"tags"`
+		}{req.repo, items}
+	})
 }
 
 func (a *API) catalog(w http.ResponseWriter, r *http.Request) error {
@@ -77,16 +72,24 @@ func (a *API) catalog(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return writePage(w, r, "/v2/_catalog", all, func(items []string) any {
+		return struct {
+			Repositories []string `json:"repositories"`
+		}{items}
+	})
+}
+
+// writePage sends the page of all the request asks for, as body(page),
+// with a Link to the next page when there is more.
+func writePage(w http.ResponseWriter, r *http.Request, path string, all []string, body func([]string) any) error {
 	items, next, err := page(all, r.URL.Query())
 	if err != nil {
 		return err
 	}
 	if next != "" {
-		setLink(w, "/v2/_catalog", len(items), next)
+		setLink(w, path, len(items), next)
 	}
-	return writeJSON(w, "application/json", struct {
-		Repositories []string `json:"repositories"`
-	}{items})
+	return writeJSON(w, "application/json", body(items))
 }
 
 // referrers answers the referrers API: always an image index, empty when

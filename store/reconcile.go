@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,26 +122,15 @@ func (s *Store) writeResume(repo string) {
 // reconcileRepo dedupes the blobs of one repository; the paths new to the
 // cache are written in one transaction.
 func (s *Store) reconcileRepo(ctx context.Context, repo string, st *ReconcileStats) error {
+	blobs, err := s.listBlobs(repo)
+	if err != nil {
+		return err
+	}
 	var fresh []cache.Entry
-	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		dir := filepath.Join(s.repoDir(repo), "blobs", alg.String())
-		entries, err := os.ReadDir(dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		for _, e := range entries {
-			d := digest.NewDigestFromEncoded(alg, e.Name())
-			if d.Validate() != nil || !e.Type().IsRegular() {
-				continue
-			}
-			st.Blobs++
-			path := filepath.Join(dir, e.Name())
-			if s.reconcileBlob(ctx, repo, d, path, st) {
-				fresh = append(fresh, cache.Entry{Digest: d, Path: s.dedupe.rel(path)})
-			}
+	for _, b := range blobs {
+		st.Blobs++
+		if s.reconcileBlob(ctx, repo, b.digest, b.path, st) {
+			fresh = append(fresh, cache.Entry{Digest: b.digest, Path: s.dedupe.rel(b.path)})
 		}
 	}
 	if err := s.dedupe.cache().PutAll(ctx, fresh); err != nil {

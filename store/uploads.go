@@ -127,20 +127,12 @@ func (e *OffsetError) Unwrap() error { return ErrUploadOffset }
 // equal the upload's current size (chunks arrive in order), else an
 // *OffsetError is returned and nothing is written. It returns the new size.
 func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
-	path, err := s.uploadPath(repo, id)
+	o, err := s.openUpload(repo, id)
 	if err != nil {
 		return 0, err
 	}
-	key := repo + "\x00" + id
-	u := s.uploads.get(key)
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	f, size, err := openUpload(path, id)
-	if err != nil {
-		s.uploads.drop(key)
-		return 0, err
-	}
-	defer f.Close()
+	defer o.close()
+	u, f, size := o.session, o.file, o.size
 	if start >= 0 && start != size {
 		return 0, &OffsetError{Size: size}
 	}
@@ -176,40 +168,55 @@ func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Read
 	}
 }
 
-func openUpload(path, id string) (*os.File, int64, error) {
+// openedUpload is an upload held for writing: its session locked and its
+// file open for appending.
+type openedUpload struct {
+	session   *uploadSession
+	file      *os.File
+	size      int64
+	path, key string
+}
+
+func (o *openedUpload) close() {
+	o.file.Close()
+	o.session.mu.Unlock()
+}
+
+// openUpload validates id, locks its session and opens its file.
+func (s *Store) openUpload(repo, id string) (*openedUpload, error) {
+	path, err := s.uploadPath(repo, id)
+	if err != nil {
+		return nil, err
+	}
+	key := repo + "\x00" + id
+	u := s.uploads.get(key)
+	u.mu.Lock()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
-			return nil, 0, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil {
+			return &openedUpload{session: u, file: f, size: fi.Size(), path: path, key: key}, nil
 		}
-		return nil, 0, fmt.Errorf("open upload %s: %w", id, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("stat upload %s: %w", id, err)
 	}
-	return f, fi.Size(), nil
+	u.mu.Unlock()
+	s.uploads.drop(key)
+	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+		return nil, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
+	}
+	return nil, fmt.Errorf("open upload %s: %w", id, err)
 }
 
 // CommitUpload appends r (the optional last chunk) to upload id, checks the
 // whole content against d and, when it matches, makes it blob d of repo
 // durably. A mismatch deletes the upload and changes nothing else.
 func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, d digest.Digest) (BlobInfo, error) {
-	path, err := s.uploadPath(repo, id)
+	o, err := s.openUpload(repo, id)
 	if err != nil {
 		return BlobInfo{}, err
 	}
-	key := repo + "\x00" + id
-	u := s.uploads.get(key)
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	f, size, err := openUpload(path, id)
-	if err != nil {
-		s.uploads.drop(key)
-		return BlobInfo{}, err
-	}
-	defer f.Close()
+	defer o.close()
+	u, f, size, path, key := o.session, o.file, o.size, o.path, o.key
 	if r != nil {
 		if size, err = s.appendUpload(u, f, size, r); err != nil {
 			return BlobInfo{}, err
