@@ -44,25 +44,35 @@ type StoreConfig struct {
 	// acknowledged. Default false.
 	Commit bool
 
-	// Dedupe stores content shared by several repositories once. Default
-	// true for the storage section, false for a subpath (as in zot).
+	// Dedupe stores content shared by several repositories once: a blob
+	// already under the root is hard-linked rather than copied, found
+	// through the BoltDB index <RootDirectory>/cache.db. Default true for
+	// the storage section, false for a subpath (as in zot).
 	Dedupe bool
 
-	// GC removes blobs no manifest refers to any more. Default true for the
+	// GC turns on online garbage collection, on zot's schedule (GCInterval,
+	// GCOnce): it removes untagged manifests, blobs no live manifest refers
+	// to, and idle uploads, while the registry serves. Default true for the
 	// storage section, false for a subpath (as in zot).
 	GC bool
 
-	// GCDelay is how old an unreferenced blob must be before GC removes it,
-	// so uploads in flight are not collected. Default 1h when GC is on, 0
-	// when it is off and the key is absent.
+	// GCDelay is the grace period before GC may remove anything: an
+	// untagged manifest is collected GCDelay after it became untagged, an
+	// unreferenced blob GCDelay after it entered the repository, an upload
+	// GCDelay after its last write, so pushes in flight are never
+	// collected. Default 1h when GC is on, 0 when it is off and the key is
+	// absent.
 	GCDelay time.Duration
 
-	// GCInterval is the time between collections. Default 1h when GC is on,
-	// 0 when it is off and the key is absent. See GCOnce.
+	// GCInterval is the time between collections; the first runs
+	// GCInterval after start. 0 with GC on means a single pass, GCDelay
+	// after start (see GCOnce). Default 1h when GC is on, 0 when it is off
+	// and the key is absent.
 	GCInterval time.Duration
 
 	// GCOnce reports that GC is on and gcInterval was set to 0 explicitly,
-	// which in zot means "collect once, then never again".
+	// which in zot means "collect once, GCDelay after start, then never
+	// again".
 	GCOnce bool
 
 	// StorageDriver holds zot's remote storage settings (e.g. s3) as they are
@@ -70,11 +80,14 @@ type StoreConfig struct {
 	StorageDriver map[string]any
 
 	// CacheDriver holds zot's dedupe cache database settings (boltdb,
-	// dynamodb, redis) as they are in the file, nil when absent.
+	// dynamodb, redis) as they are in the file, nil when absent. pier does
+	// not act on it: it always uses its BoltDB cache at
+	// <RootDirectory>/cache.db.
 	CacheDriver map[string]any
 
 	// RemoteCache selects a remote CacheDriver instead of the local one. As
 	// in zot, it defaults to true when Dedupe is on and a StorageDriver is set.
+	// pier does not act on it; it has only the local cache.
 	RemoteCache bool
 
 	// Retention holds zot's retention policies as they are in the file, nil
@@ -184,14 +197,14 @@ type ExtensionsConfig struct {
 	Other map[string]json.RawMessage
 }
 
-// ScrubConfig configures the scrub extension, which re-hashes stored blobs to
-// catch bit rot.
+// ScrubConfig configures the scrub extension, which re-hashes stored blobs in
+// the background, one repository at a time, to catch bit rot.
 type ScrubConfig struct {
 	// Enable turns scrubbing on. Default true once the scrub section is
 	// present, as in zot.
 	Enable bool
 
-	// Interval is the time between scrub runs. Default 24h.
+	// Interval is the time between scrub runs; it is never 0. Default 24h.
 	Interval time.Duration
 
 	// MaxBytesPerSecond caps how fast scrub reads, so it does not starve the

@@ -57,16 +57,13 @@ func notices() []notice {
 		{key: "releaseTag", message: ignored + " (zot build information)"},
 		{key: "binaryType", message: ignored + " (zot build information)"},
 
-		{key: "storage.dedupe", message: notYet + ": content is stored once per repository"},
-		{key: "storage.gc", message: notYet + ": garbage collection does not run"},
-		{key: "storage.gcDelay", message: notYet + ": garbage collection does not run"},
-		{key: "storage.gcInterval", message: notYet + ": garbage collection does not run"},
 		{key: "storage.gcMaxSchedulerDelay", message: ignored + " (zot scheduler tuning)"},
 		{key: "storage.retention", message: notYet + ": no image is deleted by policy"},
-		// The dedupe cache only records shared content; pier does not dedupe
-		// yet, and the remote storage a remote cache goes with is refused above.
-		{key: "storage.remoteCache", message: notYet + ": pier uses no cache database"},
-		{key: "storage.cacheDriver", message: notYet + ": pier uses no cache database"},
+		// pier dedupes through a local BoltDB index only. Its content is
+		// rebuilt from the disk, so ignoring these loses nothing; the remote
+		// storage a remote cache goes with is refused above.
+		{key: "storage.remoteCache", message: notYet + ": pier uses its BoltDB cache at <rootDirectory>/cache.db"},
+		{key: "storage.cacheDriver", message: notYet + ": pier uses its BoltDB cache at <rootDirectory>/cache.db"},
 		{key: "storage.maxRepos", message: notYet + ": the number of repositories is not limited"},
 		{key: "storage.redirectBlobURL", message: ignored + " (applies to remote storage only)"},
 		{key: "storage.fastRestart", message: ignored + " (zot startup tuning)"},
@@ -80,7 +77,6 @@ func notices() []notice {
 
 		{key: "log.audit", message: notYet + ": no audit log is written"},
 
-		{key: "extensions.scrub", message: notYet + ": stored blobs are not re-checked"},
 		{key: "extensions.search", message: ignored + ": pier has no search extension"},
 		{key: "extensions.sync", message: ignored + ": pier does not mirror other registries"},
 		{key: "extensions.metrics", message: ignored + ": pier exports no metrics"},

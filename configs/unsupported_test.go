@@ -33,11 +33,14 @@ func TestWarningsOnlyForPresentKeysOncePerKey(t *testing.T) {
 		want []string // warning keys, in table order
 	}{
 		{"nothing unsupported", `{"storage": {"rootDirectory": "/r", "commit": true}, "http": {"compat": ["docker2s2"]}}`, nil},
-		{"gc keys, one each", `{"storage": {"rootDirectory": "/r", "gc": true, "gcDelay": "1h", "gcInterval": "2h"}}`,
-			[]string{"storage.gc", "storage.gcDelay", "storage.gcInterval"}},
-		{"dedupe false is still present", `{"storage": {"rootDirectory": "/r", "dedupe": false}}`, []string{"storage.dedupe"}},
+		{"implemented storage keys", `{"storage": {"rootDirectory": "/r", "commit": true, "dedupe": true, "gc": true, "gcDelay": "1h", "gcInterval": "2h"}}`, nil},
+		{"gc keys silent, retention beside them warned", `{"storage": {"rootDirectory": "/r", "gc": true, "gcDelay": "1h", "gcInterval": "2h", "retention": {"dryRun": true}}}`,
+			[]string{"storage.retention"}},
+		{"dedupe silent, remoteCache false is still present", `{"storage": {"rootDirectory": "/r", "dedupe": false, "remoteCache": false}}`,
+			[]string{"storage.remoteCache"}},
+		{"scrub is implemented", `{"storage": {"rootDirectory": "/r"}, "extensions": {"scrub": {"enable": true, "interval": "24h", "maxBytesPerSecond": 1}}}`, nil},
 		{"extensions", `{"storage": {"rootDirectory": "/r"}, "extensions": {"ui": {}, "search": {"enable": true}, "scrub": {}}}`,
-			[]string{"extensions.scrub", "extensions.search", "extensions.ui"}},
+			[]string{"extensions.search", "extensions.ui"}},
 		{"empty extensions section", `{"storage": {"rootDirectory": "/r"}, "extensions": {}}`, nil},
 		{"http and log", `{"storage": {"rootDirectory": "/r"}, "http": {"ratelimit": {"rate": 1}, "externalURL": "x", "allowOrigin": "*"}, "log": {"audit": "/a.log"}}`,
 			[]string{"http.ratelimit", "http.externalURL", "http.allowOrigin", "log.audit"}},
@@ -99,6 +102,22 @@ func TestRefusals(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// pier has only its local BoltDB dedupe cache; the warning for zot's other
+// caches must say which one pier uses.
+func TestCacheWarningsNameTheLocalCache(t *testing.T) {
+	_, warnings := mustParse(t, `{"storage": {"rootDirectory": "/r", "dedupe": true, "remoteCache": true, "cacheDriver": {"name": "redis"}}}`)
+
+	if got := keyList(warnings); !slices.Equal(got, []string{"storage.remoteCache", "storage.cacheDriver"}) {
+		t.Fatalf("warning keys = %v, want storage.remoteCache and storage.cacheDriver", got)
+	}
+
+	for _, w := range warnings {
+		if !strings.Contains(w.Message, "BoltDB cache at <rootDirectory>/cache.db") {
+			t.Errorf("%s: message %q does not name pier's cache", w.Key, w.Message)
+		}
 	}
 }
 
@@ -219,10 +238,12 @@ func TestImplementedKeys(t *testing.T) {
 	// changing the table in unsupported.go, README.md and example.json.
 	want := []string{
 		"distSpecVersion",
+		"extensions.scrub.enable", "extensions.scrub.interval", "extensions.scrub.maxBytesPerSecond",
 		"http.address", "http.compat", "http.port", "http.realm",
 		"http.tls.cacert", "http.tls.cert", "http.tls.key",
 		"log.level", "log.output",
-		"storage.commit", "storage.rootDirectory",
+		"storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval",
+		"storage.rootDirectory",
 	}
 
 	if got := implementedKeys(); !slices.Equal(got, want) {
