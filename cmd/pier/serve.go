@@ -12,14 +12,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/httpapi"
 	"github.com/pier-oci/pier/store/gc"
-	"github.com/pier-oci/pier/store/scrub"
+	"github.com/pier-oci/pier/sysd"
 )
 
 // shutdownGrace bounds how long in-flight requests may run after SIGTERM.
@@ -38,7 +38,8 @@ func serve(path string, stderr io.Writer) int {
 		}
 		return 1
 	}
-	log, closeLog, err := newLogger(cfg.Log, stderr)
+	level := new(slog.LevelVar)
+	log, closeLog, err := newLogger(cfg.Log, level, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return 1
@@ -50,7 +51,8 @@ func serve(path string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := runServer(ctx, cfg, log); err != nil {
+	srv := &server{path: path, cfg: cfg, log: log, level: level, notify: sysd.NewNotifier(log)}
+	if err := srv.run(ctx); err != nil {
 		log.Error("pier stopped", "err", err)
 		return 1
 	}
@@ -64,68 +66,139 @@ func loadConfig(path string) (*configs.Config, []configs.Warning, error) {
 	return configs.Load(path)
 }
 
-// runServer serves until ctx ends, then drains in-flight requests for at
-// most shutdownGrace.
-func runServer(ctx context.Context, cfg *configs.Config, log *slog.Logger) error {
-	st, closeStore, err := openStore(cfg, log)
+// server is a serving pier: its config (replaced on reload), store, HTTP
+// servers and background jobs.
+type server struct {
+	path   string // config file; "" for the embedded default
+	cfg    *configs.Config
+	log    *slog.Logger
+	level  *slog.LevelVar
+	notify *sysd.Notifier
+	api    *httpapi.API
+	status *status
+	jobs   *jobs
+	probe  func(context.Context) error // the watchdog's self-check
+}
+
+// run serves until ctx ends, then drains in-flight requests for at most
+// shutdownGrace.
+func (s *server) run(ctx context.Context) error {
+	st, closeStore, err := openStore(s.cfg, s.log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	addr := net.JoinHostPort(cfg.HTTP.Address, cfg.HTTP.Port)
-	ln, err := net.Listen("tcp", addr)
+	lns, err := s.listeners()
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	api := httpapi.New(st, log)
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	if cfg.HTTP.TLS != nil {
-		tc, err := tlsConfig(cfg.HTTP.TLS)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		srv.TLSConfig = tc
-		ln = tls.NewListener(ln, tc)
-	}
-	// Background jobs stop with bg, after the server has drained.
-	bg, stopJobs := context.WithCancel(context.Background())
-	var jobs sync.WaitGroup
-	defer func() { stopJobs(); jobs.Wait() }()
-	jobs.Go(func() { st.RunDedupe(bg) })
-	jobs.Go(func() { gc.Run(bg, st, gcSchedule(cfg.Storage.StoreConfig), log) })
-	if sc, ok := scrubConfig(cfg); ok {
-		sc.Busy = func() bool { return api.InFlight() > 0 }
-		jobs.Go(func() { scrub.Run(bg, st, sc, log) })
-	}
-
-	log.Info("pier serving", "version", version, "addr", ln.Addr().String(), "root", st.Root(),
-		"commit", cfg.Storage.Commit, "dedupe", cfg.Storage.Dedupe, "gc", cfg.Storage.GC, "tls", cfg.HTTP.TLS != nil)
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: draining in-flight requests", "grace", shutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("in-flight requests cut off at the end of the grace period", "err", err)
-		srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	log.Info("pier stopped")
+	s.api = httpapi.New(st, s.log)
+	s.status = &status{st: st}
+	s.jobs = startJobs(st, s.log)
+	defer s.jobs.stop()
+	s.applyJobs()
+	s.probe = selfCheck(st.Root(), lns[0], s.cfg.HTTP.TLS, s.api)
+
+	servers := make([]*http.Server, len(lns))
+	errc := make(chan error, len(lns))
+	for i, ln := range lns {
+		servers[i] = &http.Server{
+			Handler:           s.api,
+			ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
+		go func() { errc <- servers[i].Serve(ln) }()
+		s.log.Info("pier serving", "version", version, "addr", ln.Addr().String(), "root", st.Root(),
+			"commit", s.cfg.Storage.Commit, "dedupe", s.cfg.Storage.Dedupe, "gc", s.cfg.Storage.GC, "tls", s.cfg.HTTP.TLS != nil)
+	}
+	s.status.countRepos(ctx)
+	s.notify.Ready(s.status.line())
+
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go s.notify.Watchdog(bg, func(ctx context.Context) error {
+		err := s.probe(ctx)
+		if err == nil {
+			s.notify.Status(s.status.line())
+		}
+		return err
+	})
+	reloads := s.watchConfig(bg)
+
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		case <-reloads:
+			s.reload()
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	s.notify.Stopping()
+	s.log.Info("shutting down: draining in-flight requests", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	for _, hs := range servers {
+		if err := hs.Shutdown(sctx); err != nil {
+			s.log.Warn("in-flight requests cut off at the end of the grace period", "err", err)
+			hs.Close()
+		}
+	}
+	for range servers {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	s.log.Info("pier stopped")
 	return nil
+}
+
+// applyJobs (re)starts gc and scrub from the current config.
+func (s *server) applyJobs() {
+	sched := gcSchedule(s.cfg.Storage.StoreConfig)
+	sched.Observe = func(running bool, t gc.Totals) {
+		s.status.observeGC(running, t)
+		s.notify.Status(s.status.line())
+	}
+	s.jobs.setGC(sched)
+	sc, on := scrubConfig(s.cfg)
+	sc.Busy = func() bool { return s.api.InFlight() > 0 }
+	s.jobs.setScrub(sc, on)
+}
+
+// listeners are the sockets systemd handed over (socket activation), or
+// else one bound to http.address:port; wrapped in TLS when configured.
+func (s *server) listeners() ([]net.Listener, error) {
+	lns, err := sysd.Listeners()
+	if err != nil {
+		return nil, err
+	}
+	if len(lns) == 0 {
+		addr := net.JoinHostPort(s.cfg.HTTP.Address, s.cfg.HTTP.Port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		lns = []net.Listener{ln}
+	} else {
+		s.log.Info("socket activation: serving the sockets systemd passed; http.address and http.port are not used", "sockets", len(lns))
+	}
+	if s.cfg.HTTP.TLS != nil {
+		tc, err := tlsConfig(s.cfg.HTTP.TLS)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return nil, err
+		}
+		for i := range lns {
+			lns[i] = tls.NewListener(lns[i], tc)
+		}
+	}
+	return lns, nil
 }
 
 // tlsConfig loads the server certificate and, with cacert, requires
@@ -153,7 +226,8 @@ func tlsConfig(c *configs.TLSConfig) (*tls.Config, error) {
 
 // newLogger builds the process logger from the log section: text lines to
 // stderr (the journal under systemd) or appended to log.output.
-func newLogger(c configs.LogConfig, stderr io.Writer) (*slog.Logger, func(), error) {
+func newLogger(c configs.LogConfig, level *slog.LevelVar, stderr io.Writer) (*slog.Logger, func(), error) {
+	level.Set(c.SlogLevel())
 	out, closeOut := stderr, func() {}
 	if c.Output != "" {
 		f, err := os.OpenFile(c.Output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
@@ -162,5 +236,17 @@ func newLogger(c configs.LogConfig, stderr io.Writer) (*slog.Logger, func(), err
 		}
 		out, closeOut = f, func() { f.Close() }
 	}
-	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: c.SlogLevel()})), closeOut, nil
+	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})), closeOut, nil
+}
+
+// insecureTLS is for pier calling itself: it checks liveness, not identity.
+func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
+
+// refusalError joins refusals into one error.
+func refusalError(refusals []configs.Warning) error {
+	msgs := make([]string, len(refusals))
+	for i, r := range refusals {
+		msgs[i] = r.String()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }

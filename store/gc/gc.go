@@ -20,6 +20,9 @@ type Schedule struct {
 	Delay    time.Duration // nothing younger is collected (gcDelay)
 	Interval time.Duration // period between passes (gcInterval)
 	Once     bool          // gcInterval: 0, one pass Delay after start
+
+	// Observe, when set, hears when a pass starts (running) and ends.
+	Observe func(running bool, t Totals)
 }
 
 // Totals sums what a pass removed.
@@ -99,7 +102,13 @@ func Run(ctx context.Context, st *store.Store, s Schedule, log *slog.Logger) {
 			return
 		case <-timer.C:
 		}
+		if s.Observe != nil {
+			s.Observe(true, Totals{})
+		}
 		t, err := Pass(ctx, st, s.Delay, log, nil)
+		if s.Observe != nil {
+			s.Observe(false, t)
+		}
 		if err != nil && ctx.Err() == nil {
 			log.Error("gc pass failed", "err", err)
 		}

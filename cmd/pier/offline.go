@@ -32,7 +32,7 @@ func openOffline(path string, stderr io.Writer) (*offlineJob, bool) {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return nil, false
 	}
-	log, closeLog, err := newLogger(cfg.Log, stderr)
+	log, closeLog, err := newLogger(cfg.Log, new(slog.LevelVar), stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return nil, false

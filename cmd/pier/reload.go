@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/pier-oci/pier/configs"
+)
+
+// watchConfig returns a channel that fires when the config should be
+// reloaded: on SIGHUP, and when the config file changes. The directory is
+// watched, not the file: editors and configuration tools replace a file by
+// renaming a new one over it, which a watch on the old inode would miss.
+func (s *server) watchConfig(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	fire := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				fire()
+			}
+		}
+	}()
+	if s.path == "" {
+		return out // the embedded default never changes
+	}
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		err = w.Add(filepath.Dir(s.path))
+	}
+	if err != nil {
+		s.log.Warn("cannot watch the config file; reload with SIGHUP", "err", err)
+		return out
+	}
+	name := filepath.Clean(s.path)
+	go func() {
+		defer w.Close()
+		// Writers touch a file several times in a row; wait for quiet.
+		settle := time.NewTimer(time.Hour)
+		settle.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-w.Events:
+				if filepath.Clean(ev.Name) == name && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+					settle.Reset(300 * time.Millisecond)
+				}
+			case err := <-w.Errors:
+				s.log.Warn("config watch", "err", err)
+			case <-settle.C:
+				fire()
+			}
+		}
+	}()
+	return out
+}
+
+// reload reads the config again and applies what can change live: the
+// log level, and the gc and scrub schedules and throttles. What needs a
+// restart is named in the log. An invalid config is rejected with its
+// reason and the running one stays.
+func (s *server) reload() {
+	s.notify.Reloading()
+	defer func() { s.notify.Ready(s.status.line()) }()
+	cfg, warnings, err := loadConfig(s.path)
+	if err == nil && len(cfg.Refusals()) > 0 {
+		err = refusalError(cfg.Refusals())
+	}
+	if err != nil {
+		s.log.Error("reload rejected; the running config stays", "err", err)
+		return
+	}
+	for _, w := range warnings {
+		s.log.Warn("config: "+w.Message, "key", w.Key)
+	}
+	for _, key := range restartOnly(s.cfg, cfg) {
+		s.log.Warn("reload: this change takes effect on the next restart", "key", key)
+	}
+	s.level.Set(cfg.Log.SlogLevel())
+	// Keys that need a restart keep their running values.
+	cfg.Storage.RootDirectory = s.cfg.Storage.RootDirectory
+	cfg.Storage.Commit, cfg.Storage.Dedupe = s.cfg.Storage.Commit, s.cfg.Storage.Dedupe
+	cfg.HTTP = s.cfg.HTTP
+	cfg.Log.Output = s.cfg.Log.Output
+	s.cfg = cfg
+	s.applyJobs()
+	s.log.Info("config reloaded", "level", cfg.Log.Level)
+}
+
+// restartOnly lists the keys that differ between two configs and that
+// only a restart applies.
+func restartOnly(old, cur *configs.Config) []string {
+	var keys []string
+	check := func(key string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			keys = append(keys, key)
+		}
+	}
+	check("storage.rootDirectory", old.Storage.RootDirectory, cur.Storage.RootDirectory)
+	check("storage.commit", old.Storage.Commit, cur.Storage.Commit)
+	check("storage.dedupe", old.Storage.Dedupe, cur.Storage.Dedupe)
+	check("http.address", old.HTTP.Address, cur.HTTP.Address)
+	check("http.port", old.HTTP.Port, cur.HTTP.Port)
+	check("http.tls", old.HTTP.TLS, cur.HTTP.TLS)
+	check("log.output", old.Log.Output, cur.Log.Output)
+	return keys
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/gc"
+	"github.com/pier-oci/pier/store/scrub"
+)
+
+// status is the one human line systemd shows for pier ("systemctl status"):
+// what is served, how full the disk is, what gc and scrub are doing.
+type status struct {
+	st        *store.Store
+	repos     atomic.Int64
+	gcRunning atomic.Bool
+}
+
+// countRepos refreshes the repository count (a walk of the directories,
+// not of the blobs).
+func (s *status) countRepos(ctx context.Context) {
+	if repos, err := s.st.Repositories(ctx); err == nil {
+		s.repos.Store(int64(len(repos)))
+	}
+}
+
+// observeGC is the collector's hook.
+func (s *status) observeGC(running bool, t gc.Totals) {
+	s.gcRunning.Store(running)
+	if !running {
+		s.repos.Store(int64(t.Repos - t.ReposRemoved))
+	}
+}
+
+func (s *status) line() string {
+	disk := "disk usage unknown"
+	var fs unix.Statfs_t
+	if unix.Statfs(s.st.Root(), &fs) == nil && fs.Blocks > 0 {
+		free := int64(fs.Bavail) * int64(fs.Bsize)
+		used := 100 - 100*float64(fs.Bavail)/float64(fs.Blocks)
+		disk = fmt.Sprintf("disk %.0f%% full, %s free", used, humanBytes(free))
+	}
+	gcState := "gc idle"
+	if s.gcRunning.Load() {
+		gcState = "gc running"
+	}
+	last, ok := scrub.LoadResult(s.st.Root())
+	return fmt.Sprintf("serving %d repositories; %s; %s; %s", s.repos.Load(), disk, gcState, scrub.Describe(last, ok))
+}

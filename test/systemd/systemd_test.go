@@ -1,0 +1,279 @@
+// Package systemd runs a real pier as systemd would: with NOTIFY_SOCKET
+// pointing at a datagram socket the test owns (every sd_notify message is
+// checked), with a watchdog, under systemd-socket-activate, and through
+// live reloads.
+package systemd
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pier-oci/pier/test/internal/pierproc"
+)
+
+// notifySocket collects the messages pier sends.
+type notifySocket struct {
+	path string
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &notifySocket{path: path, conn: conn}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close() })
+	return n
+}
+
+// waitFor waits until a message containing every one of parts arrives
+// after the first `after` messages, and returns its index.
+func (n *notifySocket) waitFor(t *testing.T, after int, parts ...string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		n.mu.Lock()
+		for i := after; i < len(n.msgs); i++ {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(n.msgs[i], p)
+			}
+			if ok {
+				n.mu.Unlock()
+				return i
+			}
+		}
+		n.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t.Fatalf("no message with %q after #%d; got %q", parts, after, n.msgs)
+	return -1
+}
+
+func (n *notifySocket) count(part string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, m := range n.msgs {
+		if strings.Contains(m, part) {
+			c++
+		}
+	}
+	return c
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+	out  *bytes.Buffer
+	mu   *sync.Mutex
+}
+
+func (p *proc) log() string { p.mu.Lock(); defer p.mu.Unlock(); return p.out.String() }
+
+type lockedBuf struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (l lockedBuf) Write(b []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.Write(b) }
+
+func writeConfig(t *testing.T, path, root string, port int, level string) {
+	t.Helper()
+	cfg := map[string]any{
+		"storage": map[string]any{"rootDirectory": root},
+		"http":    map[string]any{"address": "127.0.0.1", "port": fmt.Sprint(port)},
+		"log":     map[string]any{"level": level},
+	}
+	b, _ := json.Marshal(cfg)
+	tmp := path + ".new"
+	os.WriteFile(tmp, b, 0o644)
+	os.Rename(tmp, path) // as editors do: a new file renamed over the old
+}
+
+func start(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{cmd: cmd, out: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	cmd.Stdout, cmd.Stderr = lockedBuf{p.mu, p.out}, lockedBuf{p.mu, p.out}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return p
+}
+
+func TestNotifyReloadAndStop(t *testing.T) {
+	n := listenNotify(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	port := pierproc.FreePort(t)
+	writeConfig(t, cfgPath, filepath.Join(dir, "data"), port, "info")
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.path}, pierproc.Binary(t), "serve", cfgPath)
+
+	ready := n.waitFor(t, 0, "READY=1", "STATUS=serving 0 repositories")
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/", port)); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("READY=1 sent before the listener answers: %v", err)
+	}
+
+	// SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1.
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	rel := n.waitFor(t, ready+1, "RELOADING=1", "MONOTONIC_USEC=")
+	n.waitFor(t, rel+1, "READY=1")
+
+	// A changed file is picked up without a signal: the log level goes to
+	// debug, and a change that needs a restart is named.
+	writeConfig(t, cfgPath, filepath.Join(dir, "data"), port+1, "debug")
+	rel = n.waitFor(t, rel+1, "RELOADING=1")
+	n.waitFor(t, rel+1, "READY=1")
+	waitLog(t, p, "takes effect on the next restart", "key=http.port")
+	// Debug lines now appear (a committed blob logs at debug), still on the
+	// old port.
+	if strings.Contains(p.log(), "blob committed") {
+		t.Fatal("debug line logged at level info")
+	}
+	pushBlob(t, port, []byte("debug me"))
+	waitLog(t, p, "level=DEBUG", "blob committed")
+
+	// An invalid file is rejected and the server keeps running.
+	os.WriteFile(cfgPath, []byte(`{"storage": {"rootDirectory": "/x", "typo": 1}}`), 0o644)
+	waitLog(t, p, "reload rejected", "storage.typo")
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/", port)); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a rejected reload stopped the server: %v", err)
+	}
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	n.waitFor(t, 0, "STOPPING=1")
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log())
+	}
+}
+
+func pushBlob(t *testing.T, port int, data []byte) {
+	t.Helper()
+	d := fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/v2/app/blobs/uploads/?digest=%s", port, d), "", bytes.NewReader(data))
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("push: %v %v", resp, err)
+	}
+}
+
+func waitLog(t *testing.T, p *proc, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(p.log(), "\n") {
+			ok := true
+			for _, part := range parts {
+				ok = ok && strings.Contains(line, part)
+			}
+			if ok {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no log line with %q:\n%s", parts, p.log())
+}
+
+// WATCHDOG=1 comes at half the interval while the self-check passes, and
+// stops when the storage root disappears.
+func TestWatchdog(t *testing.T) {
+	n := listenNotify(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	root := filepath.Join(dir, "data")
+	writeConfig(t, cfgPath, root, pierproc.FreePort(t), "info")
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"}, pierproc.Binary(t), "serve", cfgPath)
+	n.waitFor(t, 0, "READY=1")
+	time.Sleep(1100 * time.Millisecond)
+	if c := n.count("WATCHDOG=1"); c < 4 || c > 8 {
+		t.Fatalf("%d watchdog pings in ~1.1 s at a 400 ms interval, want about 5", c)
+	}
+	os.Rename(root, root+".gone") // the store vanishes: pier must stop pinging
+	time.Sleep(300 * time.Millisecond)
+	before := n.count("WATCHDOG=1")
+	time.Sleep(800 * time.Millisecond)
+	if after := n.count("WATCHDOG=1"); after != before {
+		t.Fatalf("watchdog pinged %d times with a missing storage root", after-before)
+	}
+	waitLog(t, p, "watchdog self-check failed")
+	// A watchdog meant for another process is not ours.
+	n2 := listenNotify(t)
+	writeConfig(t, cfgPath, root+"2", pierproc.FreePort(t), "info")
+	start(t, []string{"NOTIFY_SOCKET=" + n2.path, "WATCHDOG_USEC=200000", "WATCHDOG_PID=1"}, pierproc.Binary(t), "serve", cfgPath)
+	n2.waitFor(t, 0, "READY=1")
+	time.Sleep(500 * time.Millisecond)
+	if c := n2.count("WATCHDOG=1"); c != 0 {
+		t.Fatalf("pinged a watchdog of another pid %d times", c)
+	}
+}
+
+// Under systemd-socket-activate pier serves the socket it is handed and
+// binds nothing itself.
+func TestSocketActivation(t *testing.T) {
+	activate, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Fatal("systemd-socket-activate is not installed (Debian package systemd)")
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	configured := pierproc.FreePort(t)
+	writeConfig(t, cfgPath, filepath.Join(dir, "data"), configured, "info")
+	sock := pierproc.FreePort(t)
+	p := start(t, nil, activate, "-l", fmt.Sprintf("127.0.0.1:%d", sock), pierproc.Binary(t), "serve", cfgPath)
+	srv := &pierproc.Server{Addr: fmt.Sprintf("127.0.0.1:%d", sock)}
+	if err := srv.WaitReady(10 * time.Second); err != nil {
+		t.Fatalf("activated socket not served: %v\n%s", err, p.log())
+	}
+	waitLog(t, p, "socket activation")
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", configured), time.Second); err == nil {
+		c.Close()
+		t.Fatal("pier bound http.port although it was socket-activated")
+	}
+}
+
+// Outside systemd nothing is sent and nothing is required.
+func TestSilentOutsideSystemd(t *testing.T) {
+	srv := pierproc.Start(t, pierproc.Options{})
+	if strings.Contains(srv.Stderr(), "sd_notify") || strings.Contains(srv.Stderr(), "watchdog") {
+		t.Fatalf("systemd noise outside systemd:\n%s", srv.Stderr())
+	}
+}
