@@ -107,7 +107,11 @@ type lockedBuf struct {
 	buf *bytes.Buffer
 }
 
-func (l lockedBuf) Write(b []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.Write(b) }
+func (l lockedBuf) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(b)
+}
 
 func writeConfig(t *testing.T, path, root string, port int, level string) {
 	t.Helper()
