@@ -14,6 +14,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/pier-oci/pier/store/disk"
 )
 
 // version is stamped by the build (-ldflags "-X main.version=...").
@@ -84,5 +86,9 @@ func versionString() string {
 			}
 		}
 	}
-	return fmt.Sprintf("pier %s%s %s %s/%s", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	v := fmt.Sprintf("pier %s%s %s %s/%s", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if disk.SyncDisabled() {
+		v += " (TEST BUILD pier_nosync: never fsyncs, loses acknowledged writes on power loss)"
+	}
+	return v
 }

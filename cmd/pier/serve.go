@@ -18,6 +18,7 @@ import (
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/httpapi"
+	"github.com/pier-oci/pier/store/disk"
 	"github.com/pier-oci/pier/store/gc"
 	"github.com/pier-oci/pier/sysd"
 )
@@ -47,6 +48,9 @@ func serve(path string, stderr io.Writer) int {
 	defer closeLog()
 	for _, w := range warnings {
 		log.Warn("config: "+w.Message, "key", w.Key)
+	}
+	if disk.SyncDisabled() {
+		log.Error("TEST BUILD (pier_nosync): writes are never fsynced; acknowledged data is lost on power loss")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
