@@ -66,6 +66,9 @@ func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.
 // would leave a tagged image that cannot be pulled. Other repositories that
 // share the content (hard links) are not affected.
 func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
 	unlock := s.locks.lock(repo)
 	defer unlock()
 	if _, err := s.StatBlob(ctx, repo, d); err != nil {

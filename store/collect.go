@@ -46,6 +46,9 @@ func (r CollectReport) Removed() bool {
 // completes with its blobs present or fails with a spec error.
 func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duration) (CollectReport, error) {
 	rep := CollectReport{Repo: repo}
+	if s.ro {
+		return rep, nil // nothing is ever removed from a read-only root
+	}
 	snap, err := s.readIndexBytes(repo)
 	if err != nil {
 		return rep, err
@@ -145,8 +148,9 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 	if err := json.Unmarshal(indexBytes, &x.Index); err != nil {
 		return nil, fmt.Errorf("parse index.json of %s: %w", repo, err)
 	}
-	indexAge := now.Sub(s.indexChangeTime(repo, now))
+	indexAge := now.Sub(s.lastActivity(repo, now))
 	p := &collectionPlan{index: &x, indexOld: indexAge >= delay}
+	incomplete := false // entries wait for blobs that may still be arriving
 	onDisk := make(map[digest.Digest]blobFile, len(blobs))
 	for _, b := range blobs {
 		onDisk[b.digest] = b
@@ -201,6 +205,7 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 				continue
 			}
 			p.keep = append(p.keep, e)
+			incomplete = true
 			continue
 		}
 		p.keep = append(p.keep, e)
@@ -251,6 +256,11 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 		}
 	}
 	p.keep = kept
+	if incomplete {
+		// A layout still being copied in: what its manifests reference is
+		// not known until they arrive, so none of its blobs is garbage yet.
+		return p, nil
+	}
 	for _, b := range blobs {
 		if !live[b.digest] && now.Sub(b.added) >= delay {
 			p.garbage = append(p.garbage, b)
@@ -268,15 +278,22 @@ func (s *Store) untaggedAt(repo string, e ispec.Descriptor, onDisk map[digest.Di
 	return onDisk[e.Digest].added
 }
 
-// indexChangeTime is the ctime of repo's index.json: an entry whose blob is
-// missing gets the same grace as everything else, counted from the last
-// change of the index (a layout being copied in has a young index).
-func (s *Store) indexChangeTime(repo string, now time.Time) time.Time {
+// lastActivity is when repo last changed: its index.json, or the set of
+// its blobs (a directory's mtime moves when an entry is added or removed).
+// An entry whose blob is missing gets gcDelay from then, so a layout that
+// is still being copied in, however slowly, is left alone.
+func (s *Store) lastActivity(repo string, now time.Time) time.Time {
 	fi, err := os.Stat(s.indexPath(repo))
 	if err != nil {
 		return now
 	}
-	return changeTime(fi)
+	last := changeTime(fi)
+	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
+		if di, err := os.Stat(filepath.Join(s.repoDir(repo), "blobs", alg.String())); err == nil && di.ModTime().After(last) {
+			last = di.ModTime()
+		}
+	}
+	return last
 }
 
 // applyCollection carries out a plan under the repository lock: first the

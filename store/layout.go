@@ -128,7 +128,8 @@ func (s *Store) readIndex(repo string) (*repoIndex, error) {
 	var x repoIndex
 	dec := json.NewDecoder(&limitedReader{f, maxIndexSize})
 	if err := dec.Decode(&x.Index); err != nil {
-		return nil, fmt.Errorf("parse index.json of %s: %w", repo, err)
+		// A layout still being copied in is not a repository yet.
+		return nil, fmt.Errorf("%w: %s: index.json is incomplete or invalid (still being copied?): %v", ErrNameUnknown, repo, err)
 	}
 	return &x, nil
 }
@@ -165,6 +166,9 @@ func (s *Store) repoExists(repo string) bool {
 // ensureRepo makes repo an OCI layout if it is not one yet. Pushes create
 // repositories; reads never do.
 func (s *Store) ensureRepo(repo string) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
 	if s.repoExists(repo) {
 		return s.fs.MkdirAll(s.uploadsDir(repo)) // a hosted layout may lack it
 	}

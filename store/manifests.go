@@ -163,16 +163,43 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, er
 	if err != nil {
 		return Manifest{}, err
 	}
+	var m manifestDoc
+	if err := json.Unmarshal(body, &m); err != nil {
+		return Manifest{}, fmt.Errorf("%w: %s does not parse: %v", ErrManifestUnknown, desc.Digest, err)
+	}
+	if err := s.checkComplete(repo, &m); err != nil {
+		return Manifest{}, err
+	}
 	mt := desc.MediaType
 	if mt == "" {
-		var m manifestDoc
-		if json.Unmarshal(body, &m) == nil && m.MediaType != "" {
-			mt = m.MediaType
-		} else {
-			mt = ispec.MediaTypeImageManifest
-		}
+		mt = m.MediaType
+	}
+	if mt == "" {
+		mt = ispec.MediaTypeImageManifest
 	}
 	return Manifest{Digest: desc.Digest, MediaType: mt, Body: body}, nil
+}
+
+// checkComplete refuses to serve a manifest whose blobs (or child
+// manifests) are not all here at their full size: a layout being copied in
+// is never half-served, and a client never starts a pull it cannot finish.
+func (s *Store) checkComplete(repo string, m *manifestDoc) error {
+	if m.MediaType == "" && m.Manifests != nil {
+		m.MediaType = ispec.MediaTypeImageIndex
+	}
+	if m.Config == nil && !IsIndexType(m.MediaType) {
+		return nil // not a shape pier checks (an unknown artifact format)
+	}
+	for _, need := range m.requiredBlobs() {
+		if _, err := ParseDigest(string(need.Digest)); err != nil {
+			return fmt.Errorf("%w: it references an invalid digest %q", ErrManifestUnknown, need.Digest)
+		}
+		fi, err := os.Stat(s.blobPath(repo, need.Digest))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() != need.Size {
+			return fmt.Errorf("%w: its blob %s is missing or incomplete", ErrManifestUnknown, need.Digest)
+		}
+	}
+	return nil
 }
 
 // resolve finds the index entry (or child descriptor) for ref.
@@ -282,6 +309,9 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 			return err
 		}
 	} else if err := ValidateTag(ref); err != nil {
+		return err
+	}
+	if err := s.writable(); err != nil {
 		return err
 	}
 	unlock := s.locks.lock(repo)

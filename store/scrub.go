@@ -163,7 +163,7 @@ func (sc *scrubber) visitBlob(ctx context.Context, desc ispec.Descriptor, res *S
 func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
 	st := sc.hash(ctx, d)
 	sc.verdict[d] = st
-	if st == ScrubCorrupt {
+	if st == ScrubCorrupt && !sc.s.ro {
 		sc.s.quarantine(ctx, sc.repo, d)
 	}
 	return st

@@ -32,6 +32,10 @@ type Options struct {
 	// Cache is the dedupe index to use; when nil and Dedupe is set, a
 	// BoltDB file <Root>/cache.db.
 	Cache cache.Cache
+	// ReadOnly serves the root without writing anything to it: no cache, no
+	// uploads, no lock file; pushes and deletes are refused. A root on a
+	// read-only filesystem is read-only whatever this says.
+	ReadOnly bool
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -45,6 +49,7 @@ type Store struct {
 	locks   *repoLocks
 	uploads *uploadTable
 	dedupe  *deduper // nil when dedupe is off
+	ro      bool     // read-only root
 }
 
 // New opens (creating if needed) the store rooted at opts.Root.
@@ -63,14 +68,17 @@ func New(opts Options) (*Store, error) {
 		log:     log,
 		locks:   newRepoLocks(),
 		uploads: newUploadTable(),
+		ro:      opts.ReadOnly || disk.ReadOnlyFS(root),
 	}
-	if err := s.fs.MkdirAll(root); err != nil {
-		return nil, fmt.Errorf("create store root: %w", err)
+	if !s.ro {
+		if err := s.fs.MkdirAll(root); err != nil {
+			return nil, fmt.Errorf("create store root: %w", err)
+		}
 	}
 	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("store root %s is not a directory", root)
 	}
-	if opts.Dedupe {
+	if opts.Dedupe && !s.ro {
 		d, err := newDeduper(s, opts.Cache)
 		if err != nil {
 			return nil, err
@@ -78,6 +86,17 @@ func New(opts Options) (*Store, error) {
 		s.dedupe = d
 	}
 	return s, nil
+}
+
+// ReadOnly reports whether the store refuses every write.
+func (s *Store) ReadOnly() bool { return s.ro }
+
+// writable is ErrReadOnly for a read-only store.
+func (s *Store) writable() error {
+	if s.ro {
+		return fmt.Errorf("%w: %s is served read-only", ErrReadOnly, s.root)
+	}
+	return nil
 }
 
 // Close releases the store's cache. Requests must have stopped.

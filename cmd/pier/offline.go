@@ -19,7 +19,7 @@ import (
 // offlineJob is a store opened for a one-off job (pier gc, pier scrub).
 type offlineJob struct {
 	cfg   *configs.Config
-	st    *store.Store
+	roots []root
 	log   *slog.Logger
 	close func()
 }
@@ -37,78 +37,109 @@ func openOffline(path string, stderr io.Writer) (*offlineJob, bool) {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return nil, false
 	}
-	st, closeStore, err := openStore(cfg, log)
+	rs, _, closeStores, err := openStores(cfg, log)
 	if err != nil {
 		closeLog()
 		fmt.Fprintf(stderr, "pier: %v (a serving pier collects and scrubs online)\n", err)
 		return nil, false
 	}
-	return &offlineJob{cfg, st, log, func() { closeStore(); closeLog() }}, true
+	return &offlineJob{cfg, rs, log, func() { closeStores(); closeLog() }}, true
 }
 
-// gcCommand runs one garbage collection pass and prints what it removed.
+// gcCommand runs one garbage collection pass over every root and prints
+// what it removed.
 func gcCommand(path string, stdout, stderr io.Writer) int {
 	job, ok := openOffline(path, stderr)
 	if !ok {
 		return 1
 	}
 	defer job.close()
-	cfg, st, log := job.cfg, job.st, job.log
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REPOSITORY\tMANIFESTS\tREFERRERS\tSTALE ENTRIES\tBLOBS\tUPLOADS\tFREED\tREMOVED")
-	t, err := gc.Pass(ctx, st, cfg.Storage.GCDelay, log, func(r store.CollectReport) {
-		removed := ""
-		if r.RepoRemoved {
-			removed = "repository"
+	var total gc.Totals
+	failed := false
+	for _, r := range job.roots {
+		t, err := gc.Pass(ctx, r.st, r.cfg.GCDelay, job.log, func(rep store.CollectReport) {
+			removed := ""
+			if rep.RepoRemoved {
+				removed = "repository"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", rep.Repo, len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
+				rep.Blobs, rep.Uploads, humanBytes(rep.BlobBytes+rep.UploadBytes), removed)
+		})
+		total.Repos += t.Repos
+		total.Manifests += t.Manifests
+		total.Referrers += t.Referrers
+		total.StaleEntries += t.StaleEntries
+		total.Blobs += t.Blobs
+		total.Uploads += t.Uploads
+		total.ReposRemoved += t.ReposRemoved
+		total.Bytes += t.Bytes
+		total.Took += t.Took
+		if err != nil {
+			fmt.Fprintf(stderr, "pier: gc of root %s: %v\n", rootName(r.key), err)
+			failed = true
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Repo, len(r.Manifests), len(r.Referrers), len(r.StaleEntries),
-			r.Blobs, r.Uploads, humanBytes(r.BlobBytes+r.UploadBytes), removed)
-	})
+	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "gc: %d repositories, gcDelay %s: removed %d manifests, %d referrers, %d stale entries, %d blobs, %d uploads, %d repositories; freed %s in %s\n",
-		t.Repos, cfg.Storage.GCDelay, t.Manifests, t.Referrers, t.StaleEntries, t.Blobs, t.Uploads, t.ReposRemoved, humanBytes(t.Bytes), t.Took.Round(time.Millisecond))
-	if err != nil {
-		fmt.Fprintf(stderr, "pier: gc: %v\n", err)
+	fmt.Fprintf(stdout, "gc: %d repositories: removed %d manifests, %d referrers, %d stale entries, %d blobs, %d uploads, %d repositories; freed %s in %s\n",
+		total.Repos, total.Manifests, total.Referrers, total.StaleEntries, total.Blobs, total.Uploads, total.ReposRemoved,
+		humanBytes(total.Bytes), total.Took.Round(time.Millisecond))
+	if failed {
 		return 1
 	}
 	return 0
 }
 
-// scrubCommand runs one scrub pass, prints a table of every reference and
-// every problem, and exits 1 when anything is corrupt or missing.
+// scrubCommand runs one scrub pass over every root, prints a table of
+// every reference and every problem, and exits 1 when anything is corrupt
+// or missing.
 func scrubCommand(path string, stdout, stderr io.Writer) int {
 	job, ok := openOffline(path, stderr)
 	if !ok {
 		return 1
 	}
 	defer job.close()
-	cfg, st, log := job.cfg, job.st, job.log
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	sc, enabled := scrubConfig(cfg)
-	if !enabled && cfg.Extensions.Scrub != nil {
-		sc.MaxBytesPerSecond = cfg.Extensions.Scrub.MaxBytesPerSecond
+	sc, _ := scrubConfig(job.cfg)
+	if s := job.cfg.Extensions.Scrub; s != nil {
+		sc.MaxBytesPerSecond = s.MaxBytesPerSecond // the throttle applies even when the schedule is off
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REPOSITORY\tREFERENCE\tSTATUS\tAFFECTED BLOB")
-	res, err := scrub.Pass(ctx, st, sc, log, func(r store.ScrubReport) {
-		for _, x := range r.Results {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.Repo, x.Reference, x.Status, x.Digest)
+	var total scrub.Result
+	failed := false
+	for _, r := range job.roots {
+		res, err := scrub.Pass(ctx, r.st, sc, job.log, func(rep store.ScrubReport) {
+			for _, x := range rep.Results {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.Repo, x.Reference, x.Status, x.Digest)
+			}
+		})
+		total.Repos += res.Repos
+		total.Blobs += res.Blobs
+		total.Bytes += res.Bytes
+		total.OK += res.OK
+		total.Corrupt += res.Corrupt
+		total.Missing += res.Missing
+		total.Unreferenced += res.Unreferenced
+		if err != nil {
+			fmt.Fprintf(stderr, "pier: scrub of root %s: %v\n", rootName(r.key), err)
+			failed = true
+			continue
 		}
-	})
+		if !r.st.ReadOnly() {
+			if err := scrub.SaveResult(r.st.Root(), res); err != nil {
+				fmt.Fprintf(stderr, "pier: scrub: keeping the result: %v\n", err)
+			}
+		}
+	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "scrub: %d repositories, %d blobs, %s read: %d ok, %d corrupt, %d missing, %d unreferenced\n",
-		res.Repos, res.Blobs, humanBytes(res.Bytes), res.OK, res.Corrupt, res.Missing, res.Unreferenced)
-	if err != nil {
-		fmt.Fprintf(stderr, "pier: scrub: %v\n", err)
-		return 1
-	}
-	if err := scrub.SaveResult(st.Root(), res); err != nil {
-		fmt.Fprintf(stderr, "pier: scrub: keeping the result: %v\n", err)
-	}
-	if res.Failed() {
+		total.Repos, total.Blobs, humanBytes(total.Bytes), total.OK, total.Corrupt, total.Missing, total.Unreferenced)
+	if failed || total.Failed() {
 		return 1
 	}
 	return 0

@@ -96,9 +96,8 @@ func (s *server) reload() {
 		s.log.Warn("reload: this change takes effect on the next restart", "key", key)
 	}
 	s.level.Set(cfg.Log.SlogLevel())
-	// Keys that need a restart keep their running values.
-	cfg.Storage.RootDirectory = s.cfg.Storage.RootDirectory
-	cfg.Storage.Commit, cfg.Storage.Dedupe = s.cfg.Storage.Commit, s.cfg.Storage.Dedupe
+	// Keys that need a restart keep their running values: the roots stay
+	// as they were opened (applyJobs takes only their gc settings).
 	cfg.HTTP = s.cfg.HTTP
 	cfg.Log.Output = s.cfg.Log.Output
 	s.cfg = cfg
@@ -115,9 +114,18 @@ func restartOnly(old, cur *configs.Config) []string {
 			keys = append(keys, key)
 		}
 	}
-	check("storage.rootDirectory", old.Storage.RootDirectory, cur.Storage.RootDirectory)
-	check("storage.commit", old.Storage.Commit, cur.Storage.Commit)
-	check("storage.dedupe", old.Storage.Dedupe, cur.Storage.Dedupe)
+	type opened struct {
+		dir                      string
+		commit, dedupe, readOnly bool
+	}
+	openedRoots := func(c *configs.Config) map[string]opened {
+		out := map[string]opened{}
+		for _, r := range roots(c) {
+			out[r.key] = opened{r.cfg.RootDirectory, r.cfg.Commit, r.cfg.Dedupe, r.cfg.ReadOnly}
+		}
+		return out
+	}
+	check("storage (rootDirectory, commit, dedupe, readOnly or subPaths)", openedRoots(old), openedRoots(cur))
 	check("http.address", old.HTTP.Address, cur.HTTP.Address)
 	check("http.port", old.HTTP.Port, cur.HTTP.Port)
 	check("http.tls", old.HTTP.TLS, cur.HTTP.TLS)

@@ -75,6 +75,7 @@ func loadConfig(path string) (*configs.Config, []configs.Warning, error) {
 type server struct {
 	path   string // config file; "" for the embedded default
 	cfg    *configs.Config
+	roots  []root
 	log    *slog.Logger
 	level  *slog.LevelVar
 	notify *sysd.Notifier
@@ -87,18 +88,20 @@ type server struct {
 // run serves until ctx ends, then drains in-flight requests for at most
 // shutdownGrace.
 func (s *server) run(ctx context.Context) error {
-	st, closeStore, err := openStore(s.cfg, s.log)
+	rs, ctl, closeStores, err := openStores(s.cfg, s.log)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer closeStores()
+	s.roots = rs
 	lns, err := s.listeners()
 	if err != nil {
 		return err
 	}
-	s.api = httpapi.New(st, s.log)
-	s.status = &status{st: st}
-	s.jobs = startJobs(st, s.log)
+	st := rs[0].st
+	s.api = httpapi.New(ctl, s.log)
+	s.status = &status{ctl: ctl, root: st.Root()}
+	s.jobs = startJobs(rs, s.log)
 	defer s.jobs.stop()
 	s.applyJobs()
 	s.probe = selfCheck(st.Root(), lns[0], s.cfg.HTTP.TLS, s.api)
@@ -113,8 +116,11 @@ func (s *server) run(ctx context.Context) error {
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
 		go func() { errc <- servers[i].Serve(ln) }()
-		s.log.Info("pier serving", "version", version, "addr", ln.Addr().String(), "root", st.Root(),
-			"commit", s.cfg.Storage.Commit, "dedupe", s.cfg.Storage.Dedupe, "gc", s.cfg.Storage.GC, "tls", s.cfg.HTTP.TLS != nil)
+		s.log.Info("pier serving", "version", version, "addr", ln.Addr().String(), "tls", s.cfg.HTTP.TLS != nil)
+	}
+	for _, r := range rs {
+		s.log.Info("storage root", "root", rootName(r.key), "dir", r.st.Root(), "read_only", r.st.ReadOnly(),
+			"commit", r.cfg.Commit, "dedupe", r.cfg.Dedupe, "gc", r.cfg.GC)
 	}
 	s.status.countRepos(ctx)
 	s.notify.Ready(s.status.line())
@@ -160,17 +166,30 @@ func (s *server) run(ctx context.Context) error {
 	return nil
 }
 
-// applyJobs (re)starts gc and scrub from the current config.
+// applyJobs (re)starts gc and scrub of every root from the current config.
 func (s *server) applyJobs() {
-	sched := gcSchedule(s.cfg.Storage.StoreConfig)
-	sched.Observe = func(running bool, t gc.Totals) {
-		s.status.observeGC(running, t)
-		s.notify.Status(s.status.line())
-	}
-	s.jobs.setGC(sched)
 	sc, on := scrubConfig(s.cfg)
 	sc.Busy = func() bool { return s.api.InFlight() > 0 }
-	s.jobs.setScrub(sc, on)
+	current := map[string]configs.StoreConfig{}
+	for _, r := range roots(s.cfg) {
+		current[r.key] = r.cfg
+	}
+	for _, r := range s.roots { // the roots that are open; a new one needs a restart
+		cfg, ok := current[r.key]
+		if !ok {
+			cfg = r.cfg
+		}
+		if r.st.ReadOnly() {
+			cfg.GC = false // nothing is ever removed from a read-only root
+		}
+		sched := gcSchedule(cfg)
+		sched.Observe = func(running bool, t gc.Totals) {
+			s.status.observeGC(running, t)
+			s.notify.Status(s.status.line())
+		}
+		s.jobs.setGC(r.key, sched)
+		s.jobs.setScrub(r.key, sc, on)
+	}
 }
 
 // listeners are the sockets systemd handed over (socket activation), or

@@ -3,27 +3,84 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/disk"
 	"github.com/pier-oci/pier/store/gc"
 	"github.com/pier-oci/pier/store/scrub"
 )
 
-// openStore takes the root's process lock and opens the store the config
-// describes. close releases both.
-func openStore(cfg *configs.Config, log *slog.Logger) (st *store.Store, close func(), err error) {
-	sc := cfg.Storage.StoreConfig
-	unlock, err := store.LockRoot(sc.RootDirectory)
-	if err != nil {
-		return nil, nil, err
+// root is one storage root of the config: the default one (key "") or a
+// subpath ("/a"), with its settings and its open store.
+type root struct {
+	key string
+	cfg configs.StoreConfig
+	st  *store.Store
+}
+
+// roots lists the config's storage roots, the default first, subpaths in
+// key order.
+func roots(cfg *configs.Config) []root {
+	out := []root{{key: "", cfg: cfg.Storage.StoreConfig}}
+	keys := make([]string, 0, len(cfg.Storage.SubPaths))
+	for k := range cfg.Storage.SubPaths {
+		keys = append(keys, k)
 	}
-	st, err = store.New(store.Options{Root: sc.RootDirectory, Commit: sc.Commit, Dedupe: sc.Dedupe, Logger: log})
-	if err != nil {
-		unlock()
-		return nil, nil, err
+	slices.Sort(keys)
+	for _, k := range keys {
+		out = append(out, root{key: k, cfg: cfg.Storage.SubPaths[k]})
 	}
-	return st, func() { st.Close(); unlock() }, nil
+	return out
+}
+
+// openStores opens every root of the config, each under its process lock
+// (a read-only root gets none: nothing may be written there), and routes
+// them behind one controller. close releases them all.
+func openStores(cfg *configs.Config, log *slog.Logger) (rs []root, ctl *store.Controller, close func(), err error) {
+	var closers []func()
+	close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	rs = roots(cfg)
+	subs := map[string]*store.Store{}
+	for i := range rs {
+		r := &rs[i]
+		ro := r.cfg.ReadOnly || disk.ReadOnlyFS(r.cfg.RootDirectory)
+		if !ro {
+			unlock, err := store.LockRoot(r.cfg.RootDirectory)
+			if err != nil {
+				close()
+				return nil, nil, nil, err
+			}
+			closers = append(closers, unlock)
+		}
+		r.st, err = store.New(store.Options{
+			Root: r.cfg.RootDirectory, Commit: r.cfg.Commit, Dedupe: r.cfg.Dedupe, ReadOnly: ro,
+			Logger: log.With("root", rootName(r.key)),
+		})
+		if err != nil {
+			close()
+			return nil, nil, nil, fmt.Errorf("%s: %w", rootName(r.key), err)
+		}
+		st := r.st
+		closers = append(closers, func() { st.Close() })
+		if r.key != "" {
+			subs[r.key] = r.st
+		}
+	}
+	return rs, store.NewController(rs[0].st, subs), close, nil
+}
+
+// rootName names a root in logs: "default" or the subpath key.
+func rootName(key string) string {
+	if key == "" {
+		return "default"
+	}
+	return key
 }
 
 // gcSchedule maps zot's gc keys onto the collector's schedule.

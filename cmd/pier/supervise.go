@@ -10,17 +10,23 @@ import (
 	"github.com/pier-oci/pier/store/scrub"
 )
 
-// jobs runs pier's background work (dedupe reconcile, gc, scrub) and
-// restarts gc and scrub with new settings on a reload. Every job stops
-// with its context; stop waits for all of them.
+// jobs runs pier's background work for every storage root (dedupe
+// reconcile and watch, gc, scrub) and restarts gc and scrub with new
+// settings on a reload. Every job stops with its context; stop waits for
+// all of them.
 type jobs struct {
 	ctx    context.Context
 	cancel context.CancelFunc
-	st     *store.Store
 	log    *slog.Logger
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex
+	mu    sync.Mutex
+	roots map[string]*rootJobs // by subpath key, "" for the default root
+}
+
+// rootJobs are one root's restartable jobs.
+type rootJobs struct {
+	st          *store.Store
 	stopGC      func()
 	stopScrub   func()
 	gcSchedule  gc.Schedule
@@ -28,10 +34,15 @@ type jobs struct {
 	scrubOn     bool
 }
 
-func startJobs(st *store.Store, log *slog.Logger) *jobs {
+func startJobs(rs []root, log *slog.Logger) *jobs {
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &jobs{ctx: ctx, cancel: cancel, st: st, log: log}
-	j.wg.Go(func() { st.RunDedupe(ctx) })
+	j := &jobs{ctx: ctx, cancel: cancel, log: log, roots: map[string]*rootJobs{}}
+	for _, r := range rs {
+		st := r.st
+		j.roots[r.key] = &rootJobs{st: st}
+		j.wg.Go(func() { st.RunDedupe(ctx) })
+		j.wg.Go(func() { st.Watch(ctx) })
+	}
 	return j
 }
 
@@ -43,34 +54,38 @@ func (j *jobs) run(fn func(context.Context)) func() {
 	return func() { cancel(); <-done }
 }
 
-// setGC (re)starts collection on a schedule, unless it is unchanged.
-func (j *jobs) setGC(s gc.Schedule) {
+// setGC (re)starts collection of one root on a schedule, unless unchanged.
+func (j *jobs) setGC(key string, s gc.Schedule) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.stopGC != nil {
-		if sameSchedule(s, j.gcSchedule) {
+	r := j.roots[key]
+	if r.stopGC != nil {
+		if sameSchedule(s, r.gcSchedule) {
 			return
 		}
-		j.stopGC()
+		r.stopGC()
 	}
-	j.gcSchedule = s
-	j.stopGC = j.run(func(ctx context.Context) { gc.Run(ctx, j.st, s, j.log) })
+	r.gcSchedule = s
+	log := j.log.With("root", rootName(key))
+	r.stopGC = j.run(func(ctx context.Context) { gc.Run(ctx, r.st, s, log) })
 }
 
-// setScrub (re)starts scrubbing, or stops it when on is false.
-func (j *jobs) setScrub(c scrub.Config, on bool) {
+// setScrub (re)starts scrubbing of one root, or stops it when on is false.
+func (j *jobs) setScrub(key string, c scrub.Config, on bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.stopScrub != nil {
-		if on && j.scrubOn && c.Interval == j.scrubConfig.Interval && c.MaxBytesPerSecond == j.scrubConfig.MaxBytesPerSecond {
+	r := j.roots[key]
+	if r.stopScrub != nil {
+		if on && r.scrubOn && c.Interval == r.scrubConfig.Interval && c.MaxBytesPerSecond == r.scrubConfig.MaxBytesPerSecond {
 			return
 		}
-		j.stopScrub()
-		j.stopScrub = nil
+		r.stopScrub()
+		r.stopScrub = nil
 	}
-	j.scrubConfig, j.scrubOn = c, on
+	r.scrubConfig, r.scrubOn = c, on
 	if on {
-		j.stopScrub = j.run(func(ctx context.Context) { scrub.Run(ctx, j.st, c, j.log) })
+		log := j.log.With("root", rootName(key))
+		r.stopScrub = j.run(func(ctx context.Context) { scrub.Run(ctx, r.st, c, log) })
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // FS performs durable (or merely atomic) file operations below one root.
@@ -196,3 +198,9 @@ func (f *FS) Copy(src, dst, tmpDir string) error {
 
 // SyncDisabled reports a test build (pier_nosync) that never fsyncs.
 func SyncDisabled() bool { return skipSync }
+
+// ReadOnlyFS reports whether dir is on a filesystem mounted read-only.
+func ReadOnlyFS(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Flags&unix.ST_RDONLY != 0
+}

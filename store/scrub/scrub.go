@@ -162,8 +162,10 @@ func Run(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) {
 		if err != nil {
 			log.Error("scrub pass failed", "err", err)
 		}
-		if err := SaveResult(st.Root(), res); err != nil {
-			log.Warn("scrub: cannot keep the result", "err", err)
+		if !st.ReadOnly() {
+			if err := SaveResult(st.Root(), res); err != nil {
+				log.Warn("scrub: cannot keep the result", "err", err)
+			}
 		}
 		log.Info("scrub pass done", "repos", res.Repos, "blobs", res.Blobs, "bytes", res.Bytes, "ok", res.OK,
 			"corrupt", res.Corrupt, "missing", res.Missing, "unreferenced", res.Unreferenced,
