@@ -32,6 +32,16 @@ const copyBufSize = 256 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+// An upload streams through hashDepth buffers of hashBufSize: one being
+// read and written while the others wait for the hash (1.5 MiB per upload
+// in flight).
+const (
+	hashDepth   = 3
+	hashBufSize = 512 << 10
+)
+
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, hashBufSize); return &b }}
+
 // uploadSession is the in-memory part of an upload.
 type uploadSession struct {
 	mu     sync.Mutex // serialises writes to one upload
@@ -140,20 +150,65 @@ func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r
 }
 
 // appendUpload copies r to the end of f, hashing what is written while the
-// hash is in step with the file.
+// hash is in step with the file. The hash runs on its own goroutine, a few
+// buffers behind the reads and writes, so a push costs the slower of hashing
+// and I/O rather than their sum; it is done with the last byte before
+// appendUpload returns.
 func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Reader) (int64, error) {
+	if u.hashed != size {
+		return appendUnhashed(f, size, r) // the commit will hash the file again
+	}
+	free := make(chan *[]byte, hashDepth)
+	for range hashDepth {
+		free <- hashBufs.Get().(*[]byte)
+	}
+	written := make(chan []byte, hashDepth)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range written {
+			u.sha.Write(b)
+			u.hashed += int64(len(b))
+			b = b[:cap(b)]
+			free <- &b
+		}
+	}()
+	defer func() {
+		close(written)
+		<-hashed
+		for range hashDepth {
+			hashBufs.Put(<-free)
+		}
+	}()
+	for {
+		bufp := <-free
+		n, rerr := io.ReadFull(r, *bufp)
+		w, werr := 0, error(nil)
+		if n > 0 {
+			w, werr = f.Write((*bufp)[:n])
+			size += int64(w)
+		}
+		written <- (*bufp)[:w] // hashed, and handed back to free, in order
+		if werr != nil {
+			return size, fmt.Errorf("write upload: %w", werr)
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return size, nil
+		case rerr != nil:
+			return size, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, rerr)
+		}
+	}
+}
+
+// appendUnhashed copies r to the end of f.
+func appendUnhashed(f *os.File, size int64, r io.Reader) (int64, error) {
 	bufp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bufp)
-	buf := *bufp
-	inStep := u.hashed == size
 	for {
-		n, rerr := r.Read(buf)
+		n, rerr := r.Read(*bufp)
 		if n > 0 {
-			w, werr := f.Write(buf[:n])
-			if inStep {
-				u.sha.Write(buf[:w])
-				u.hashed += int64(w)
-			}
+			w, werr := f.Write((*bufp)[:n])
 			size += int64(w)
 			if werr != nil {
 				return size, fmt.Errorf("write upload: %w", werr)

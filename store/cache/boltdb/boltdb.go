@@ -36,7 +36,8 @@ var ErrCorrupt = errors.New("cache database is corrupt")
 
 // Cache is a BoltDB dedupe index.
 type Cache struct {
-	db *bolt.DB
+	db   *bolt.DB
+	sync bool
 }
 
 var _ cache.Cache = (*Cache)(nil)
@@ -58,10 +59,11 @@ func Open(path string, sync bool) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 	}
-	// Many blobs of one push commit together; a short delay lets their
-	// index writes share one transaction without slowing a lone push.
+	// With fsync on, the blobs of one push commit together and a short
+	// delay lets their index writes share one transaction (and its two
+	// fsyncs); see write.
 	db.MaxBatchDelay = 2 * time.Millisecond
-	c := &Cache{db: db}
+	c := &Cache{db: db, sync: sync}
 	err = c.guard(func() error {
 		return db.Update(func(tx *bolt.Tx) error {
 			_, err := tx.CreateBucketIfNotExists(bucketBlobs)
@@ -141,9 +143,17 @@ func (c *Cache) Put(ctx context.Context, d digest.Digest, path string) error {
 	if err != nil || known {
 		return err
 	}
-	return c.guard(func() error {
-		return c.db.Batch(func(tx *bolt.Tx) error { return put(tx, d, path) })
-	})
+	return c.guard(func() error { return c.write(func(tx *bolt.Tx) error { return put(tx, d, path) }) })
+}
+
+// write runs a write transaction: batched with others when every commit
+// costs fsyncs, directly when it does not (a lone write would otherwise
+// wait MaxBatchDelay for company it does not need).
+func (c *Cache) write(fn func(*bolt.Tx) error) error {
+	if c.sync {
+		return c.db.Batch(fn)
+	}
+	return c.db.Update(fn)
 }
 
 // PutAll records many paths in one transaction.
@@ -192,7 +202,7 @@ func put(tx *bolt.Tx, d digest.Digest, path string) error {
 // original goes, and dropping the digest when no path is left.
 func (c *Cache) Remove(ctx context.Context, d digest.Digest, path string) error {
 	return c.guard(func() error {
-		return c.db.Batch(func(tx *bolt.Tx) error {
+		return c.write(func(tx *bolt.Tx) error {
 			blobs := tx.Bucket(bucketBlobs)
 			b := blobs.Bucket([]byte(d.String()))
 			if b == nil {
