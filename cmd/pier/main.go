@@ -5,6 +5,8 @@
 //	pier verify CONFIG    check a config; exit 1 naming the bad key
 //	pier gc CONFIG        one garbage collection pass, offline
 //	pier scrub CONFIG     one scrub pass, offline; exit 1 on damage
+//	pier export CONFIG REPO[:TAG] DIR   write an OCI layout
+//	pier import [CONFIG] DIR REPO       add an OCI layout to a repository
 //	pier version          print the version
 package main
 
@@ -30,6 +32,10 @@ const usage = `usage:
   pier verify CONFIG    check a configuration file
   pier gc CONFIG        run one garbage collection pass (pier must not be serving the root)
   pier scrub CONFIG     re-hash every blob once; exit 1 if anything is corrupt or missing
+  pier export CONFIG REPO[:TAG|@DIGEST] DIR
+                        write a repository (or one image) as an OCI layout, e.g. to a USB stick
+  pier import [CONFIG] DIR REPO
+                        add an OCI layout's content and tags to a repository (pier must not be serving the root)
   pier version          print the version
 `
 
@@ -65,6 +71,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return gcCommand(rest[0], stdout, stderr)
 		}
 		return scrubCommand(rest[0], stdout, stderr)
+	case "export":
+		if len(rest) != 3 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		return exportCommand(rest[0], rest[1], rest[2], stdout, stderr)
+	case "import":
+		switch len(rest) {
+		case 2:
+			return importCommand("", rest[0], rest[1], stdout, stderr)
+		case 3:
+			return importCommand(rest[0], rest[1], rest[2], stdout, stderr)
+		}
+		fmt.Fprint(stderr, usage)
+		return 2
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -20,14 +21,15 @@ import (
 type offlineJob struct {
 	cfg   *configs.Config
 	roots []root
+	ctl   *store.Controller
 	log   *slog.Logger
 	close func()
 }
 
 // openOffline loads a config and opens its store; it fails while a pier
 // serves the same root (that pier collects and scrubs online).
-func openOffline(path string, stderr io.Writer) (*offlineJob, bool) {
-	cfg, _, err := configs.Load(path)
+func openOffline(path string, readOnly bool, stderr io.Writer) (*offlineJob, bool) {
+	cfg, _, err := loadConfig(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return nil, false
@@ -37,19 +39,19 @@ func openOffline(path string, stderr io.Writer) (*offlineJob, bool) {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return nil, false
 	}
-	rs, _, closeStores, err := openStores(cfg, log)
+	rs, ctl, closeStores, err := openStores(cfg, log, readOnly)
 	if err != nil {
 		closeLog()
 		fmt.Fprintf(stderr, "pier: %v (a serving pier collects and scrubs online)\n", err)
 		return nil, false
 	}
-	return &offlineJob{cfg, rs, log, func() { closeStores(); closeLog() }}, true
+	return &offlineJob{cfg, rs, ctl, log, func() { closeStores(); closeLog() }}, true
 }
 
 // gcCommand runs one garbage collection pass over every root and prints
 // what it removed.
 func gcCommand(path string, stdout, stderr io.Writer) int {
-	job, ok := openOffline(path, stderr)
+	job, ok := openOffline(path, false, stderr)
 	if !ok {
 		return 1
 	}
@@ -97,7 +99,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 // every reference and every problem, and exits 1 when anything is corrupt
 // or missing.
 func scrubCommand(path string, stdout, stderr io.Writer) int {
-	job, ok := openOffline(path, stderr)
+	job, ok := openOffline(path, false, stderr)
 	if !ok {
 		return 1
 	}
@@ -143,4 +145,59 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// exportCommand writes a repository, or one tag or digest of it, as an OCI
+// layout in dir. It only reads, so it runs beside a serving pier.
+func exportCommand(path, ref, dir string, stdout, stderr io.Writer) int {
+	repo, tag := splitRef(ref)
+	if err := store.ValidateName(repo); err != nil {
+		fmt.Fprintf(stderr, "pier: export: %v\n", err)
+		return 2
+	}
+	job, ok := openOffline(path, true, stderr)
+	if !ok {
+		return 1
+	}
+	defer job.close()
+	rep, err := job.ctl.StoreFor(repo).Export(context.Background(), repo, tag, dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "pier: export %s: %v\n", ref, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "exported %s to %s: %d manifests, %d blobs, %s; tags %v\n", ref, dir, rep.Manifests, rep.Blobs, humanBytes(rep.Bytes), rep.Tags)
+	return 0
+}
+
+// importCommand adds the OCI layout in dir to repo through the store's
+// commit path. It writes, so it needs the root to itself.
+func importCommand(path, dir, repo string, stdout, stderr io.Writer) int {
+	if err := store.ValidateName(repo); err != nil {
+		fmt.Fprintf(stderr, "pier: import: %v\n", err)
+		return 2
+	}
+	job, ok := openOffline(path, false, stderr)
+	if !ok {
+		fmt.Fprintf(stderr, "pier: while pier serves, push the layout instead: skopeo copy --all oci:%s docker://HOST/%s\n", dir, repo)
+		return 1
+	}
+	defer job.close()
+	rep, err := job.ctl.StoreFor(repo).Import(context.Background(), dir, repo)
+	if err != nil {
+		fmt.Fprintf(stderr, "pier: import %s: %v\n", dir, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "imported %s into %s: %d manifests, %d blobs, %s; tags %v\n", dir, repo, rep.Manifests, rep.Blobs, humanBytes(rep.Bytes), rep.Tags)
+	return 0
+}
+
+// splitRef splits REPO[:TAG] or REPO@DIGEST.
+func splitRef(ref string) (repo, tagOrDigest string) {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		return ref[:i], ref[i+1:]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[:i], ref[i+1:]
+	}
+	return ref, ""
 }

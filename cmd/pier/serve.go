@@ -88,7 +88,7 @@ type server struct {
 // run serves until ctx ends, then drains in-flight requests for at most
 // shutdownGrace.
 func (s *server) run(ctx context.Context) error {
-	rs, ctl, closeStores, err := openStores(s.cfg, s.log)
+	rs, ctl, closeStores, err := openStores(s.cfg, s.log, false)
 	if err != nil {
 		return err
 	}

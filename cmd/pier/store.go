@@ -37,8 +37,9 @@ func roots(cfg *configs.Config) []root {
 
 // openStores opens every root of the config, each under its process lock
 // (a read-only root gets none: nothing may be written there), and routes
-// them behind one controller. close releases them all.
-func openStores(cfg *configs.Config, log *slog.Logger) (rs []root, ctl *store.Controller, close func(), err error) {
+// them behind one controller. readOnly opens them all read-only, for jobs
+// that only read and may run beside a serving pier. close releases them.
+func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root, ctl *store.Controller, close func(), err error) {
 	var closers []func()
 	close = func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -49,7 +50,7 @@ func openStores(cfg *configs.Config, log *slog.Logger) (rs []root, ctl *store.Co
 	subs := map[string]*store.Store{}
 	for i := range rs {
 		r := &rs[i]
-		ro := r.cfg.ReadOnly || disk.ReadOnlyFS(r.cfg.RootDirectory)
+		ro := readOnly || r.cfg.ReadOnly || disk.ReadOnlyFS(r.cfg.RootDirectory)
 		if !ro {
 			unlock, err := store.LockRoot(r.cfg.RootDirectory)
 			if err != nil {
