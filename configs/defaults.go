@@ -40,9 +40,14 @@ func resolve(f *fileConfig) (*Config, error) {
 
 	cfg.Storage = storage
 
-	// zot before v2 had the read-only switch under http.
+	// zot before v2 had the read-only switch under http, for the whole
+	// registry: every root.
 	if f.HTTP != nil && deref(f.HTTP.ReadOnly) {
 		cfg.Storage.ReadOnly = true
+		for name, sub := range cfg.Storage.SubPaths {
+			sub.ReadOnly = true
+			cfg.Storage.SubPaths[name] = sub
+		}
 	}
 
 	return cfg, nil

@@ -17,7 +17,6 @@ func TestZotExamples(t *testing.T) {
 		auth    = "http.auth"
 		acl     = "http.accessControl"
 		driver  = "storage.storageDriver"
-		sub     = "storage.subPaths"
 		cluster = "cluster"
 	)
 
@@ -34,21 +33,21 @@ func TestZotExamples(t *testing.T) {
 		"config-dynamodb.json":             {driver},
 		"config-events.json":               nil,
 		"config-example.json":              {auth},
-		"config-gc-periodic.json":          {sub},
+		"config-gc-periodic.json":          nil,
 		"config-gc.json":                   nil,
 		"config-lint.json":                 nil,
 		"config-log.json":                  {auth},
 		"config-metrics.json":              nil,
 		"config-minimal.json":              nil,
 		"config-mtls.json":                 {auth, acl},
-		"config-multiple.json":             {sub},
+		"config-multiple.json":             nil,
 		"config-openid.json":               {auth, acl},
 		"config-policy.json":               {auth, acl},
 		"config-ratelimit.json":            nil,
 		"config-redis-all-options.json":    {driver},
 		"config-redis.json":                {driver},
-		"config-retention.json":            {sub},
-		"config-s3.json":                   {driver, sub},
+		"config-retention.json":            nil,
+		"config-s3.json":                   {driver, "storage.subPaths./a.storageDriver", "storage.subPaths./b.storageDriver", "storage.subPaths./c.storageDriver"},
 		"config-scheduler.json":            nil,
 		"config-scrub.json":                nil,
 		"config-sync-localhost.json":       nil,

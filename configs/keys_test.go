@@ -72,7 +72,7 @@ func TestKeysMatchCaseInsensitively(t *testing.T) {
 	cfg, warnings := mustParse(t, `{
 		"DISTSPECVERSION": "1.0.1-dev",
 		"Storage": {"ROOTDIRECTORY": "/r", "GCDELAY": "2h", "Commit": true, "DEDUPE": false, "RETENTION": {},
-			"SUBPATHS": {"/A": {"rootdirectory": "/a", "GC": true}}},
+			"SUBPATHS": {"/a": {"rootdirectory": "/a", "GC": true}}},
 		"HTTP": {"Address": "0.0.0.0", "PORT": "5000", "TLS": {"Cert": "c", "KEY": "k", "CACert": "ca"}},
 		"Log": {"LEVEL": "WARN"},
 		"Extensions": {"SCRUB": {"Interval": "2h", "MAXBYTESPERSECOND": 1}, "SEARCH": {}}
@@ -87,7 +87,7 @@ func TestKeysMatchCaseInsensitively(t *testing.T) {
 		{"GCDelay", cfg.Storage.GCDelay, 2 * time.Hour},
 		{"Commit", cfg.Storage.Commit, true},
 		{"Dedupe", cfg.Storage.Dedupe, false},
-		{"SubPaths[/A].GC", cfg.Storage.SubPaths["/A"].GC, true},
+		{"SubPaths[/a].GC", cfg.Storage.SubPaths["/a"].GC, true},
 		{"Address", cfg.HTTP.Address, "0.0.0.0"},
 		{"Port", cfg.HTTP.Port, "5000"},
 		{"TLS.CACert", cfg.HTTP.TLS.CACert, "ca"},

@@ -1,5 +1,10 @@
 package configs
 
+import (
+	"slices"
+	"strings"
+)
+
 // Warning is a note about one key of the configuration file: pier read it
 // but does not act on it (from Parse), or cannot serve while it is set (from
 // Config.Refusals).
@@ -42,15 +47,10 @@ func notices() []notice {
 		{key: "http.auth", refuse: true, message: "authentication is not implemented yet; serving would let anyone push, pull and delete"},
 		{key: "http.accessControl", refuse: true, message: "access control is not implemented yet; serving would give every client full access"},
 		{key: "storage.storageDriver", refuse: true, message: "pier stores images on the local filesystem only; serving would write them under storage.rootDirectory instead of the configured remote storage"},
-		{key: "storage.subPaths", refuse: true, message: "subpaths are not implemented yet; serving would store their repositories under storage.rootDirectory instead of their own directories",
-			applies: func(f *fileConfig) bool { return len(f.Storage.SubPaths) > 0 }},
-		{key: "storage.readOnly", refuse: true, message: "read-only mode is not implemented yet; serving would accept pushes and deletes",
-			applies: func(f *fileConfig) bool { return *f.Storage.ReadOnly }},
-		{key: "http.readOnly", refuse: true, message: "read-only mode is not implemented yet; serving would accept pushes and deletes",
-			applies: func(f *fileConfig) bool { return *f.HTTP.ReadOnly }},
 		{key: "cluster", refuse: true, message: "scale-out clustering is not implemented; serving would store repositories that belong to other members here"},
 
 		// Warnings: ignoring these changes no access and moves no data.
+		{key: "http.readOnly", message: "zot's older key; honoured as storage.readOnly for every root"},
 		{key: "version", message: ignored + " (zot's name for distSpecVersion before v1.0)"},
 		{key: "goVersion", message: ignored + " (zot build information)"},
 		{key: "commit", message: ignored + " (zot build information)"},
@@ -95,17 +95,34 @@ func notices() []notice {
 
 // classify returns the notices that apply to a file, given the key paths
 // present in it, split into warnings and refusals. Both are in table order.
+// A subpath has the storage section's keys, so a storage row applies to
+// each subpath too, named with the subpath's path
+// (storage.subPaths./a.storageDriver).
 func classify(f *fileConfig, present map[string]bool) (warnings, refusals []Warning) {
-	for _, n := range notices() {
-		if !present[n.key] || (n.applies != nil && !n.applies(f)) {
-			continue
+	var subs []string
+	if f.Storage != nil {
+		for name := range f.Storage.SubPaths {
+			subs = append(subs, "storage.subPaths."+name+".")
 		}
-
-		w := Warning{Key: n.key, Message: n.message}
-		if n.refuse {
-			refusals = append(refusals, w)
-		} else {
-			warnings = append(warnings, w)
+		slices.Sort(subs)
+	}
+	for _, n := range notices() {
+		keys := []string{n.key}
+		if rest, ok := strings.CutPrefix(n.key, "storage."); ok && n.applies == nil {
+			for _, sub := range subs {
+				keys = append(keys, sub+rest)
+			}
+		}
+		for _, key := range keys {
+			if !present[key] || (key == n.key && n.applies != nil && !n.applies(f)) {
+				continue
+			}
+			w := Warning{Key: key, Message: n.message}
+			if n.refuse {
+				refusals = append(refusals, w)
+			} else {
+				warnings = append(warnings, w)
+			}
 		}
 	}
 

@@ -78,11 +78,10 @@ func TestRefusals(t *testing.T) {
 		{"auth", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "p"}}}}`, []string{"http.auth"}},
 		{"access control, even empty", `{"storage": {"rootDirectory": "/r"}, "http": {"accessControl": {}}}`, []string{"http.accessControl"}},
 		{"remote storage", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3"}}}`, []string{"storage.storageDriver"}},
-		{"subpaths", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}}`, []string{"storage.subPaths"}},
-		{"no subpaths", `{"storage": {"rootDirectory": "/r", "subPaths": {}}}`, nil},
-		{"read-only", `{"storage": {"rootDirectory": "/r", "readOnly": true}}`, []string{"storage.readOnly"}},
-		{"not read-only", `{"storage": {"rootDirectory": "/r", "readOnly": false}}`, nil},
-		{"zot's old read-only", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, []string{"http.readOnly"}},
+		{"subpaths are served", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}}`, nil},
+		{"remote storage in a subpath", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3"}}}}}`, []string{"storage.subPaths./a.storageDriver"}},
+		{"read-only is served", `{"storage": {"rootDirectory": "/r", "readOnly": true}}`, nil},
+		{"zot's old read-only is served", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, nil},
 		{"cluster", `{"storage": {"rootDirectory": "/r"}, "cluster": {"members": ["a:1", "b:1"]}}`, []string{"cluster"}},
 	}
 	for _, tt := range tests {
@@ -139,6 +138,16 @@ func TestReadOnly(t *testing.T) {
 	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r", "readOnly": true}}`)
 	if !cfg.Storage.ReadOnly {
 		t.Error("storage.readOnly did not set Storage.ReadOnly")
+	}
+
+	// zot's http.readOnly is for the whole registry: every subpath too.
+	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}, "http": {"readOnly": true}}`)
+	if !cfg.Storage.SubPaths["/a"].ReadOnly {
+		t.Error("http.readOnly did not make the subpath read-only")
+	}
+	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "readOnly": true}}}}`)
+	if cfg.Storage.ReadOnly || !cfg.Storage.SubPaths["/a"].ReadOnly {
+		t.Error("a subpath's readOnly is its own")
 	}
 }
 
@@ -243,7 +252,7 @@ func TestImplementedKeys(t *testing.T) {
 		"http.tls.cacert", "http.tls.cert", "http.tls.key",
 		"log.level", "log.output",
 		"storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval",
-		"storage.rootDirectory",
+		"storage.readOnly", "storage.rootDirectory", "storage.subPaths",
 	}
 
 	if got := implementedKeys(); !slices.Equal(got, want) {

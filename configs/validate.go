@@ -3,6 +3,7 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"github.com/pier-oci/pier/store"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -51,12 +52,11 @@ func (v *validation) storage(s *fileStorage) {
 		return
 	}
 
-	root := filepath.Clean(*s.RootDirectory)
-
+	roots := map[string]string{"storage.rootDirectory": absClean(*s.RootDirectory)}
 	for _, name := range sortedKeys(s.SubPaths) {
 		key := "storage.subPaths." + name
-		if len(name) < 2 || !strings.HasPrefix(name, "/") {
-			v.fail(key, `a subpath must start with "/" and name a path, like "/a"`)
+		if !strings.HasPrefix(name, "/") || store.ValidateName(strings.TrimPrefix(name, "/")) != nil {
+			v.fail(key, `a subpath must be "/" and a repository name prefix, like "/a" or "/team/app" (lower case, no trailing "/")`)
 		}
 
 		sub := s.SubPaths[name]
@@ -65,13 +65,39 @@ func (v *validation) storage(s *fileStorage) {
 
 			continue
 		}
+		roots[key+".rootDirectory"] = absClean(*sub.RootDirectory)
+	}
 
-		// zot refuses this too: two stores in one directory would each
-		// garbage-collect the other's blobs.
-		if filepath.Clean(*sub.RootDirectory) == root {
-			v.fail(key+".rootDirectory", "must differ from storage.rootDirectory")
+	// Two stores in one directory, or one inside another, would each
+	// garbage-collect (and list as repositories) the other's files.
+	keys := sortedKeys(roots)
+	for i, a := range keys {
+		for _, b := range keys[i+1:] {
+			ra, rb := roots[a], roots[b]
+			switch {
+			case ra == rb:
+				v.fail(b, "is the same directory as %s (%s)", a, ra)
+			case within(ra, rb):
+				v.fail(b, "%s is inside %s (%s)", rb, a, ra)
+			case within(rb, ra):
+				v.fail(b, "%s contains %s (%s)", rb, a, ra)
+			}
 		}
 	}
+}
+
+// absClean makes a root directory comparable.
+func absClean(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return filepath.Clean(dir)
+}
+
+// within reports whether dir lies below parent.
+func within(parent, dir string) bool {
+	rel, err := filepath.Rel(parent, dir)
+	return err == nil && rel != "." && filepath.IsLocal(rel)
 }
 
 func (v *validation) http(h *fileHTTP) {
