@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -88,6 +89,8 @@ type server struct {
 // run serves until ctx ends, then drains in-flight requests for at most
 // shutdownGrace.
 func (s *server) run(ctx context.Context) error {
+	started := s.extendStartWhileSlow()
+	defer started()
 	rs, ctl, closeStores, err := openStores(s.cfg, s.log, false)
 	if err != nil {
 		return err
@@ -123,6 +126,7 @@ func (s *server) run(ctx context.Context) error {
 			"commit", r.cfg.Commit, "dedupe", r.cfg.Dedupe, "gc", r.cfg.GC)
 	}
 	s.status.countRepos(ctx)
+	started()
 	s.notify.Ready(s.status.line())
 
 	bg, stopBG := context.WithCancel(context.Background())
@@ -164,6 +168,32 @@ func (s *server) run(ctx context.Context) error {
 	}
 	s.log.Info("pier stopped")
 	return nil
+}
+
+// slowStart is how long start-up may take before pier asks systemd for
+// more time; opening the stores and the listeners normally takes
+// milliseconds, but a cache or a lock on a sick SD card can hang.
+const slowStart = 5 * time.Second
+
+// extendStartWhileSlow asks systemd for more start-up time every slowStart
+// until the returned function says start-up is done.
+func (s *server) extendStartWhileSlow() (done func()) {
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(slowStart)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.log.Warn("start-up is slow; asking systemd for more time")
+				s.notify.ExtendTimeout(3 * slowStart)
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(stop) }) }
 }
 
 // applyJobs (re)starts gc and scrub of every root from the current config.
