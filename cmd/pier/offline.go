@@ -58,8 +58,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 	defer job.close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPOSITORY\tMANIFESTS\tREFERRERS\tSTALE ENTRIES\tBLOBS\tUPLOADS\tFREED\tREMOVED")
+	tw := table(stdout, "REPOSITORY", "MANIFESTS", "REFERRERS", "STALE ENTRIES", "BLOBS", "UPLOADS", "FREED", "REMOVED")
 	var total gc.Totals
 	failed := false
 	for _, r := range job.roots {
@@ -71,15 +70,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", rep.Repo, len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
 				rep.Blobs, rep.Uploads, humanBytes(rep.BlobBytes+rep.UploadBytes), removed)
 		})
-		total.Repos += t.Repos
-		total.Manifests += t.Manifests
-		total.Referrers += t.Referrers
-		total.StaleEntries += t.StaleEntries
-		total.Blobs += t.Blobs
-		total.Uploads += t.Uploads
-		total.ReposRemoved += t.ReposRemoved
-		total.Bytes += t.Bytes
-		total.Took += t.Took
+		total = total.Plus(t)
 		if err != nil {
 			fmt.Fprintf(stderr, "pier: gc of root %s: %v\n", rootName(r.key), err)
 			failed = true
@@ -110,8 +101,7 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 	if s := job.cfg.Extensions.Scrub; s != nil {
 		sc.MaxBytesPerSecond = s.MaxBytesPerSecond // the throttle applies even when the schedule is off
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPOSITORY\tREFERENCE\tSTATUS\tAFFECTED BLOB")
+	tw := table(stdout, "REPOSITORY", "REFERENCE", "STATUS", "AFFECTED BLOB")
 	var total scrub.Result
 	failed := false
 	for _, r := range job.roots {
@@ -120,13 +110,7 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.Repo, x.Reference, x.Status, x.Digest)
 			}
 		})
-		total.Repos += res.Repos
-		total.Blobs += res.Blobs
-		total.Bytes += res.Bytes
-		total.OK += res.OK
-		total.Corrupt += res.Corrupt
-		total.Missing += res.Missing
-		total.Unreferenced += res.Unreferenced
+		total = total.Plus(res)
 		if err != nil {
 			fmt.Fprintf(stderr, "pier: scrub of root %s: %v\n", rootName(r.key), err)
 			failed = true
@@ -189,6 +173,13 @@ func importCommand(path, dir, repo string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "imported %s into %s: %d manifests, %d blobs, %s; tags %v\n", dir, repo, rep.Manifests, rep.Blobs, humanBytes(rep.Bytes), rep.Tags)
 	return 0
+}
+
+// table starts a tab-aligned table with its header line.
+func table(w io.Writer, header ...string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	return tw
 }
 
 // splitRef splits REPO[:TAG] or REPO@DIGEST.

@@ -38,6 +38,20 @@ type Totals struct {
 	Took         time.Duration
 }
 
+// Plus is the sum of two passes (of several roots, say).
+func (t Totals) Plus(o Totals) Totals {
+	t.Repos += o.Repos
+	t.Manifests += o.Manifests
+	t.Referrers += o.Referrers
+	t.StaleEntries += o.StaleEntries
+	t.Blobs += o.Blobs
+	t.Uploads += o.Uploads
+	t.ReposRemoved += o.ReposRemoved
+	t.Bytes += o.Bytes
+	t.Took += o.Took
+	return t
+}
+
 func (t *Totals) add(r store.CollectReport) {
 	t.Manifests += len(r.Manifests)
 	t.Referrers += len(r.Referrers)

@@ -42,6 +42,18 @@ type Result struct {
 	Complete     bool                `json:"complete"`           // false when the pass was stopped
 }
 
+// Plus sums the counts of two passes (of several roots, say).
+func (r Result) Plus(o Result) Result {
+	r.Repos += o.Repos
+	r.Blobs += o.Blobs
+	r.Bytes += o.Bytes
+	r.OK += o.OK
+	r.Corrupt += o.Corrupt
+	r.Missing += o.Missing
+	r.Unreferenced += o.Unreferenced
+	return r
+}
+
 // Failed reports whether the pass found corrupt or missing blobs.
 func (r Result) Failed() bool { return r.Corrupt+r.Missing > 0 }
 
