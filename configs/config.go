@@ -94,8 +94,10 @@ type StoreConfig struct {
 	// when absent.
 	Retention json.RawMessage
 
-	// ReadOnly makes the registry refuse pushes and deletes. It is set by
-	// pier's storage key readOnly or by zot's older http.readOnly. Default false.
+	// ReadOnly serves the store without writing anything to it: pushes and
+	// deletes are refused. It is set by pier's key readOnly (in the storage
+	// section or a subPaths entry), and in every store by zot's older
+	// http.readOnly. Default false.
 	ReadOnly bool
 }
 

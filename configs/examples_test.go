@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -105,7 +106,9 @@ func TestExampleUsesEveryImplementedKey(t *testing.T) {
 		t.Errorf("example.json: warnings %v, refusals %v; want none", warnings, cfg.Refusals())
 	}
 
-	present, err := decode(data, &fileConfig{})
+	var f fileConfig
+
+	present, err := decode(data, &f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +116,22 @@ func TestExampleUsesEveryImplementedKey(t *testing.T) {
 	for _, key := range implementedKeys() {
 		if !present[key] {
 			t.Errorf("example.json does not show %s", key)
+		}
+
+		// A subpath has every store key, so some subpath must show each
+		// one the storage section does.
+		rest, ok := strings.CutPrefix(key, "storage.")
+		if !ok || !isStoreKey(rest) {
+			continue
+		}
+
+		shown := false
+		for name := range f.Storage.SubPaths {
+			shown = shown || present["storage.subPaths."+name+"."+rest]
+		}
+
+		if !shown {
+			t.Errorf("example.json shows %s in no subpath", rest)
 		}
 	}
 }

@@ -1,7 +1,7 @@
 package configs
 
 import (
-	"slices"
+	"reflect"
 	"strings"
 )
 
@@ -22,20 +22,20 @@ func (w Warning) String() string {
 
 // notice is one row of the table of keys pier reads but does not act on.
 type notice struct {
-	key string // dotted path, spelled as in fileConfig's json tags
+	// key is the dotted path, spelled as in fileConfig's json tags. A row
+	// for a key every store has (storage.storageDriver) covers that key in
+	// each subpath too (storage.subPaths./a.storageDriver): see classify.
+	key string
 	// refuse marks keys that would be unsafe to ignore: they change who may
 	// write, or where data goes. Parse still succeeds; Refusals lists them.
-	refuse bool
-	// applies narrows the row to some values of the key; nil means whenever
-	// the key is present. The key is present when it is called, so the
-	// pointers on its path are not nil.
-	applies func(f *fileConfig) bool
+	refuse  bool
 	message string
 }
 
-// notices is the table of keys pier accepts without having their feature.
-// When pier gains a feature, delete its rows. A key that is not here and not
-// free-form in schema.go is one pier implements.
+// notices is the table of keys pier accepts without having their feature,
+// plus http.readOnly, which it honours as its own storage.readOnly. When pier
+// gains a feature, delete its rows. A key that is not here and not free-form
+// in schema.go is one pier implements.
 func notices() []notice {
 	const (
 		notYet  = "accepted; not active yet"
@@ -46,7 +46,7 @@ func notices() []notice {
 		// Refusals: serving while ignoring these would expose or misplace data.
 		{key: "http.auth", refuse: true, message: "authentication is not implemented yet; serving would let anyone push, pull and delete"},
 		{key: "http.accessControl", refuse: true, message: "access control is not implemented yet; serving would give every client full access"},
-		{key: "storage.storageDriver", refuse: true, message: "pier stores images on the local filesystem only; serving would write them under storage.rootDirectory instead of the configured remote storage"},
+		{key: "storage.storageDriver", refuse: true, message: "pier stores images on the local filesystem only; serving would write them under rootDirectory instead of the configured remote storage"},
 		{key: "cluster", refuse: true, message: "scale-out clustering is not implemented; serving would store repositories that belong to other members here"},
 
 		// Warnings: ignoring these changes no access and moves no data.
@@ -95,28 +95,31 @@ func notices() []notice {
 
 // classify returns the notices that apply to a file, given the key paths
 // present in it, split into warnings and refusals. Both are in table order.
-// A subpath has the storage section's keys, so a storage row applies to
-// each subpath too, named with the subpath's path
-// (storage.subPaths./a.storageDriver).
+// A subpath is a store with the storage section's keys, so a row for one of
+// them applies to each subpath too, named with the subpath's path
+// (storage.subPaths./a.storageDriver), after the storage section's key and
+// in subpath order.
 func classify(f *fileConfig, present map[string]bool) (warnings, refusals []Warning) {
 	var subs []string
 	if f.Storage != nil {
-		for name := range f.Storage.SubPaths {
+		for _, name := range sortedKeys(f.Storage.SubPaths) {
 			subs = append(subs, "storage.subPaths."+name+".")
 		}
-		slices.Sort(subs)
 	}
+
 	for _, n := range notices() {
 		keys := []string{n.key}
-		if rest, ok := strings.CutPrefix(n.key, "storage."); ok && n.applies == nil {
+		if rest, ok := strings.CutPrefix(n.key, "storage."); ok && isStoreKey(rest) {
 			for _, sub := range subs {
 				keys = append(keys, sub+rest)
 			}
 		}
+
 		for _, key := range keys {
-			if !present[key] || (key == n.key && n.applies != nil && !n.applies(f)) {
+			if !present[key] {
 				continue
 			}
+
 			w := Warning{Key: key, Message: n.message}
 			if n.refuse {
 				refusals = append(refusals, w)
@@ -127,4 +130,12 @@ func classify(f *fileConfig, present map[string]bool) (warnings, refusals []Warn
 	}
 
 	return warnings, refusals
+}
+
+// isStoreKey reports whether name, spelled as in its json tag, is a key of
+// every store: of the storage section and of each subPaths entry alike.
+func isStoreKey(name string) bool {
+	f, ok := fieldsOf(reflect.TypeFor[fileStore]())[strings.ToLower(name)]
+
+	return ok && f.name == name
 }

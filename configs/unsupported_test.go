@@ -49,7 +49,12 @@ func TestWarningsOnlyForPresentKeysOncePerKey(t *testing.T) {
 		{"scheduler", `{"storage": {"rootDirectory": "/r"}, "scheduler": {"numWorkers": 2}}`, []string{"scheduler"}},
 		{"cache", `{"storage": {"rootDirectory": "/r", "remoteCache": true, "cacheDriver": {"name": "redis"}}}`,
 			[]string{"storage.remoteCache", "storage.cacheDriver"}},
-		{"subpath keys are not warned one by one", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "dedupe": true}}}}`, nil},
+		{"implemented subpath keys", `{"storage": {"rootDirectory": "/r", "readOnly": false, "subPaths": {"/a": {"rootDirectory": "/a", "commit": true, "dedupe": true, "gc": true, "gcDelay": "1h", "gcInterval": "2h", "readOnly": true}}}}`, nil},
+		{"a subpath's unimplemented keys are warned as the storage section's", `{"storage": {"rootDirectory": "/r", "retention": {}, "subPaths": {
+			"/b": {"rootDirectory": "/b", "remoteCache": false, "cacheDriver": {"name": "redis"}}, "/a": {"rootDirectory": "/a", "retention": {"dryRun": true}, "maxRepos": 5}}}}`,
+			[]string{"storage.retention", "storage.subPaths./a.retention", "storage.subPaths./b.remoteCache", "storage.subPaths./b.cacheDriver", "storage.subPaths./a.maxRepos"}},
+		{"zot's old read-only, honoured", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, []string{"http.readOnly"}},
+		{"zot's old read-only, false", `{"storage": {"rootDirectory": "/r"}, "http": {"readOnly": false}}`, []string{"http.readOnly"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,6 +84,8 @@ func TestRefusals(t *testing.T) {
 		{"access control, even empty", `{"storage": {"rootDirectory": "/r"}, "http": {"accessControl": {}}}`, []string{"http.accessControl"}},
 		{"remote storage", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3"}}}`, []string{"storage.storageDriver"}},
 		{"subpaths are served", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}}`, nil},
+		{"refusals in several subpaths, in order", `{"storage": {"rootDirectory": "/r", "subPaths": {"/b": {"rootDirectory": "/b", "storageDriver": {}}, "/a": {"rootDirectory": "/a", "storageDriver": {}}, "/c": {"rootDirectory": "/c"}}}, "http": {"auth": {}}}`,
+			[]string{"http.auth", "storage.subPaths./a.storageDriver", "storage.subPaths./b.storageDriver"}},
 		{"remote storage in a subpath", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3"}}}}}`, []string{"storage.subPaths./a.storageDriver"}},
 		{"read-only is served", `{"storage": {"rootDirectory": "/r", "readOnly": true}}`, nil},
 		{"zot's old read-only is served", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, nil},
@@ -148,6 +155,76 @@ func TestReadOnly(t *testing.T) {
 	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "readOnly": true}}}}`)
 	if cfg.Storage.ReadOnly || !cfg.Storage.SubPaths["/a"].ReadOnly {
 		t.Error("a subpath's readOnly is its own")
+	}
+
+	// http.readOnly covers every root, whatever each one says; false
+	// changes none of them.
+	cfg, warnings := mustParse(t, `{"storage": {"rootDirectory": "/r", "readOnly": false, "subPaths": {
+		"/a": {"rootDirectory": "/a", "readOnly": false}, "/b": {"rootDirectory": "/b"}}}, "http": {"readOnly": true}}`)
+	if !cfg.Storage.ReadOnly || !cfg.Storage.SubPaths["/a"].ReadOnly || !cfg.Storage.SubPaths["/b"].ReadOnly {
+		t.Errorf("http.readOnly true: storage %v, /a %v, /b %v; want every root read-only",
+			cfg.Storage.ReadOnly, cfg.Storage.SubPaths["/a"].ReadOnly, cfg.Storage.SubPaths["/b"].ReadOnly)
+	}
+
+	if len(cfg.Refusals()) != 0 || !slices.Equal(keyList(warnings), []string{"http.readOnly"}) ||
+		!strings.Contains(warnings[0].Message, "storage.readOnly for every root") {
+		t.Errorf("http.readOnly: refusals %v, warnings %v; want only a warning that it is honoured", cfg.Refusals(), warnings)
+	}
+
+	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r", "readOnly": true, "subPaths": {
+		"/a": {"rootDirectory": "/a", "readOnly": true}, "/b": {"rootDirectory": "/b"}}}, "http": {"readOnly": false}}`)
+	if !cfg.Storage.ReadOnly || !cfg.Storage.SubPaths["/a"].ReadOnly || cfg.Storage.SubPaths["/b"].ReadOnly {
+		t.Errorf("http.readOnly false: storage %v, /a %v, /b %v; want each root's own setting",
+			cfg.Storage.ReadOnly, cfg.Storage.SubPaths["/a"].ReadOnly, cfg.Storage.SubPaths["/b"].ReadOnly)
+	}
+}
+
+// Every row of the table for a store key applies inside a subpath the same
+// way: a remote storageDriver there is refused, a retention policy warned.
+func TestStoreNoticesApplyInSubPaths(t *testing.T) {
+	storeFields := fieldsOf(reflect.TypeFor[fileStore]())
+
+	var checked int
+
+	for _, n := range notices() {
+		rest, ok := strings.CutPrefix(n.key, "storage.")
+		if !ok {
+			continue
+		}
+
+		f, ok := storeFields[strings.ToLower(rest)]
+		if !ok {
+			continue // a key of the storage section only, like fastRestart
+		}
+
+		// A value the field's type decodes.
+		value := "1"
+		switch reflect.TypeFor[fileStore]().FieldByIndex(f.index).Type.Kind() {
+		case reflect.Map:
+			value = `{"name": "x"}`
+		case reflect.Pointer:
+			value = "true"
+		}
+
+		data := `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "` + rest + `": ` + value + `}}}}`
+		cfg, warnings := mustParse(t, data)
+
+		want := []string{"storage.subPaths./a." + rest}
+		got, other := keyList(warnings), keyList(cfg.Refusals())
+		if n.refuse {
+			got, other = other, got
+		}
+
+		if !slices.Equal(got, want) || len(other) != 0 {
+			t.Errorf("%s: warnings %v, refusals %v; want only %s as a %s", data, keyList(warnings), keyList(cfg.Refusals()), want[0],
+				map[bool]string{true: "refusal", false: "warning"}[n.refuse])
+		}
+
+		checked++
+	}
+
+	if checked == 0 {
+		t.Error("no store key in the table")
 	}
 }
 
