@@ -177,7 +177,7 @@ func (s *Store) commitBlob(ctx context.Context, repo, uploadPath string, d diges
 	if err := s.fs.MkdirAll(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("commit blob %s: %w", d, err)
 	}
-	if s.dedupe != nil && s.dedupe.linkExisting(ctx, d, size, dst, s.uploadsDir(repo)) {
+	if s.dedupe != nil && s.dedupe.linkExisting(ctx, d, size, uploadPath, dst, s.uploadsDir(repo)) {
 		s.dedupe.record(ctx, d, dst)
 		return os.Remove(uploadPath)
 	}

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -180,10 +182,18 @@ func (d *deduper) firstValid(ctx context.Context, dg digest.Digest, size int64, 
 
 // linkExisting makes dst a hard link to a copy of dg already under the
 // root, and reports whether it did. It never copies: when no link can be
-// made the caller keeps its own file.
-func (d *deduper) linkExisting(ctx context.Context, dg digest.Digest, size int64, dst, tmpDir string) bool {
+// made the caller keeps its own file. upload is the verified file the
+// client sent; the copy is linked only if it still has the same bytes, so
+// a copy that rotted on the disk never replaces a good push.
+func (d *deduper) linkExisting(ctx context.Context, dg digest.Digest, size int64, upload, dst, tmpDir string) bool {
 	src, _ := d.existingCopy(ctx, dg, size, dst)
 	if src == "" {
+		return false
+	}
+	same, err := sameContent(upload, src)
+	if err != nil || !same {
+		d.s.log.Warn("dedupe: the recorded copy differs from the verified upload; keeping the upload (scrub will quarantine the bad copy)",
+			"digest", dg, "copy", src, "err", err)
 		return false
 	}
 	if err := d.s.fs.Link(src, dst, tmpDir); err != nil {
@@ -203,4 +213,39 @@ func (d *deduper) linkFailed(err error) {
 		return
 	}
 	d.s.log.Warn("dedupe link failed; keeping a separate copy", "err", err)
+}
+
+// sameContent reports whether two files hold the same bytes. It compares
+// rather than re-hashes: a compare costs a read of each file, which the
+// page cache mostly serves for the upload just written.
+func sameContent(a, b string) (bool, error) {
+	fa, err := os.Open(a)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	const chunk = 64 << 10
+	bufA, bufB := make([]byte, chunk), make([]byte, chunk)
+	for {
+		na, errA := io.ReadFull(fa, bufA)
+		nb, errB := io.ReadFull(fb, bufB)
+		if na != nb || !bytes.Equal(bufA[:na], bufB[:nb]) {
+			return false, nil
+		}
+		endA := errors.Is(errA, io.EOF) || errors.Is(errA, io.ErrUnexpectedEOF)
+		endB := errors.Is(errB, io.EOF) || errors.Is(errB, io.ErrUnexpectedEOF)
+		switch {
+		case errA != nil && !endA:
+			return false, fmt.Errorf("read %s: %w", a, errA)
+		case errB != nil && !endB:
+			return false, fmt.Errorf("read %s: %w", b, errB)
+		case endA || endB:
+			return endA == endB, nil
+		}
+	}
 }

@@ -217,3 +217,21 @@ func TestLinkFallbackAcrossFilesystems(t *testing.T) {
 	}
 	assertBlob(t, s, "other/b", d, data)
 }
+
+// A copy that rotted on the disk (same size, other bytes) must never
+// replace a good push: the new repository keeps the verified upload.
+func TestDedupeNeverLinksToARottenCopy(t *testing.T) {
+	s := newDedupeStore(t, t.TempDir())
+	data := randomBytes(t, 200_000)
+	d := pushBlob(t, s, "a", "x", data).Digest
+	rotten := bytes.Clone(data)
+	rotten[123_456] ^= 0xff
+	if err := os.WriteFile(s.blobPath("a", d), rotten, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pushBlob(t, s, "b", "x", data)
+	assertBlob(t, s, "b", d, data)
+	if inode(t, s.blobPath("b", d)) == inode(t, s.blobPath("a", d)) {
+		t.Fatal("the good push was linked to the rotten copy")
+	}
+}
