@@ -50,6 +50,7 @@ func Open(path string, sync bool) (*Cache, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        time.Second,
 		NoSync:         !sync,
+		NoGrowSync:     !sync, // commit false: no fsync when the file grows either
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	})
