@@ -31,11 +31,14 @@ func (p *pacer) Wait(ctx context.Context, n int) error {
 	if p.busy != nil && p.busy() {
 		rate = max(rate/busyDivisor, 1)
 	}
-	now := time.Now()
-	if p.next.Before(now) {
-		p.next = now
+	chunk := time.Duration(float64(n) / float64(rate) * float64(time.Second))
+	// The time spent reading this chunk counts toward its share, but a
+	// lag longer than one chunk (a pause, a slow disk) is forgiven rather
+	// than repaid in a burst.
+	if earliest := time.Now().Add(-chunk); p.next.Before(earliest) {
+		p.next = earliest
 	}
-	p.next = p.next.Add(time.Duration(float64(n) / float64(rate) * float64(time.Second)))
+	p.next = p.next.Add(chunk)
 	d := time.Until(p.next)
 	if d <= 0 {
 		return nil
