@@ -67,7 +67,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 			if rep.RepoRemoved {
 				removed = "repository"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", rep.Repo, len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
+			tw.Row(rep.Repo, len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
 				rep.Blobs, rep.Uploads, humanBytes(rep.BlobBytes+rep.UploadBytes), removed)
 		})
 		total = total.Plus(t)
@@ -107,7 +107,7 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 	for _, r := range job.roots {
 		res, err := scrub.Pass(ctx, r.st, sc, job.log, func(rep store.ScrubReport) {
 			for _, x := range rep.Results {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.Repo, x.Reference, x.Status, x.Digest)
+				tw.Row(x.Repo, x.Reference, x.Status, x.Digest)
 			}
 		})
 		total = total.Plus(res)
@@ -175,12 +175,41 @@ func importCommand(path, dir, repo string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// table starts a tab-aligned table with its header line.
-func table(w io.Writer, header ...string) *tabwriter.Writer {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	return tw
+// tableBlock is how many rows are aligned together. A pass over a large
+// store prints one row per image; flushing in blocks keeps the command's
+// memory bounded (and its output flowing) instead of holding the whole
+// table until the end.
+const tableBlock = 200
+
+// rowTable is a tab-aligned table that flushes every tableBlock rows.
+type rowTable struct {
+	tw   *tabwriter.Writer
+	rows int
 }
+
+// table starts a tab-aligned table with its header line.
+func table(w io.Writer, header ...string) *rowTable {
+	t := &rowTable{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	fmt.Fprintln(t.tw, strings.Join(header, "\t"))
+	return t
+}
+
+// Row writes one row of tab-separated cells.
+func (t *rowTable) Row(cells ...any) {
+	for i, c := range cells {
+		if i > 0 {
+			fmt.Fprint(t.tw, "\t")
+		}
+		fmt.Fprint(t.tw, c)
+	}
+	fmt.Fprintln(t.tw)
+	if t.rows++; t.rows%tableBlock == 0 {
+		t.tw.Flush()
+	}
+}
+
+// Flush writes the rows not yet written.
+func (t *rowTable) Flush() { t.tw.Flush() }
 
 // splitRef splits REPO[:TAG] or REPO@DIGEST.
 func splitRef(ref string) (repo, tagOrDigest string) {
