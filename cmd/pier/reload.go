@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -26,15 +23,12 @@ func (s *server) watchConfig(ctx context.Context) <-chan struct{} {
 		default:
 		}
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
-		defer signal.Stop(hup)
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-hup:
+			case <-s.hup:
 				fire()
 			}
 		}

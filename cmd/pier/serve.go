@@ -56,7 +56,13 @@ func serve(path string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := &server{path: path, cfg: cfg, log: log, level: level, notify: sysd.NewNotifier(log)}
+	// SIGHUP is caught from the start: its default action would kill a
+	// pier that a reload reaches while it is still opening its stores.
+	// One that arrives then is acted on once serving.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	srv := &server{path: path, cfg: cfg, log: log, level: level, notify: sysd.NewNotifier(log), hup: hup}
 	if err := srv.run(ctx); err != nil {
 		log.Error("pier stopped", "err", err)
 		return 1
@@ -84,6 +90,7 @@ type server struct {
 	status *status
 	jobs   *jobs
 	probe  func(context.Context) error // the watchdog's self-check
+	hup    <-chan os.Signal            // SIGHUP, caught since start
 }
 
 // run serves until ctx ends, then drains in-flight requests for at most
