@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # setup.sh installs what the end-to-end suites under test/ drive pier with:
-# Debian packages (skopeo) and the pinned Go tools (crane, oras, the OCI
-# conformance suite) built into bin/tools/ of the repo.
+# Debian packages (skopeo, and for test/cross and test/packaging:
+# qemu-user-static, systemd's systemd-analyze, strace; for test/powercut:
+# qemu-system-x86 and friends), the pinned Go tools (crane, oras, the OCI
+# conformance suite, nfpm) built into bin/tools/ of the repo, and the Debian
+# kernel test/powercut boots, extracted into bin/powercut/kernel/.
 #
 # Idempotent and fast when everything is present: packages are installed only
 # when dpkg lacks them, and the Go tools are rebuilt only when
@@ -13,10 +16,17 @@
 set -euo pipefail
 
 # Debian packages the suites need. Add one by adding its name.
-APT_PACKAGES=(skopeo)
+# qemu-system-x86 … kmod: test/powercut's VM (see fetch_kernel for its kernel).
+# qemu-user-static … strace: test/cross runs the ARM builds with
+# qemu-*-static by name (no binfmt needed); test/packaging uses systemd's
+# systemd-analyze and systemd-sysusers, and strace against the unit's
+# syscall filter.
+APT_PACKAGES=(skopeo qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod
+	qemu-user-static systemd strace)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
+kernel_dir="$repo/bin/powercut/kernel"
 tools_mod="$here/tools"
 tools_bin="$repo/bin/tools"
 GO="${GO:-go}"
@@ -77,5 +87,42 @@ build_tools() {
 	printf '%s\n' "$stamp" >"$stamp_file"
 }
 
+# fetch_kernel extracts the Debian kernel test/powercut boots into
+# bin/powercut/kernel/<package>/ (boot/vmlinuz-*, lib/modules/*): the
+# package linux-image-amd64 depends on, asked of apt each time rather than
+# written here, so a kernel update is picked up. Nothing is installed.
+fetch_kernel() {
+	local pkg
+	pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+	if [[ -z "$pkg" ]]; then
+		# No package lists yet (a fresh machine whose packages were all there).
+		"${sudo[@]}" apt-get update -qq
+		pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+	fi
+	[[ -n "$pkg" ]] || { log "apt-cache names no kernel for linux-image-amd64"; exit 1; }
+	[[ -n "$(compgen -G "$kernel_dir/$pkg/boot/vmlinuz-*")" ]] && return 0
+
+	log "fetching $pkg for test/powercut into $kernel_dir"
+	local tmp
+	tmp="$(mktemp -d)"
+	# apt-get download, run as root, writes as the _apt user.
+	chmod 777 "$tmp"
+	if ! (cd "$tmp" && apt-get download -qq "$pkg" 2>/dev/null); then
+		"${sudo[@]}" apt-get update -qq # stale lists: the mirror moved on
+		(cd "$tmp" && apt-get download -qq "$pkg")
+	fi
+	rm -rf "$kernel_dir"
+	mkdir -p "$kernel_dir"
+	dpkg-deb -x "$tmp"/"$pkg"_*.deb "$kernel_dir/$pkg.partial"
+	mv "$kernel_dir/$pkg.partial" "$kernel_dir/$pkg"
+	rm -rf "$tmp"
+}
+
+sudo=()
+if ((EUID != 0)) && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+	sudo=(sudo -n)
+fi
+
 install_packages
 build_tools
+fetch_kernel
