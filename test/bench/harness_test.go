@@ -15,7 +15,11 @@
 // measure a new one there, once per run with sync.Once), time the
 // operation with timed or bestOf, and record a row with record(b, ...) so
 // it lands in the metrics and the table. The server's memory and I/O
-// counters are in proc_test.go (procStatus, readProcIO, traceSyscalls).
+// counters are in proc_test.go (procStatus, readProcIO, procCPU,
+// ctxSwitches, traceSyscalls, traceSyncs). For whole-store passes, write
+// a store straight to the disk with synthStore (layout_test.go), run the
+// one-off commands with pierCommand (peak RSS, CPU) and time a start with
+// serveTimed (commands_test.go).
 //
 // The benchmarks are meant for -benchtime 1x: each does its own repetitions
 // (best of attempts) and records its rows once.
@@ -42,6 +46,9 @@ const MiB = 1 << 20
 const attempts = 3
 
 func TestMain(m *testing.M) {
+	if os.Getenv(launcherEnv) != "" {
+		os.Exit(launch()) // this binary started as pierCommand's launcher
+	}
 	code := m.Run()
 	printSummary()
 	os.Exit(code)
@@ -132,9 +139,19 @@ func ratioAtMost(max float64) *target {
 	return &target{fmt.Sprintf("<= %.2fx", max), func(m measure) bool { return m.ratio() <= max }}
 }
 
+// ratioBetween is a target on the ratio to the limit, from lo to hi.
+func ratioBetween(lo, hi float64) *target {
+	return &target{fmt.Sprintf("%.2fx-%.2fx", lo, hi), func(m measure) bool { return m.ratio() >= lo && m.ratio() <= hi }}
+}
+
 // valueAtLeast is a target on the figure itself.
 func valueAtLeast(min float64, unit string) *target {
 	return &target{">= " + num(min, unit), func(m measure) bool { return m.value >= min }}
+}
+
+// valueAtMost is a target on the figure itself.
+func valueAtMost(max float64, unit string) *target {
+	return &target{"<= " + num(max, unit), func(m measure) bool { return m.value <= max }}
 }
 
 // record reports m as benchmark metrics and adds it, judged by t (nil: no

@@ -53,9 +53,10 @@ func kib(v string) (int64, error) {
 
 // procIO is /proc/<pid>/io: rchar counts bytes read through read(2) and
 // sendfile(2) alike, syscr the calls that did it, and read_bytes what came
-// from the disk rather than the page cache.
+// from the disk rather than the page cache; write_bytes is what the
+// process dirtied in files (counted when dirtied, fsync or not).
 type procIO struct {
-	RChar, WChar, SyscR, SyscW, ReadBytes int64
+	RChar, WChar, SyscR, SyscW, ReadBytes, WriteBytes int64
 }
 
 func readProcIO(pid int) (procIO, error) {
@@ -64,7 +65,7 @@ func readProcIO(pid int) (procIO, error) {
 		return procIO{}, err
 	}
 	var io procIO
-	fields := map[string]*int64{"rchar": &io.RChar, "wchar": &io.WChar, "syscr": &io.SyscR, "syscw": &io.SyscW, "read_bytes": &io.ReadBytes}
+	fields := map[string]*int64{"rchar": &io.RChar, "wchar": &io.WChar, "syscr": &io.SyscR, "syscw": &io.SyscW, "read_bytes": &io.ReadBytes, "write_bytes": &io.WriteBytes}
 	for _, line := range strings.Split(string(data), "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if p := fields[k]; ok && p != nil {
@@ -77,7 +78,7 @@ func readProcIO(pid int) (procIO, error) {
 }
 
 func (a procIO) sub(b procIO) procIO {
-	return procIO{a.RChar - b.RChar, a.WChar - b.WChar, a.SyscR - b.SyscR, a.SyscW - b.SyscW, a.ReadBytes - b.ReadBytes}
+	return procIO{a.RChar - b.RChar, a.WChar - b.WChar, a.SyscR - b.SyscR, a.SyscW - b.SyscW, a.ReadBytes - b.ReadBytes, a.WriteBytes - b.WriteBytes}
 }
 
 // syscallUse is what strace saw of one syscall.
@@ -92,17 +93,29 @@ type syscallUse struct {
 // It fails when strace is missing or cannot attach (no CAP_SYS_PTRACE,
 // Yama ptrace_scope).
 func traceSyscalls(pid int, names []string, f func() error) ([]syscallUse, error) {
+	var use []syscallUse
+	err := runStrace(pid, []string{"-e", "trace=" + strings.Join(names, ",")}, f, func(out string) (err error) {
+		use, err = parseStrace(out, names)
+		return err
+	})
+	return use, err
+}
+
+// runStrace attaches strace (with args, besides -f and -o) to every thread
+// of pid while f runs, then hands its output file to parse.
+func runStrace(pid int, args []string, f func() error, parse func(out string) error) error {
 	bin, err := exec.LookPath("strace")
 	if err != nil {
-		return nil, fmt.Errorf("strace is not installed (apt-get install -y strace): %w", err)
+		return fmt.Errorf("strace is not installed (apt-get install -y strace): %w", err)
 	}
 	out := filepath.Join(os.TempDir(), fmt.Sprintf("pier-bench-strace-%d-%d.txt", pid, time.Now().UnixNano()))
 	defer os.Remove(out)
-	cmd := exec.Command(bin, "-f", "-qq", "-e", "trace="+strings.Join(names, ","), "-o", out, "-p", strconv.Itoa(pid))
+	args = append([]string{"-f", "-qq", "-o", out}, args...)
+	cmd := exec.Command(bin, append(args, "-p", strconv.Itoa(pid))...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start strace: %w", err)
+		return fmt.Errorf("start strace: %w", err)
 	}
 	stopped := false
 	stop := func() error {
@@ -118,17 +131,16 @@ func traceSyscalls(pid int, names []string, f func() error) ([]syscallUse, error
 	defer cancel()
 	if err := waitTraced(ctx, pid); err != nil {
 		stop()
-		return nil, fmt.Errorf("strace did not attach: %w; strace said: %s", err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("strace did not attach: %w; strace said: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	if err := f(); err != nil {
-		return nil, err
+		return err
 	}
 	stop() // its exit status after SIGINT says nothing; the output file does
-	use, err := parseStrace(out, names)
-	if err != nil {
-		return nil, fmt.Errorf("strace output: %w; strace said: %s", err, strings.TrimSpace(stderr.String()))
+	if err := parse(out); err != nil {
+		return fmt.Errorf("strace output: %w; strace said: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	return use, nil
+	return nil
 }
 
 var tracedRE = regexp.MustCompile(`(?m)^TracerPid:\s+[1-9]`)
@@ -202,4 +214,102 @@ func parseStrace(path string, names []string) ([]syscallUse, error) {
 	}
 	slices.SortStableFunc(out, func(a, b syscallUse) int { return int(b.Bytes>>10) - int(a.Bytes>>10) })
 	return out, sc.Err()
+}
+
+// syncCalls are the syscalls that force data to the disk.
+var syncCalls = []string{"fsync", "fdatasync", "sync_file_range", "syncfs", "sync"}
+
+// straceFileCall is the first line of a call on a file descriptor, with
+// strace -y naming its file: "<pid> fsync(7</path/to/file>" (the call may
+// end on that line or be resumed on a later one; either way it is counted
+// once, here).
+var straceFileCall = regexp.MustCompile(`^\d+\s+(\w+)\((?:\d+<([^>]*)>)?`)
+
+// traceSyncs counts the sync calls of pid while f runs, by "syscall kind",
+// where kind names the file a call was made on (kind of its path).
+func traceSyncs(pid int, kind func(path string) string, f func() error) (map[string]int64, error) {
+	counts := map[string]int64{}
+	err := runStrace(pid, []string{"-y", "-e", "trace=" + strings.Join(syncCalls, ",")}, f, func(out string) error {
+		file, err := os.Open(out)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		sc := bufio.NewScanner(file)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			m := straceFileCall.FindStringSubmatch(sc.Text())
+			if m == nil || !slices.Contains(syncCalls, m[1]) {
+				continue // a resumed line, or an exit notice
+			}
+			counts[m[1]+" "+kind(m[2])]++
+		}
+		return sc.Err()
+	})
+	return counts, err
+}
+
+// clockTicks is the unit of the times in /proc/<pid>/stat (USER_HZ, which
+// is 100 on every Linux architecture).
+const clockTicks = 100
+
+// procCPU is the CPU time, user and system, that every thread of pid has
+// used so far.
+func procCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from its closing parenthesis, where field 3 (state) starts.
+	i := strings.LastIndexByte(string(data), ')')
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // fields 14 and 15: utime, stime
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// ctxSwitches sums the context switches of every thread of pid. A
+// voluntary switch is a thread going to sleep, so over an idle minute
+// their count is the count of wake-ups; involuntary ones are preemptions.
+func ctxSwitches(pid int) (voluntary, involuntary int64, err error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, 0, fmt.Errorf("no threads of %d: %v", pid, err)
+	}
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "voluntary_ctxt_switches":
+				voluntary += n
+			case "nonvoluntary_ctxt_switches":
+				involuntary += n
+			}
+		}
+	}
+	return voluntary, involuntary, nil
+}
+
+// threads is how many threads pid has.
+func threads(pid int) int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	return len(tasks)
 }
