@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,9 +33,11 @@ type deduper struct {
 	c     cache.Cache
 	owned bool // pier opened <root>/cache.db and may replace it
 
-	kick         chan struct{} // asks the background job to rebuild
-	fallbackOnce sync.Once     // log "no hard links here" once
-	broken       atomic.Bool   // a rebuild has been asked for
+	pending      sync.WaitGroup // index writes in the background; close waits for them
+	unwritten    pathSet        // paths recorded in the background, not yet in the cache
+	kick         chan struct{}  // asks the background job to rebuild
+	fallbackOnce sync.Once      // log "no hard links here" once
+	broken       atomic.Bool    // a rebuild has been asked for
 }
 
 func (s *Store) cachePath() string { return filepath.Join(s.root, "cache.db") }
@@ -94,6 +97,7 @@ func (d *deduper) cache() cache.Cache {
 }
 
 func (d *deduper) close() error {
+	d.pending.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.c.Close()
@@ -131,8 +135,9 @@ func (d *deduper) copies(ctx context.Context, dg digest.Digest) []string {
 	rels, err := d.cache().Paths(ctx, dg)
 	if err != nil {
 		d.failed("lookup", err)
-		return nil
+		rels = nil
 	}
+	rels = d.unwritten.merge(dg, rels)
 	suffix := "/blobs/" + dg.Algorithm().String() + "/" + dg.Encoded()
 	out := make([]string, 0, len(rels))
 	for _, r := range rels {
@@ -151,7 +156,23 @@ func (d *deduper) record(ctx context.Context, dg digest.Digest, path string) {
 	}
 }
 
+// recordLater records path for dg in the background. A push is
+// acknowledged once its blob is durable; it does not also wait for the
+// index's own fsyncs. An entry lost to a crash only costs a missed link
+// until the start-up reconcile, which records every blob path the index
+// lacks.
+func (d *deduper) recordLater(ctx context.Context, dg digest.Digest, path string) {
+	ctx = context.WithoutCancel(ctx) // the request may be over before the write
+	rel := d.rel(path)
+	d.unwritten.add(dg, rel) // found by lookups at once, as if written
+	d.pending.Go(func() {
+		d.record(ctx, dg, path)
+		d.unwritten.remove(dg, rel)
+	})
+}
+
 func (d *deduper) forget(ctx context.Context, dg digest.Digest, path string) {
+	d.unwritten.remove(dg, d.rel(path))
 	if err := d.cache().Remove(ctx, dg, d.rel(path)); err != nil {
 		d.failed("forget", err)
 	}
@@ -248,4 +269,44 @@ func sameContent(a, b string) (bool, error) {
 			return endA == endB, nil
 		}
 	}
+}
+
+// pathSet is a small concurrent multimap from digest to relative paths.
+type pathSet struct {
+	mu sync.Mutex
+	m  map[digest.Digest][]string
+}
+
+func (p *pathSet) add(dg digest.Digest, rel string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[digest.Digest][]string{}
+	}
+	if !slices.Contains(p.m[dg], rel) {
+		p.m[dg] = append(p.m[dg], rel)
+	}
+}
+
+func (p *pathSet) remove(dg digest.Digest, rel string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rest := slices.DeleteFunc(p.m[dg], func(r string) bool { return r == rel })
+	if len(rest) == 0 {
+		delete(p.m, dg)
+		return
+	}
+	p.m[dg] = rest
+}
+
+// merge returns rels followed by dg's paths in the set that rels lacks.
+func (p *pathSet) merge(dg digest.Digest, rels []string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.m[dg] {
+		if !slices.Contains(rels, r) {
+			rels = append(rels, r)
+		}
+	}
+	return rels
 }

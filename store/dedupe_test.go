@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/cache/boltdb"
 )
 
 func newDedupeStore(t *testing.T, root string) *Store {
@@ -233,5 +235,30 @@ func TestDedupeNeverLinksToARottenCopy(t *testing.T) {
 	assertBlob(t, s, "b", d, data)
 	if inode(t, s.blobPath("b", d)) == inode(t, s.blobPath("a", d)) {
 		t.Fatal("the good push was linked to the rotten copy")
+	}
+}
+
+// A push does not wait for the cache, but what it recorded is in cache.db
+// once the store closes, and is found by lookups before that.
+func TestBackgroundRecordsReachTheCache(t *testing.T) {
+	root := t.TempDir()
+	s := newDedupeStore(t, root)
+	var digests []digest.Digest
+	for i := range 50 {
+		digests = append(digests, pushBlob(t, s, "a", "x", randomBytes(t, 1000+i)).Digest)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := boltdb.Open(filepath.Join(root, "cache.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	for _, d := range digests {
+		paths, err := bc.Paths(ctx, d)
+		if err != nil || len(paths) != 1 || paths[0] != "a/blobs/sha256/"+d.Encoded() {
+			t.Fatalf("cache.db after close: %s -> %v, %v", d, paths, err)
+		}
 	}
 }

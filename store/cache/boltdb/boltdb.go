@@ -60,10 +60,12 @@ func Open(path string, sync bool) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 	}
-	// With fsync on, the blobs of one push commit together and a short
-	// delay lets their index writes share one transaction (and its two
-	// fsyncs); see write.
-	db.MaxBatchDelay = 2 * time.Millisecond
+	// With fsync on, index writes made within MaxBatchDelay share one
+	// transaction and its two fsyncs (see write). Pushes do not wait for
+	// their index writes (the store records in the background), so the
+	// delay bounds the cache's fsyncs to a few dozen a second however fast
+	// blobs arrive, at no cost to a client.
+	db.MaxBatchDelay = 20 * time.Millisecond
 	c := &Cache{db: db, sync: sync}
 	err = c.guard(func() error {
 		return db.Update(func(tx *bolt.Tx) error {
