@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/pier-oci/pier/test/internal/pierproc"
+	"github.com/pier-oci/pier/test/internal/tool"
 )
 
 // notifySocket collects the messages pier sends.
@@ -59,7 +61,12 @@ func listenNotify(t *testing.T) *notifySocket {
 // after the first `after` messages, and returns its index.
 func (n *notifySocket) waitFor(t *testing.T, after int, parts ...string) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	return n.waitForWithin(t, 10*time.Second, after, parts...)
+}
+
+func (n *notifySocket) waitForWithin(t *testing.T, limit time.Duration, after int, parts ...string) int {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		n.mu.Lock()
 		for i := after; i < len(n.msgs); i++ {
@@ -153,6 +160,9 @@ func TestNotifyReloadAndStop(t *testing.T) {
 	p := start(t, []string{"NOTIFY_SOCKET=" + n.path}, pierproc.Binary(t), "serve", cfgPath)
 
 	ready := n.waitFor(t, 0, "READY=1", "STATUS=serving 0 repositories")
+	if c := n.count("EXTEND_TIMEOUT_USEC="); c != 0 {
+		t.Fatalf("a fast start asked systemd for more time %d times", c)
+	}
 	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/", port)); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("READY=1 sent before the listener answers: %v", err)
 	}
@@ -279,5 +289,48 @@ func TestSilentOutsideSystemd(t *testing.T) {
 	srv := pierproc.Start(t, pierproc.Options{})
 	if strings.Contains(srv.Stderr(), "sd_notify") || strings.Contains(srv.Stderr(), "watchdog") {
 		t.Fatalf("systemd noise outside systemd:\n%s", srv.Stderr())
+	}
+}
+
+// A start-up that runs longer than expected asks systemd for more time
+// (EXTEND_TIMEOUT_USEC=) before READY=1, so a Pi opening a large store on
+// a slow card is not killed by TimeoutStartSec. Here the storage root is
+// slow the way a hung network filesystem is: strace delays every flock(2)
+// (the root's process lock, the dedupe cache's lock) by 4 s.
+func TestExtendTimeoutWhileStartIsSlow(t *testing.T) {
+	strace := tool.Path(t, "strace")
+	n := listenNotify(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	port := pierproc.FreePort(t)
+	writeConfig(t, cfgPath, filepath.Join(dir, "data"), port, "info")
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.path}, strace, "-f", "-qq", "-o", "/dev/null",
+		"-e", "trace=flock", "-e", "inject=flock:delay_enter=4000000", pierproc.Binary(t), "serve", cfgPath)
+
+	ext := n.waitForWithin(t, 20*time.Second, 0, "EXTEND_TIMEOUT_USEC=")
+	ready := n.waitForWithin(t, 30*time.Second, 0, "READY=1")
+	if ext > ready {
+		t.Fatalf("EXTEND_TIMEOUT_USEC= (message #%d) came after READY=1 (#%d)", ext, ready)
+	}
+	n.mu.Lock()
+	msg := n.msgs[ext]
+	n.mu.Unlock()
+	if !strings.Contains(msg, "EXTEND_TIMEOUT_USEC=15000000") {
+		t.Fatalf("extension %q, want 15 s (three times the 5 s after which start-up counts as slow)", msg)
+	}
+	waitLog(t, p, "start-up is slow")
+
+	// Stop pier itself (strace's child), and strace exits with it.
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.cmd.Process.Pid, p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(kids)))
+	if err != nil {
+		t.Fatalf("pier's pid under strace: %q: %v", kids, err)
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log())
 	}
 }
