@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -144,18 +143,19 @@ type collectionPlan struct {
 // of a live index and the referrers of a live subject are live; so is
 // every blob a live manifest references. The rest is garbage once old.
 func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile, delay time.Duration, now time.Time) (*collectionPlan, error) {
-	var x repoIndex
-	if err := json.Unmarshal(indexBytes, &x.Index); err != nil {
+	x, err := decodeIndex(bytes.NewReader(indexBytes))
+	if err != nil {
 		return nil, fmt.Errorf("parse index.json of %s: %w", repo, err)
 	}
 	indexAge := now.Sub(s.lastActivity(repo, now))
-	p := &collectionPlan{index: &x, indexOld: indexAge >= delay}
+	p := &collectionPlan{index: x, indexOld: indexAge >= delay}
 	incomplete := false // entries wait for blobs that may still be arriving
 	onDisk := make(map[digest.Digest]blobFile, len(blobs))
 	for _, b := range blobs {
 		onDisk[b.digest] = b
 	}
 
+	unreadable := false                      // a live manifest could not be read
 	live := map[digest.Digest]bool{}         // manifests and blobs that stay
 	docs := map[digest.Digest]*manifestDoc{} // parsed manifests, by digest
 	// markLive keeps manifest d with everything it references. Only
@@ -168,8 +168,16 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 		live[d] = true
 		m, ok := docs[d]
 		if !ok && depth <= maxIndexDepth {
-			if loaded, err := s.loadManifest(repo, d); err == nil {
+			loaded, err := s.loadManifest(repo, d)
+			if err == nil {
 				m, docs[d] = loaded, loaded
+			} else if !errors.Is(err, ErrManifestUnknown) || onDisk[d].path != "" {
+				// A live manifest that is here but cannot be read (corrupt,
+				// or referencing digests pier cannot use): what it keeps
+				// alive is unknown, so no blob of the repository is garbage
+				// until it is healed or gone.
+				s.log.Warn("gc: a live manifest cannot be read; keeping every blob of the repository", "repo", repo, "digest", d, "err", err)
+				unreadable = true
 			}
 		}
 		if m == nil {
@@ -256,9 +264,10 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 		}
 	}
 	p.keep = kept
-	if incomplete {
+	if incomplete || unreadable {
 		// A layout still being copied in: what its manifests reference is
 		// not known until they arrive, so none of its blobs is garbage yet.
+		// The same holds while a live manifest cannot be read.
 		return p, nil
 	}
 	for _, b := range blobs {
@@ -334,7 +343,7 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 	}
 	n, size := s.removeIdleUploads(repo, delay, now)
 	rep.Uploads, rep.UploadBytes = n, size
-	if len(p.keep) == 0 && p.indexOld {
+	if len(p.keep) == 0 && len(p.index.unusable) == 0 && p.indexOld {
 		removed, err := s.removeEmptyRepo(repo)
 		if err != nil {
 			return rep, err

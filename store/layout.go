@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,32 @@ const maxIndexSize = 64 << 20
 // repoIndex is a repository's index.json.
 type repoIndex struct {
 	ispec.Index
+	// unusable are entries whose digest pier cannot use (malformed, or an
+	// algorithm it lacks), from a layout written elsewhere. They are never
+	// served or walked, since a path built from them could point anywhere,
+	// and are written back unchanged when pier rewrites the index.
+	unusable []ispec.Descriptor
+}
+
+// decodeIndex parses index.json and sets aside entries with an unusable
+// digest.
+func decodeIndex(r io.Reader) (*repoIndex, error) {
+	var x repoIndex
+	if err := json.NewDecoder(r).Decode(&x.Index); err != nil {
+		return nil, err
+	}
+	usable := x.Manifests[:0:0]
+	for _, m := range x.Manifests {
+		if validDigest(m.Digest) {
+			usable = append(usable, m)
+		} else {
+			x.unusable = append(x.unusable, m)
+		}
+	}
+	if x.unusable != nil {
+		x.Manifests = usable
+	}
+	return &x, nil
 }
 
 // tagOf returns the tag a descriptor in index.json carries. Tools write the
@@ -125,13 +152,12 @@ func (s *Store) readIndex(repo string) (*repoIndex, error) {
 		return nil, fmt.Errorf("read index of %s: %w", repo, err)
 	}
 	defer f.Close()
-	var x repoIndex
-	dec := json.NewDecoder(&limitedReader{f, maxIndexSize})
-	if err := dec.Decode(&x.Index); err != nil {
+	x, err := decodeIndex(&limitedReader{f, maxIndexSize})
+	if err != nil {
 		// A layout still being copied in is not a repository yet.
 		return nil, fmt.Errorf("%w: %s: index.json is incomplete or invalid (still being copied?): %v", ErrNameUnknown, repo, err)
 	}
-	return &x, nil
+	return x, nil
 }
 
 // writeIndex replaces repo's index.json. The caller holds the repo lock.
@@ -141,10 +167,12 @@ func (s *Store) writeIndex(repo string, x *repoIndex) error {
 	}
 	x.SchemaVersion = 2
 	x.MediaType = ispec.MediaTypeImageIndex
+	out := x.Index
+	out.Manifests = append(slices.Clip(x.Manifests), x.unusable...)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&x.Index); err != nil {
+	if err := enc.Encode(&out); err != nil {
 		return fmt.Errorf("encode index of %s: %w", repo, err)
 	}
 	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))

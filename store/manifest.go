@@ -92,6 +92,36 @@ func parseManifest(body []byte, contentType string) (*manifestDoc, error) {
 	return &m, nil
 }
 
+// decodeStored decodes a manifest read from the disk. Its digests are
+// input like any other (a hosted layout may have been written by anything):
+// one that pier cannot build a path from makes the manifest unusable.
+func decodeStored(body []byte) (*manifestDoc, error) {
+	var m manifestDoc
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("%w: not JSON: %v", ErrManifestInvalid, err)
+	}
+	for _, d := range m.descriptors() {
+		if !validDigest(d.Digest) {
+			return nil, fmt.Errorf("%w: it references an unusable digest %q", ErrManifestInvalid, d.Digest)
+		}
+	}
+	return &m, nil
+}
+
+// descriptors lists every descriptor of the manifest.
+func (m *manifestDoc) descriptors() []ispec.Descriptor {
+	var out []ispec.Descriptor
+	if m.Config != nil {
+		out = append(out, *m.Config)
+	}
+	out = append(out, m.Layers...)
+	out = append(out, m.Manifests...)
+	if m.Subject != nil {
+		out = append(out, *m.Subject)
+	}
+	return out
+}
+
 // check verifies the shape of the manifest for its media type and every
 // descriptor's digest and size.
 func (m *manifestDoc) check() error {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -163,11 +162,11 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, er
 	if err != nil {
 		return Manifest{}, err
 	}
-	var m manifestDoc
-	if err := json.Unmarshal(body, &m); err != nil {
-		return Manifest{}, fmt.Errorf("%w: %s does not parse: %v", ErrManifestUnknown, desc.Digest, err)
+	m, err := decodeStored(body)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: %s cannot be served: %v", ErrManifestUnknown, desc.Digest, err)
 	}
-	if err := s.checkComplete(repo, &m); err != nil {
+	if err := s.checkComplete(repo, m); err != nil {
 		return Manifest{}, err
 	}
 	mt := desc.MediaType
@@ -264,6 +263,9 @@ func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest
 
 // readManifestBlob reads a manifest's bytes and checks them against d.
 func (s *Store) readManifestBlob(repo string, d digest.Digest) ([]byte, error) {
+	if !validDigest(d) {
+		return nil, fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
+	}
 	f, err := os.Open(s.blobPath(repo, d))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -289,11 +291,11 @@ func (s *Store) loadManifest(repo string, d digest.Digest) (*manifestDoc, error)
 	if err != nil {
 		return nil, err
 	}
-	var m manifestDoc
-	if err := json.Unmarshal(body, &m); err != nil {
+	m, err := decodeStored(body)
+	if err != nil {
 		return nil, fmt.Errorf("decode manifest %s: %w", d, err)
 	}
-	return &m, nil
+	return m, nil
 }
 
 // DeleteManifest deletes ref of repo. A tag is removed and its manifest

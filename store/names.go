@@ -72,6 +72,13 @@ func ParseDigest(s string) (digest.Digest, error) {
 	return "", fmt.Errorf("%w: algorithm %q is not supported (use sha256 or sha512)", ErrDigestUnsupported, d.Algorithm())
 }
 
+// validDigest reports whether d, read from a file rather than the network,
+// is one pier can build a path from and hash with.
+func validDigest(d digest.Digest) bool {
+	_, err := ParseDigest(string(d))
+	return err == nil
+}
+
 // IsDigest reports whether a manifest reference is a digest rather than a
 // tag (tags cannot contain ':').
 func IsDigest(ref string) bool { return strings.Contains(ref, ":") }

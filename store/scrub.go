@@ -126,6 +126,12 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 		return
 	}
 	m, err := sc.s.loadManifest(sc.repo, d)
+	if errors.Is(err, ErrManifestInvalid) {
+		// It hashes fine but references digests no blob can have: the
+		// image cannot be pulled.
+		fail(res, ScrubMissing, d)
+		return
+	}
 	if err != nil {
 		return // hashed fine but not a manifest we can read: nothing below it
 	}
@@ -138,7 +144,7 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 	for _, c := range m.Manifests {
 		sc.visitManifest(ctx, c.Digest, res, depth+1)
 	}
-	if m.Subject != nil {
+	if m.Subject != nil && validDigest(m.Subject.Digest) {
 		if _, err := os.Stat(sc.s.blobPath(sc.repo, m.Subject.Digest)); err == nil {
 			sc.visitManifest(ctx, m.Subject.Digest, res, depth+1)
 		}
@@ -172,6 +178,9 @@ func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
 func (sc *scrubber) hash(ctx context.Context, d digest.Digest) string {
 	if ctx.Err() != nil {
 		return ScrubOK // stopping: the pass is abandoned, report nothing false
+	}
+	if !validDigest(d) {
+		return ScrubMissing // a reference no blob can satisfy; never a path
 	}
 	f, err := os.Open(sc.s.blobPath(sc.repo, d))
 	if err != nil {

@@ -185,14 +185,14 @@ func (g *graph) add(desc ispec.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	var m manifestDoc
-	if err := json.Unmarshal(body, &m); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrManifestInvalid, desc.Digest, err)
+	m, err := decodeStored(body)
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	if m.MediaType == "" {
 		m.MediaType = desc.MediaType
 	}
-	g.manifests[desc.Digest] = &m
+	g.manifests[desc.Digest] = m
 	g.blobs[desc.Digest] = desc
 	for _, c := range m.Manifests {
 		if err := g.add(c); err != nil {
@@ -227,8 +227,8 @@ func (g *graph) referrers(candidates []ispec.Descriptor) []ispec.Descriptor {
 			if err != nil {
 				continue
 			}
-			var m manifestDoc
-			if json.Unmarshal(body, &m) != nil || m.Subject == nil {
+			m, err := decodeStored(body)
+			if err != nil || m.Subject == nil {
 				continue
 			}
 			if _, live := g.manifests[m.Subject.Digest]; live && g.add(c) == nil {

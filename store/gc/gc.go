@@ -8,7 +8,9 @@ package gc
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/pier-oci/pier/store"
@@ -78,7 +80,7 @@ func Pass(ctx context.Context, st *store.Store, delay time.Duration, log *slog.L
 		if err := ctx.Err(); err != nil {
 			return t, err
 		}
-		rep, err := st.CollectRepo(ctx, repo, delay)
+		rep, err := collectRepo(ctx, st, repo, delay)
 		t.Repos++
 		if err != nil {
 			log.Warn("gc: skipping repository", "repo", repo, "err", err)
@@ -133,4 +135,16 @@ func Run(ctx context.Context, st *store.Store, s Schedule, log *slog.Logger) {
 		}
 		timer.Reset(s.Interval)
 	}
+}
+
+// collectRepo is st.CollectRepo with a panic turned into an error: one
+// repository that trips a bug must not stop the collection of all the
+// others, at every start, on a box nobody can reach.
+func collectRepo(ctx context.Context, st *store.Store, repo string, delay time.Duration) (rep store.CollectReport, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return st.CollectRepo(ctx, repo, delay)
 }

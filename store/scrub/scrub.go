@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/pier-oci/pier/store"
@@ -90,7 +91,7 @@ func Pass(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger, ea
 		return res, err
 	}
 	for _, repo := range repos {
-		rep, err := st.ScrubRepo(ctx, repo, pace, inodes)
+		rep, err := scrubRepo(ctx, st, repo, pace, inodes)
 		if ctx.Err() != nil {
 			res.Finished = time.Now()
 			return res, ctx.Err()
@@ -196,4 +197,15 @@ func Describe(r Result, ok bool) string {
 		return fmt.Sprintf("last scrub %s ago: %d corrupt, %d missing", ago, r.Corrupt, r.Missing)
 	}
 	return fmt.Sprintf("last scrub %s ago: ok", ago)
+}
+
+// scrubRepo is st.ScrubRepo with a panic turned into an error: one
+// repository that trips a bug must not stop the scrub of all the others.
+func scrubRepo(ctx context.Context, st *store.Store, repo string, pace store.Pacer, inodes store.HashedInodes) (rep store.ScrubReport, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return st.ScrubRepo(ctx, repo, pace, inodes)
 }

@@ -1,0 +1,138 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Layouts are input too: a root may hold layouts written by any tool, or
+// by someone hostile. Digests read from them must never become paths
+// outside their blobs directory, nor crash the background jobs.
+
+// writeHostedLayout writes a layout whose index.json is raw.
+func writeHostedLayout(t *testing.T, root, repo, indexJSON string) {
+	t.Helper()
+	dir := filepath.Join(root, repo)
+	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "oci-layout"), layoutFile, 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte(indexJSON), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func entryJSON(digest, tag string) string {
+	return `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digest +
+		`","size":2,"annotations":{"org.opencontainers.image.ref.name":"` + tag + `"}}`
+}
+
+var unusableDigests = map[string]string{
+	"traversal":         "sha256:../../../victim/index.json",
+	"no colon":          "junk",
+	"unknown algorithm": "blake3:" + strings.Repeat("a", 64),
+}
+
+func TestUnusableDigestsInAHostedIndex(t *testing.T) {
+	for name, dg := range unusableDigests {
+		t.Run(name, func(t *testing.T) {
+			s := newStore(t, false)
+			victim := putManifest(t, s, "victim", "v1", imageManifest(t, s, "victim", "x"))
+			writeHostedLayout(t, s.Root(), "odd", `{"schemaVersion":2,"manifests":[`+entryJSON(dg, "bad")+`]}`)
+			if alg, enc, ok := strings.Cut(dg, ":"); ok && !strings.Contains(enc, "/") {
+				os.MkdirAll(filepath.Join(s.Root(), "odd", "blobs", alg), 0o755)
+				os.WriteFile(filepath.Join(s.Root(), "odd", "blobs", alg, enc), []byte("{}"), 0o644)
+			}
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panic: %v", r)
+				}
+			}()
+			if _, err := s.GetManifest(ctx, "odd", "bad"); !errors.Is(err, ErrManifestUnknown) {
+				t.Fatalf("GET of the unusable entry: %v, want MANIFEST_UNKNOWN", err)
+			}
+			s.ScrubRepo(ctx, "odd", noPace{}, HashedInodes{})
+			if _, err := s.CollectRepo(ctx, "odd", 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.GetManifest(ctx, "victim", "v1"); err != nil {
+				t.Fatalf("another repository was damaged: %v", err)
+			}
+			if _, err := s.GetManifest(ctx, "victim", victim.String()); err != nil {
+				t.Fatal(err)
+			}
+			// The entry pier cannot use survives a rewrite of the index.
+			putManifest(t, s, "odd", "good", imageManifest(t, s, "odd", "y"))
+			b, err := os.ReadFile(s.indexPath("odd"))
+			if err != nil || !bytes.Contains(b, []byte(`"`+dg+`"`)) {
+				t.Fatalf("index.json rewritten without the entry pier cannot use: %s %v", b, err)
+			}
+		})
+	}
+}
+
+// A manifest that references an unusable digest is not served, scrub
+// reports it, and GC keeps every blob of the repository (what the
+// manifest keeps alive is unknown) rather than crash or guess.
+func TestManifestWithUnusableReferences(t *testing.T) {
+	for name, dg := range unusableDigests {
+		t.Run(name, func(t *testing.T) {
+			s := newStore(t, false)
+			body := imageManifest(t, s, "odd", "x")
+			var m map[string]any
+			json.Unmarshal(body, &m)
+			layers := m["layers"].([]any)
+			layers = append(layers, map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": dg, "size": 2})
+			m["layers"] = layers
+			bad, _ := json.Marshal(m)
+			d := sha256Of(bad)
+			os.WriteFile(s.blobPath("odd", d), bad, 0o644) // as another tool would have
+			x, err := s.readIndex("odd")
+			if err != nil {
+				t.Fatal(err)
+			}
+			x.Manifests = append(x.Manifests, ispec.Descriptor{
+				MediaType: ispec.MediaTypeImageManifest, Digest: d, Size: int64(len(bad)),
+				Annotations: map[string]string{ispec.AnnotationRefName: "bad"},
+			})
+			if err := s.writeIndex("odd", x); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panic: %v", r)
+				}
+			}()
+			if _, err := s.GetManifest(ctx, "odd", "bad"); !errors.Is(err, ErrManifestUnknown) {
+				t.Fatalf("GET: %v, want MANIFEST_UNKNOWN", err)
+			}
+			rep, err := s.ScrubRepo(ctx, "odd", noPace{}, HashedInodes{})
+			if err != nil || !rep.Failed() {
+				t.Fatalf("scrub passed a manifest that cannot be pulled: %+v", rep)
+			}
+			before := blobCount(t, s, "odd")
+			if _, err := s.CollectRepo(ctx, "odd", 0); err != nil {
+				t.Fatal(err)
+			}
+			if after := blobCount(t, s, "odd"); after != before {
+				t.Fatalf("gc removed %d blobs while a live manifest could not be read", before-after)
+			}
+		})
+	}
+}
+
+func blobCount(t *testing.T, s *Store, repo string) int {
+	t.Helper()
+	blobs, err := s.listBlobs(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(blobs)
+}
