@@ -138,7 +138,7 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	dst := s.blobPath(repo, d)
 	if _, err := os.Stat(dst); err == nil {
 		s.refresh(dst)
-		return nil
+		return s.syncExisting(dst)
 	}
 	if err := s.fs.MkdirAll(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("mount blob %s into %s: %w", d, repo, err)
@@ -172,6 +172,9 @@ func (s *Store) commitBlob(ctx context.Context, repo, uploadPath string, d diges
 	dst := s.blobPath(repo, d)
 	if _, err := os.Stat(dst); err == nil {
 		s.refresh(dst)
+		if err := s.syncExisting(dst); err != nil {
+			return err
+		}
 		return os.Remove(uploadPath)
 	}
 	if err := s.fs.MkdirAll(filepath.Dir(dst)); err != nil {
@@ -186,6 +189,16 @@ func (s *Store) commitBlob(ctx context.Context, repo, uploadPath string, d diges
 	}
 	if s.dedupe != nil {
 		s.dedupe.recordLater(ctx, d, dst)
+	}
+	return nil
+}
+
+// syncExisting makes sure a blob found already in place is durable before
+// a second push of it is acknowledged: the push that put it there may
+// still be between its rename and its directory fsync.
+func (s *Store) syncExisting(path string) error {
+	if err := s.fs.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("commit blob: %w", err)
 	}
 	return nil
 }

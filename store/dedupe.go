@@ -34,7 +34,7 @@ type deduper struct {
 	owned bool // pier opened <root>/cache.db and may replace it
 
 	pending      sync.WaitGroup // index writes in the background; close waits for them
-	unwritten    pathSet        // paths recorded in the background, not yet in the cache
+	unwritten    pending        // paths recorded in the background, not yet in the cache
 	kick         chan struct{}  // asks the background job to rebuild
 	fallbackOnce sync.Once      // log "no hard links here" once
 	broken       atomic.Bool    // a rebuild has been asked for
@@ -164,15 +164,17 @@ func (d *deduper) record(ctx context.Context, dg digest.Digest, path string) {
 func (d *deduper) recordLater(ctx context.Context, dg digest.Digest, path string) {
 	ctx = context.WithoutCancel(ctx) // the request may be over before the write
 	rel := d.rel(path)
-	d.unwritten.add(dg, rel) // found by lookups at once, as if written
+	ticket := d.unwritten.add(dg, rel) // found by lookups at once, as if written
 	d.pending.Go(func() {
 		d.record(ctx, dg, path)
-		d.unwritten.remove(dg, rel)
+		if d.unwritten.done(dg, rel, ticket) {
+			d.forget(ctx, dg, path) // deleted while being recorded
+		}
 	})
 }
 
 func (d *deduper) forget(ctx context.Context, dg digest.Digest, path string) {
-	d.unwritten.remove(dg, d.rel(path))
+	d.unwritten.forget(dg, d.rel(path))
 	if err := d.cache().Remove(ctx, dg, d.rel(path)); err != nil {
 		d.failed("forget", err)
 	}
@@ -271,39 +273,62 @@ func sameContent(a, b string) (bool, error) {
 	}
 }
 
-// pathSet is a small concurrent multimap from digest to relative paths.
-type pathSet struct {
-	mu sync.Mutex
-	m  map[digest.Digest][]string
+// pending tracks the paths being recorded in the background: each
+// record holds a ticket, and a forget cancels the ticket, so that a
+// record that lands after the forget is undone rather than left stale.
+type pending struct {
+	mu   sync.Mutex
+	next uint64
+	m    map[digest.Digest]map[string]uint64 // path -> ticket of its latest record
 }
 
-func (p *pathSet) add(dg digest.Digest, rel string) {
+// add starts a background record of rel and returns its ticket.
+func (p *pending) add(dg digest.Digest, rel string) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
-		p.m = map[digest.Digest][]string{}
+		p.m = map[digest.Digest]map[string]uint64{}
 	}
-	if !slices.Contains(p.m[dg], rel) {
-		p.m[dg] = append(p.m[dg], rel)
+	if p.m[dg] == nil {
+		p.m[dg] = map[string]uint64{}
 	}
+	p.next++
+	p.m[dg][rel] = p.next
+	return p.next
 }
 
-func (p *pathSet) remove(dg digest.Digest, rel string) {
+// done ends the record with ticket t and reports whether it was forgotten
+// meanwhile (and must be undone). A newer record of the same path is left
+// to finish on its own.
+func (p *pending) done(dg digest.Digest, rel string, t uint64) (forgotten bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	rest := slices.DeleteFunc(p.m[dg], func(r string) bool { return r == rel })
-	if len(rest) == 0 {
+	cur, ok := p.m[dg][rel]
+	if ok && cur == t {
+		p.drop(dg, rel)
+	}
+	return !ok
+}
+
+// forget cancels any record of rel in flight.
+func (p *pending) forget(dg digest.Digest, rel string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drop(dg, rel)
+}
+
+func (p *pending) drop(dg digest.Digest, rel string) {
+	delete(p.m[dg], rel)
+	if len(p.m[dg]) == 0 {
 		delete(p.m, dg)
-		return
 	}
-	p.m[dg] = rest
 }
 
-// merge returns rels followed by dg's paths in the set that rels lacks.
-func (p *pathSet) merge(dg digest.Digest, rels []string) []string {
+// merge returns rels followed by dg's paths being recorded that rels lacks.
+func (p *pending) merge(dg digest.Digest, rels []string) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, r := range p.m[dg] {
+	for r := range p.m[dg] {
 		if !slices.Contains(rels, r) {
 			rels = append(rels, r)
 		}

@@ -262,3 +262,31 @@ func TestBackgroundRecordsReachTheCache(t *testing.T) {
 		}
 	}
 }
+
+// A blob deleted right after its push is not put back into cache.db by
+// the background record of the push.
+func TestDeleteRightAfterPushLeavesNoCacheEntry(t *testing.T) {
+	root := t.TempDir()
+	s := newDedupeStore(t, root)
+	var digests []digest.Digest
+	for i := range 20 {
+		d := pushBlob(t, s, "a", "x", randomBytes(t, 1000+i)).Digest
+		if err := s.DeleteBlob(ctx, "a", d); err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, d)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := boltdb.Open(filepath.Join(root, "cache.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	for _, d := range digests {
+		if paths, _ := bc.Paths(ctx, d); len(paths) != 0 {
+			t.Fatalf("deleted blob %s still in cache.db: %v", d, paths)
+		}
+	}
+}

@@ -157,29 +157,40 @@ func (s *Store) reconcileBlob(ctx context.Context, repo string, d digest.Digest,
 		}
 		return !known
 	}
-	if s.linkDuplicate(ctx, repo, d, path, other) {
+	if s.linkDuplicate(ctx, repo, d, path, fi, other, ofi) {
 		st.Linked++
 		st.BytesFreed += fi.Size()
 	}
 	return !known
 }
 
-// linkDuplicate makes two separate copies of d one inode. Before it
-// replaces a file it checks the content it keeps: linking to a copy that
-// rotted would spread the damage, so the copy that still matches its
-// digest wins.
-func (s *Store) linkDuplicate(ctx context.Context, repo string, d digest.Digest, path, other string) bool {
-	otherOK := s.fileMatches(other, d)
-	keep, replace, replaceRepo := other, path, repo
-	if !otherOK {
+// linkDuplicate makes two separate copies of d (path and other, as
+// stat'ed in fi and ofi) one inode. Before it replaces a file it checks
+// the content it keeps: linking to a copy that rotted would spread the
+// damage, so the copy that still matches its digest wins. The decision is
+// made without locks, so under the lock of the repository it writes to it
+// checks that both files are still the ones it decided on: a blob deleted
+// (or collected) meanwhile must stay deleted.
+func (s *Store) linkDuplicate(ctx context.Context, repo string, d digest.Digest, path string, fi os.FileInfo, other string, ofi os.FileInfo) bool {
+	keep, keepFI, replace, replaceFI, replaceRepo := other, ofi, path, fi, repo
+	if !s.fileMatches(other, d) {
 		if !s.fileMatches(path, d) {
 			s.log.Warn("dedupe: both copies fail their digest; leaving them for scrub", "digest", d, "paths", []string{path, other})
 			return false
 		}
-		keep, replace, replaceRepo = path, other, s.repoOfBlobPath(other)
+		keep, keepFI, replace, replaceFI, replaceRepo = path, fi, other, ofi, s.repoOfBlobPath(other)
 	}
-	unlock := s.locks.rlock(replaceRepo)
+	if ValidateName(replaceRepo) != nil {
+		return false
+	}
+	unlock := s.locks.rlock(replaceRepo) // excludes deletes and GC; pushes never replace a blob
 	defer unlock()
+	if cur, err := os.Lstat(replace); err != nil || !os.SameFile(cur, replaceFI) {
+		return false // deleted, collected or replaced since the decision
+	}
+	if cur, err := os.Lstat(keep); err != nil || !os.SameFile(cur, keepFI) {
+		return false
+	}
 	if err := s.fs.MkdirAll(s.uploadsDir(replaceRepo)); err != nil {
 		s.log.Warn("dedupe: cannot link", "repo", replaceRepo, "err", err)
 		return false

@@ -167,29 +167,31 @@ func (sc *scrubber) visitBlob(ctx context.Context, desc ispec.Descriptor, res *S
 
 // check hashes one blob of the repository and quarantines it when corrupt.
 func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
-	st := sc.hash(ctx, d)
+	st, hashed := sc.hash(ctx, d)
 	sc.verdict[d] = st
 	if st == ScrubCorrupt && !sc.s.ro {
-		sc.s.quarantine(ctx, sc.repo, d)
+		sc.s.quarantine(ctx, sc.repo, d, hashed)
 	}
 	return st
 }
 
-func (sc *scrubber) hash(ctx context.Context, d digest.Digest) string {
+// hash checks one blob against its digest and returns the verdict with
+// the file it read.
+func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, os.FileInfo) {
 	if ctx.Err() != nil {
-		return ScrubOK // stopping: the pass is abandoned, report nothing false
+		return ScrubOK, nil // stopping: the pass is abandoned, report nothing false
 	}
 	if !validDigest(d) {
-		return ScrubMissing // a reference no blob can satisfy; never a path
+		return ScrubMissing, nil // a reference no blob can satisfy; never a path
 	}
 	f, err := os.Open(sc.s.blobPath(sc.repo, d))
 	if err != nil {
-		return ScrubMissing
+		return ScrubMissing, nil
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
-		return ScrubMissing
+		return ScrubMissing, nil
 	}
 	var key [2]uint64
 	shared := false
@@ -197,9 +199,9 @@ func (sc *scrubber) hash(ctx context.Context, d digest.Digest) string {
 		key, shared = [2]uint64{uint64(st.Dev), uint64(st.Ino)}, true
 		if good, seen := sc.inodes[key]; seen {
 			if good {
-				return ScrubOK
+				return ScrubOK, fi
 			}
-			return ScrubCorrupt
+			return ScrubCorrupt, fi
 		}
 	}
 	h := d.Algorithm().Hash()
@@ -208,19 +210,19 @@ func (sc *scrubber) hash(ctx context.Context, d digest.Digest) string {
 	sc.rep.Bytes += n
 	if err != nil {
 		if ctx.Err() != nil {
-			return ScrubOK
+			return ScrubOK, fi
 		}
 		sc.s.log.Warn("scrub: cannot read blob", "repo", sc.repo, "digest", d, "err", err)
-		return ScrubCorrupt
+		return ScrubCorrupt, fi
 	}
 	good := digest.NewDigest(d.Algorithm(), h) == d
 	if shared {
 		sc.inodes[key] = good
 	}
 	if !good {
-		return ScrubCorrupt
+		return ScrubCorrupt, fi
 	}
-	return ScrubOK
+	return ScrubOK, fi
 }
 
 // copyPaced hashes r in chunks, letting the pacer throttle between them.
@@ -250,24 +252,32 @@ func (s *Store) quarantineDir() string { return filepath.Join(s.root, ".quaranti
 
 // quarantine moves a corrupt blob of repo, and every path that shares its
 // inode (dedupe links in other repositories), to <root>/.quarantine/<repo>/
-// so that none is ever served again.
-func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest) {
-	path := s.blobPath(repo, d)
-	fi, err := os.Stat(path)
-	if err != nil {
+// so that none is ever served again. hashed is the file scrub read: the
+// hash ran without a lock, so a path is moved only if it still names that
+// very file (not a good copy linked or pushed over it meanwhile).
+func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, hashed os.FileInfo) {
+	if hashed == nil || !validDigest(d) {
 		return
 	}
+	path := s.blobPath(repo, d)
 	paths := []string{path}
 	if s.dedupe != nil {
 		for _, p := range s.dedupe.copies(ctx, d) {
-			if ofi, err := os.Stat(p); err == nil && p != path && os.SameFile(fi, ofi) {
+			if ofi, err := os.Stat(p); err == nil && p != path && os.SameFile(hashed, ofi) {
 				paths = append(paths, p)
 			}
 		}
 	}
 	for _, p := range paths {
 		owner := s.repoOfBlobPath(p)
-		unlock := s.locks.rlock(owner)
+		if ValidateName(owner) != nil {
+			continue
+		}
+		unlock := s.locks.lock(owner)
+		if cur, err := os.Lstat(p); err != nil || !os.SameFile(hashed, cur) {
+			unlock()
+			continue // gone, or replaced by another file since it was hashed
+		}
 		dst := filepath.Join(s.quarantineDir(), filepath.FromSlash(owner), d.Algorithm().String(), d.Encoded())
 		err := s.fs.MkdirAll(filepath.Dir(dst))
 		if err == nil {

@@ -190,3 +190,17 @@ func TestPushingAnExistingBlobKeepsTheFile(t *testing.T) {
 		t.Fatal("re-pushing a blob replaced its file (would break hard links)")
 	}
 }
+
+// A second push of a blob that is already in place is acknowledged only
+// after the directory entry naming it is fsynced: the first push may still
+// be between its rename and its own directory fsync.
+func TestRepushSyncsTheExistingEntry(t *testing.T) {
+	s := newStore(t, true)
+	data := randomBytes(t, 4096)
+	pushBlob(t, s, "r", "x", data)
+	before := s.Syncs()
+	pushBlob(t, s, "r", "x", data)
+	if got := s.Syncs() - before; got < 2 {
+		t.Fatalf("re-push made %d fsyncs; want the upload file and the blob directory (2)", got)
+	}
+}

@@ -151,7 +151,9 @@ func (f *FS) MkdirAll(dir string) error {
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil // created concurrently
+			// Created concurrently: its creator may not have made the
+			// entry durable yet, and the caller is about to rely on it.
+			return f.SyncDir(parent)
 		}
 		return fmt.Errorf("mkdir: %w", err)
 	}

@@ -1,0 +1,64 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"testing"
+)
+
+// Background jobs decide without the repository lock and act under it;
+// what they act on must still be what they decided on.
+
+// Reconcile has decided to link b's copy to a's; a client deletes b's
+// blob (202) before the link is made. The blob must stay deleted.
+func TestReconcileNeverResurrectsADeletedBlob(t *testing.T) {
+	root := t.TempDir()
+	plain, err := New(Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(t, 10_000)
+	d := pushBlob(t, plain, "a", "x", data).Digest
+	pushBlob(t, plain, "b", "x", data) // a separate copy: reconcile would link it
+	plain.Close()
+	s := newDedupeStore(t, root)
+	pathA, pathB := s.blobPath("a", d), s.blobPath("b", d)
+	fiA, _ := os.Lstat(pathA)
+	fiB, _ := os.Lstat(pathB)
+	if err := s.DeleteBlob(ctx, "b", d); err != nil {
+		t.Fatal(err)
+	}
+	if s.linkDuplicate(ctx, "b", d, pathB, fiB, pathA, fiA) {
+		t.Fatal("linked over a deleted blob")
+	}
+	if _, err := s.StatBlob(ctx, "b", d); !errors.Is(err, ErrBlobUnknown) {
+		t.Fatalf("a deleted blob is served again after the reconcile: %v", err)
+	}
+}
+
+// Scrub hashed b's rotten copy; before it quarantines, reconcile links
+// a's good copy over b. Quarantine must move nothing: the file it hashed
+// is gone, and the good copy must keep being served everywhere.
+func TestQuarantineMovesOnlyTheFileItHashed(t *testing.T) {
+	root := t.TempDir()
+	plain, err := New(Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(t, 10_000)
+	d := pushBlob(t, plain, "a", "x", data).Digest
+	pushBlob(t, plain, "b", "x", data)
+	plain.Close()
+	flipByte(plain.blobPath("b", d)) // b rots; a is fine; separate inodes
+	rotten, err := os.Lstat(plain.blobPath("b", d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newDedupeStore(t, root)
+	if _, err := s.Reconcile(ctx); err != nil { // links the good a over the rotten b
+		t.Fatal(err)
+	}
+	s.quarantine(ctx, "b", d, rotten)
+	assertBlob(t, s, "a", d, data)
+	assertBlob(t, s, "b", d, data)
+}
