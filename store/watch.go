@@ -132,7 +132,19 @@ func (s *Store) dedupeArrival(ctx context.Context, path string) {
 		return
 	}
 	if fi.IsDir() {
-		s.Reconcile(ctx)
+		// A directory that arrived whole (a layout moved in, a new
+		// repository): its blobs, not the whole store.
+		filepath.WalkDir(path, func(p string, e fs.DirEntry, err error) error {
+			switch {
+			case err != nil || ctx.Err() != nil:
+				return filepath.SkipDir
+			case e.IsDir() && p != path && !watchable(e.Name()):
+				return filepath.SkipDir
+			case e.Type().IsRegular() && filepath.Base(filepath.Dir(filepath.Dir(p))) == "blobs":
+				s.dedupeArrival(ctx, p)
+			}
+			return nil
+		})
 		return
 	}
 	repo := s.repoOfBlobPath(path)

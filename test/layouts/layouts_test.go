@@ -208,6 +208,34 @@ func TestDroppedInLayouts(t *testing.T) {
 	if err != nil || !slices.Equal(tags, []string{"v2"}) {
 		t.Fatalf("tags of a layout tagged with a full reference: %v %v", tags, err)
 	}
+
+	// site/oras and site/hand hold the same image: once the copies have
+	// settled, the running pier (dedupe on by default) has made each of
+	// their blobs one file.
+	shared, err := os.ReadDir(filepath.Join(srv.Root, "site/hand/blobs/sha256"))
+	if err != nil || len(shared) == 0 {
+		t.Fatalf("blobs of site/hand: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, e := range shared {
+		a := filepath.Join(srv.Root, "site/hand/blobs/sha256", e.Name())
+		b := filepath.Join(srv.Root, "site/oras/blobs/sha256", e.Name())
+		if _, err := os.Stat(b); err != nil {
+			continue // the hand-made layout's own index manifest
+		}
+		for !sameFile(a, b) {
+			if time.Now().After(deadline) {
+				t.Fatalf("blob %s of two dropped-in layouts is still two files after 15 s", e.Name())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
 // A layout copied blobs-last, slowly, with garbage collection running
