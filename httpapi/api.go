@@ -80,17 +80,29 @@ func New(reg Registry, log *slog.Logger) *API {
 	return a
 }
 
+// SelfCheckAgent is the User-Agent of pier's own watchdog probe (GET
+// /v2/ through its listener). Its requests are logged at debug level and
+// are not client traffic: a ping every 15 s would otherwise write thousands
+// of log lines a day to an SD card and slow scrub down.
+const SelfCheckAgent = "pier-self-check"
+
 // ServeHTTP logs one line per request and stamps the API version header.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a.inFlight.Add(1)
-	defer a.inFlight.Add(-1)
+	selfCheck := r.URL.Path == "/v2/" && r.Header.Get("User-Agent") == SelfCheckAgent
+	if !selfCheck {
+		a.inFlight.Add(1)
+		defer a.inFlight.Add(-1)
+	}
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	a.router.ServeHTTP(rec, r)
 	level := slog.LevelInfo
-	if rec.status >= 500 {
+	switch {
+	case rec.status >= 500:
 		level = slog.LevelError
+	case selfCheck:
+		level = slog.LevelDebug
 	}
 	a.log.LogAttrs(r.Context(), level, "request",
 		slog.String("method", r.Method),

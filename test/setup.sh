@@ -20,9 +20,9 @@ set -euo pipefail
 # qemu-user-static … strace: test/cross runs the ARM builds with
 # qemu-*-static by name (no binfmt needed); test/packaging uses systemd's
 # systemd-analyze and systemd-sysusers, and strace against the unit's
-# syscall filter.
+# syscall filter; test/systemd uses iproute2 for a network namespace.
 APT_PACKAGES=(skopeo qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod
-	qemu-user-static systemd strace)
+	qemu-user-static systemd strace iproute2)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"

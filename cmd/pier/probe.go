@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 
 	"github.com/pier-oci/pier/configs"
+	"github.com/pier-oci/pier/httpapi"
 )
 
 // selfCheck is what the watchdog asks before each ping: the storage root
@@ -20,54 +20,76 @@ import (
 // so the handler is asked in process instead.
 func selfCheck(root string, ln net.Listener, tlsCfg *configs.TLSConfig, handler http.Handler) func(context.Context) error {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	url := ""
+	var urls []string // where to reach the listener, the one that answered last first
 	if tlsCfg == nil || tlsCfg.CACert == "" {
 		scheme := "http"
 		if tlsCfg != nil {
 			scheme = "https"
 			client.Transport.(*http.Transport).TLSClientConfig = insecureTLS()
 		}
-		url = scheme + "://" + dialable(ln.Addr()) + "/v2/"
+		urls = dialable(ln.Addr())
+		for i, host := range urls {
+			urls[i] = scheme + "://" + host + "/v2/"
+		}
 	}
 	return func(ctx context.Context) error {
 		if _, err := os.Stat(root); err != nil {
 			return fmt.Errorf("storage root: %w", err)
 		}
-		if url == "" {
+		if urls == nil {
 			rec := httptest.NewRecorder()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/v2/", nil)
+			req.Header.Set("User-Agent", httpapi.SelfCheckAgent)
 			handler.ServeHTTP(rec, req)
 			if rec.Code != http.StatusOK {
 				return fmt.Errorf("self-check: /v2/ answered %d", rec.Code)
 			}
 			return nil
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return fmt.Errorf("self-check: %w", err)
+		var errs []error
+		for i, url := range urls {
+			err := get(ctx, client, url)
+			if err == nil {
+				urls[0], urls[i] = urls[i], urls[0]
+				return nil
+			}
+			errs = append(errs, err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.New("self-check: /v2/ answered " + resp.Status)
-		}
-		return nil
+		return errors.Join(errs...)
 	}
 }
 
-// dialable turns a listening address into one to connect to: a wildcard
-// address (0.0.0.0, ::) is reached through loopback.
-func dialable(a net.Addr) string {
+func get(ctx context.Context, client *http.Client, url string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("User-Agent", httpapi.SelfCheckAgent)
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("self-check: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New("self-check: /v2/ answered " + resp.Status)
+	}
+	return nil
+}
+
+// dialable turns a listening address into the addresses to connect to. A
+// wildcard is reached through loopback: IPv4 first, since a dual-stack
+// socket (Go's for 0.0.0.0, systemd's for ListenStream=PORT) answers it
+// even on a Pi with IPv6 turned off, then ::1 for an IPv6-only socket.
+func dialable(a net.Addr) []string {
 	host, port, err := net.SplitHostPort(a.String())
 	if err != nil {
-		return a.String()
+		return []string{a.String()}
 	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		if strings.Contains(host, ":") {
-			host = "::1"
-		} else {
-			host = "127.0.0.1"
-		}
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		return []string{net.JoinHostPort(host, port)}
+	case ip.IsUnspecified() && ip.To4() == nil:
+		return []string{net.JoinHostPort("127.0.0.1", port), net.JoinHostPort("::1", port)}
+	case ip.IsUnspecified():
+		return []string{net.JoinHostPort("127.0.0.1", port)}
 	}
-	return net.JoinHostPort(host, port)
+	return []string{net.JoinHostPort(host, port)}
 }

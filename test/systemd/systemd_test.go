@@ -260,6 +260,38 @@ func TestWatchdog(t *testing.T) {
 	}
 }
 
+// A Pi with IPv6 turned off (common advice for them) and the packaged
+// config's "0.0.0.0": Go listens dual-stack on [::], and the self-check
+// must still reach the listener, through 127.0.0.1, or systemd would
+// restart a healthy pier every WatchdogSec. pier runs in a network
+// namespace of its own whose loopback has IPv6 disabled; nothing there
+// logs a request line per ping.
+func TestWatchdogWithoutIPv6(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root for a network namespace (CI runs as root)")
+	}
+	tool.Path(t, "unshare")
+	tool.Path(t, "ip")
+	n := listenNotify(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	cfg := fmt.Sprintf(`{"storage": {"rootDirectory": %q}, "http": {"address": "0.0.0.0", "port": "5000"}}`, filepath.Join(dir, "data"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `ip link set lo up && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6 && exec "$0" serve "$1"`
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"},
+		"unshare", "--net", "sh", "-c", script, pierproc.Binary(t), cfgPath)
+	n.waitFor(t, 0, "READY=1")
+	time.Sleep(1100 * time.Millisecond)
+	if c := n.count("WATCHDOG=1"); c < 3 {
+		t.Fatalf("%d watchdog pings in ~1.1 s at a 400 ms interval with IPv6 off, want about 5\n%s", c, p.log())
+	}
+	if strings.Contains(p.log(), "self-check failed") || strings.Contains(p.log(), "msg=request") {
+		t.Fatalf("self-check failed, or its pings were logged as requests:\n%s", p.log())
+	}
+}
+
 // Under systemd-socket-activate pier serves the socket it is handed and
 // binds nothing itself.
 func TestSocketActivation(t *testing.T) {
