@@ -62,6 +62,12 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 	var total gc.Totals
 	failed := false
 	for _, r := range job.roots {
+		if !r.cfg.GC {
+			// gc false (a subpath's default) means nothing is ever
+			// collected there; its gcDelay is 0 and would spare nothing.
+			fmt.Fprintf(stderr, "pier: gc is off for root %s (storage.gc false); skipped\n", rootName(r.key))
+			continue
+		}
 		t, err := gc.Pass(ctx, r.st, r.cfg.GCDelay, job.log, func(rep store.CollectReport) {
 			removed := ""
 			if rep.RepoRemoved {

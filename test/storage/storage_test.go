@@ -112,6 +112,33 @@ func TestOfflineGC(t *testing.T) {
 	}
 }
 
+// A root with gc false (a subpath's default) is never collected, not even
+// by pier gc: its gcDelay is 0 and would spare nothing.
+func TestOfflineGCSkipsRootsWithGCOff(t *testing.T) {
+	team := t.TempDir()
+	srv := pierproc.Start(t, pierproc.Options{Storage: map[string]any{
+		"gcDelay":  "0s",
+		"subPaths": map[string]any{"/team": map[string]any{"rootDirectory": team, "gc": false}},
+	}})
+	c := ociclient.New(srv.Addr)
+	img := ociclient.ImageManifest([]byte(`{"gc":"off"}`), random(10<<10))
+	pushImage(t, c, "team/app", "v1", img)
+	if err := c.Delete("team/app", "manifests", img.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	if code := srv.Stop(t); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	code, out := pierCmd(t, "gc", srv.Config)
+	if code != 0 || !strings.Contains(out, "gc is off for root /team") {
+		t.Fatalf("gc: exit %d\n%s", code, out)
+	}
+	blobs, err := os.ReadDir(filepath.Join(team, "team/app/blobs/sha256"))
+	if err != nil || len(blobs) != 3 {
+		t.Fatalf("pier gc collected a root with gc off: %d blobs left, %v", len(blobs), err)
+	}
+}
+
 // A serving pier collects on its own schedule while it keeps serving.
 func TestOnlineGC(t *testing.T) {
 	srv := pierproc.Start(t, pierproc.Options{Storage: map[string]any{"gcDelay": "0s", "gcInterval": "1s"}})
