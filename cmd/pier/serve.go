@@ -96,7 +96,7 @@ type server struct {
 // run serves until ctx ends, then drains in-flight requests for at most
 // shutdownGrace.
 func (s *server) run(ctx context.Context) error {
-	started := s.extendStartWhileSlow()
+	started := s.watchStart(ctx)
 	defer started()
 	rs, ctl, closeStores, err := openStores(s.cfg, s.log, false)
 	if err != nil {
@@ -182,18 +182,36 @@ func (s *server) run(ctx context.Context) error {
 // milliseconds, but a cache or a lock on a sick SD card can hang.
 const slowStart = 5 * time.Second
 
-// extendStartWhileSlow asks systemd for more start-up time every slowStart
-// until the returned function says start-up is done.
-func (s *server) extendStartWhileSlow() (done func()) {
+// maxStartExtension bounds the extra start-up time pier asks for: a start
+// that hangs longer is left to systemd's TimeoutStartSec, whose restart
+// may find the disk well again.
+const maxStartExtension = 5 * time.Minute
+
+// watchStart runs while pier starts, until the returned function says it
+// is done. Every slowStart it asks systemd for more time, up to
+// maxStartExtension. A stop asked for meanwhile ends the process at once:
+// nothing has been acknowledged yet, and start-up work blocked in the
+// kernel would otherwise keep SIGTERM waiting (and, through the
+// extensions, systemd's stop timeout too).
+func (s *server) watchStart(ctx context.Context) (done func()) {
 	stop := make(chan struct{})
 	go func() {
 		t := time.NewTicker(slowStart)
 		defer t.Stop()
+		begun := time.Now()
 		for {
 			select {
 			case <-stop:
 				return
+			case <-ctx.Done():
+				s.log.Warn("stopped before start-up finished; exiting")
+				os.Exit(0)
 			case <-t.C:
+				if time.Since(begun) >= maxStartExtension {
+					s.log.Error("start-up has hung; no more time asked of systemd", "for", time.Since(begun).Round(time.Second))
+					t.Stop()
+					continue
+				}
 				s.log.Warn("start-up is slow; asking systemd for more time")
 				s.notify.ExtendTimeout(3 * slowStart)
 			}

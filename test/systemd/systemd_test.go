@@ -328,7 +328,8 @@ func TestSilentOutsideSystemd(t *testing.T) {
 // (EXTEND_TIMEOUT_USEC=) before READY=1, so a Pi opening a large store on
 // a slow card is not killed by TimeoutStartSec. Here the storage root is
 // slow the way a hung network filesystem is: strace delays every flock(2)
-// (the root's process lock, the dedupe cache's lock) by 4 s.
+// (the root's process lock, the dedupe cache's lock) by 4 s. A stop asked for
+// during a start-up that hangs ends pier at once.
 func TestExtendTimeoutWhileStartIsSlow(t *testing.T) {
 	strace := tool.Path(t, "strace")
 	n := listenNotify(t)
@@ -351,8 +352,43 @@ func TestExtendTimeoutWhileStartIsSlow(t *testing.T) {
 		t.Fatalf("extension %q, want 15 s (three times the 5 s after which start-up counts as slow)", msg)
 	}
 	waitLog(t, p, "start-up is slow")
+	syscall.Kill(childPid(t, p), syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log())
+	}
 
-	// Stop pier itself (strace's child), and strace exits with it.
+	// A stop asked for while start-up hangs ends pier at once, rather than
+	// when the hang clears (systemd's stop would otherwise wait too). Here
+	// the TLS certificate is a FIFO nobody writes: reading it blocks.
+	fifo := filepath.Join(dir, "cert.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hung := filepath.Join(dir, "hung.json")
+	cfg := fmt.Sprintf(`{"storage": {"rootDirectory": %q}, "http": {"address": "127.0.0.1", "port": "%d", "tls": {"cert": %q, "key": %q}}}`,
+		filepath.Join(dir, "data"), pierproc.FreePort(t), fifo, fifo)
+	if err := os.WriteFile(hung, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n2 := listenNotify(t)
+	p = start(t, []string{"NOTIFY_SOCKET=" + n2.path}, pierproc.Binary(t), "serve", hung)
+	n2.waitForWithin(t, 20*time.Second, 0, "EXTEND_TIMEOUT_USEC=")
+	asked := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log())
+	}
+	if took := time.Since(asked); took > 3*time.Second {
+		t.Fatalf("a stop during a hung start-up took %v", took)
+	}
+	if n2.count("READY=1") != 0 {
+		t.Fatal("READY=1 from a pier stopped during start-up")
+	}
+}
+
+// childPid is the pid of pier under strace (strace's only child).
+func childPid(t *testing.T, p *proc) int {
+	t.Helper()
 	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.cmd.Process.Pid, p.cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
@@ -361,8 +397,5 @@ func TestExtendTimeoutWhileStartIsSlow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pier's pid under strace: %q: %v", kids, err)
 	}
-	syscall.Kill(pid, syscall.SIGTERM)
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("exit: %v\n%s", err, p.log())
-	}
+	return pid
 }
