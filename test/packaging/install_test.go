@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -106,6 +107,31 @@ func TestInstallWithoutSysusers(t *testing.T) {
 	checkInstalled(t)
 	run(t, "dpkg", "--purge", "pier")
 	wantClean(t)
+}
+
+// A registry on a disk of its own mounted at /var/lib/pier (an SSD on a
+// Pi): purge completes, removes the user, and leaves the disk's data.
+func TestPurgeWithAMountedStateDirectory(t *testing.T) {
+	deb := debPath(t, "amd64")
+	requireInstallable(t)
+	clean(t)
+	t.Cleanup(func() { purge(t) })
+
+	run(t, "dpkg", "-i", deb)
+	writeFile(t, marker, "")
+	disk := t.TempDir()
+	writeFile(t, filepath.Join(disk, "registry"), "blobs")
+	run(t, "mount", "--bind", disk, "/var/lib/pier")
+	t.Cleanup(func() { exec.Command("umount", "/var/lib/pier").Run() })
+
+	run(t, "dpkg", "--purge", "pier")
+	if _, err := user.Lookup("pier"); err == nil {
+		t.Error("purge left the pier user")
+	}
+	if readFile(t, filepath.Join(disk, "registry")) != "blobs" {
+		t.Error("purge emptied the disk mounted at /var/lib/pier")
+	}
+	wantMissing(t, "/usr/bin/pier")
 }
 
 // sysusersDiversion moves systemd-sysusers aside for the test.
