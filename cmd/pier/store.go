@@ -50,7 +50,16 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 	subs := map[string]*store.Store{}
 	for i := range rs {
 		r := &rs[i]
-		ro := readOnly || r.cfg.ReadOnly || disk.ReadOnlyFS(r.cfg.RootDirectory)
+		ro := readOnly || r.cfg.ReadOnly
+		if !ro && disk.ReadOnlyFS(r.cfg.RootDirectory) {
+			// Meant for a write-protected stick, but also what a root
+			// outside /var/lib/pier looks like under the packaged unit's
+			// ProtectSystem=strict: say so, since every push will fail.
+			log.Warn("storage root is on a read-only filesystem: serving it read-only, pushes and deletes are refused; "+
+				"if it should be writable under systemd, add it to ReadWritePaths= (systemctl edit pier)",
+				"root", rootName(r.key), "dir", r.cfg.RootDirectory)
+			ro = true
+		}
 		if !ro {
 			unlock, err := store.LockRoot(r.cfg.RootDirectory)
 			if err != nil {
