@@ -163,7 +163,7 @@ func resolveExtensions(e *fileExtensions) ExtensionsConfig {
 	if s := e.Scrub; s != nil {
 		cfg.Scrub = &ScrubConfig{
 			Enable:            value(s.Enable, true),
-			Interval:          time.Duration(value(s.Interval, duration(defaultScrubInterval))),
+			Interval:          scrubInterval(s.Interval),
 			MaxBytesPerSecond: value(s.MaxBytesPerSecond, defaultScrubRate),
 		}
 	}
@@ -196,4 +196,13 @@ func value[T any](p *T, def T) T {
 	}
 
 	return *p
+}
+
+// scrubInterval is the configured scrub interval; absent or 0 means the
+// default, as in zot.
+func scrubInterval(d *duration) time.Duration {
+	if d == nil || *d == 0 {
+		return defaultScrubInterval
+	}
+	return time.Duration(*d)
 }

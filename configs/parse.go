@@ -4,6 +4,7 @@ import (
 	_ "embed" // for default.json
 	"fmt"
 	"os"
+	"strings"
 )
 
 // defaultJSON is the configuration pier runs with when given none. A string,
@@ -31,6 +32,10 @@ func Parse(data []byte) (*Config, []Warning, error) {
 
 	present, err := decode(data, &f)
 	if err != nil {
+		return nil, nil, err
+	}
+
+	if err := lowerSubPaths(&f, present); err != nil {
 		return nil, nil, err
 	}
 
@@ -83,4 +88,35 @@ func Default() *Config {
 // as a starting point. The caller may modify the returned slice.
 func DefaultJSON() []byte {
 	return []byte(defaultJSON)
+}
+
+// lowerSubPaths lower-cases the subpath names, as zot does: its config
+// loader (viper) lower-cases every key, so "/Team" in a zot config means
+// "/team". Two names that differ only in case are one subpath twice. The
+// keys found in the file are renamed too, so that every warning and
+// refusal about a subpath's keys still applies.
+func lowerSubPaths(f *fileConfig, present map[string]bool) error {
+	if f.Storage == nil || f.Storage.SubPaths == nil {
+		return nil
+	}
+	lowered := make(map[string]*fileStore, len(f.Storage.SubPaths))
+	for _, name := range sortedKeys(f.Storage.SubPaths) {
+		lower := strings.ToLower(name)
+		if _, dup := lowered[lower]; dup {
+			return &KeyError{Key: "storage.subPaths." + name, Message: "the same subpath as another key once lower-cased (zot reads keys in lower case)"}
+		}
+		lowered[lower] = f.Storage.SubPaths[name]
+		if lower == name {
+			continue
+		}
+		from, to := "storage.subPaths."+name, "storage.subPaths."+lower
+		for key := range present {
+			if key == from || strings.HasPrefix(key, from+".") {
+				delete(present, key)
+				present[to+strings.TrimPrefix(key, from)] = true
+			}
+		}
+	}
+	f.Storage.SubPaths = lowered
+	return nil
 }

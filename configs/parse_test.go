@@ -350,6 +350,29 @@ func TestScrub(t *testing.T) {
 	if cfg.Extensions.Scrub == nil || *cfg.Extensions.Scrub != want {
 		t.Errorf("Scrub = %+v, want %+v", cfg.Extensions.Scrub, want)
 	}
+
+	// zot reads an interval of 0 as its default.
+	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r"}, "extensions": {"scrub": {"enable": true, "interval": 0}}}`)
+	if cfg.Extensions.Scrub == nil || cfg.Extensions.Scrub.Interval != 24*time.Hour {
+		t.Errorf("Scrub with interval 0 = %+v, want the 24h default", cfg.Extensions.Scrub)
+	}
+}
+
+// zot's config loader lower-cases every key, subpath names too.
+func TestSubPathNamesAreLowerCased(t *testing.T) {
+	cfg, _ := mustParse(t, `{"storage": {"rootDirectory": "/r", "subPaths": {"/Team/App": {"rootDirectory": "/t"}}}}`)
+	if _, ok := cfg.Storage.SubPaths["/team/app"]; !ok || len(cfg.Storage.SubPaths) != 1 {
+		t.Errorf("SubPaths = %v, want /team/app", cfg.Storage.SubPaths)
+	}
+	// What is refused or warned about in a subpath still is, by its new name.
+	cfg, warnings := mustParse(t, `{"storage": {"rootDirectory": "/r", "subPaths": {"/Team": {"rootDirectory": "/t",
+		"storageDriver": {"name": "s3"}, "retention": {}}}}}`)
+	if r := cfg.Refusals(); len(r) != 1 || r[0].Key != "storage.subPaths./team.storageDriver" {
+		t.Errorf("refusals = %v, want storage.subPaths./team.storageDriver", r)
+	}
+	if len(warnings) != 1 || warnings[0].Key != "storage.subPaths./team.retention" {
+		t.Errorf("warnings = %v, want storage.subPaths./team.retention", warnings)
+	}
 }
 
 func TestOtherExtensionsKeptRaw(t *testing.T) {
@@ -386,14 +409,13 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		{"compat not a list", `{` + root + `, "http": {"compat": "docker2s2"}}`, "http.compat: expected a list of strings, got string"},
 		{"unknown log level", `{` + root + `, "log": {"level": "verbose"}}`, `log.level: "verbose" is not a log level`},
 		{"disabled log level", `{` + root + `, "log": {"level": "disabled"}}`, `log.level: "disabled" is not a log level`},
-		{"scrub interval 0", `{` + root + `, "extensions": {"scrub": {"interval": "0s"}}}`, "extensions.scrub.interval: must be more than 0"},
 		{"negative scrub interval", `{` + root + `, "extensions": {"scrub": {"interval": "-1s"}}}`, `extensions.scrub.interval: "-1s" is negative`},
 		{"negative scrub rate", `{` + root + `, "extensions": {"scrub": {"maxBytesPerSecond": -1}}}`, "extensions.scrub.maxBytesPerSecond: must be 0 (unthrottled) or more"},
 		{"negative gcInterval", `{"storage": {"rootDirectory": "/r", "gcInterval": "-1m"}}`, `storage.gcInterval: "-1m" is negative`},
 		{"subpath without slash", `{"storage": {"rootDirectory": "/r", "subPaths": {"a": {"rootDirectory": "/a"}}}}`, `storage.subPaths.a: a subpath must be "/" and a repository name prefix`},
 		{"subpath empty", `{"storage": {"rootDirectory": "/r", "subPaths": {"": {"rootDirectory": "/a"}}}}`, `storage.subPaths.: a subpath must be "/" and a repository name prefix`},
 		{"subpath root only", `{"storage": {"rootDirectory": "/r", "subPaths": {"/": {"rootDirectory": "/a"}}}}`, `storage.subPaths./: a subpath must be "/" and a repository name prefix`},
-		{"subpath upper case", `{"storage": {"rootDirectory": "/r", "subPaths": {"/A": {"rootDirectory": "/a"}}}}`, `storage.subPaths./A: a subpath must be "/" and a repository name prefix`},
+		{"subpaths equal but for case", `{"storage": {"rootDirectory": "/r", "subPaths": {"/A": {"rootDirectory": "/a"}, "/a": {"rootDirectory": "/b"}}}}`, `storage.subPaths./a: the same subpath as another key once lower-cased`},
 		{"subpath trailing slash", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a/": {"rootDirectory": "/a"}}}}`, `storage.subPaths./a/: a subpath must be "/" and a repository name prefix`},
 		{"subpath root inside the default root", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/r/a"}}}}`, "storage.subPaths./a.rootDirectory: /r/a is inside storage.rootDirectory (/r)"},
 		{"subpath roots nested", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/s"}, "/b": {"rootDirectory": "/s/b"}}}}`, "storage.subPaths./b.rootDirectory: /s/b is inside storage.subPaths./a.rootDirectory (/s)"},

@@ -60,6 +60,7 @@ type fileStore struct {
 	MaxRepos            json.RawMessage `json:"maxRepos"`
 	RedirectBlobURL     json.RawMessage `json:"redirectBlobURL"`
 	GCMaxSchedulerDelay json.RawMessage `json:"gcMaxSchedulerDelay"`
+	HydrateBlobOnRead   json.RawMessage `json:"hydrateBlobOnRead"`
 }
 
 // fileStorage is the storage section.

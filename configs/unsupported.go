@@ -67,6 +67,7 @@ func notices() []notice {
 		{key: "storage.maxRepos", message: notYet + ": the number of repositories is not limited"},
 		{key: "storage.redirectBlobURL", message: ignored + " (applies to remote storage only)"},
 		{key: "storage.fastRestart", message: ignored + " (zot startup tuning)"},
+		{key: "storage.hydrateBlobOnRead", message: ignored + ": a read never copies a blob in from another repository (reads have no side effects); mount or push it"},
 
 		{key: "http.ratelimit", message: notYet + ": requests are not rate limited"},
 		{key: "http.externalURL", message: ignored + " (used by zot's login redirects)"},

@@ -47,6 +47,8 @@ func TestWarningsOnlyForPresentKeysOncePerKey(t *testing.T) {
 		{"zot build information", `{"storage": {"rootDirectory": "/r"}, "goVersion": "go1.22", "commit": "abc", "version": "0.1.0"}`,
 			[]string{"version", "goVersion", "commit"}},
 		{"scheduler", `{"storage": {"rootDirectory": "/r"}, "scheduler": {"numWorkers": 2}}`, []string{"scheduler"}},
+		{"zot's hydrateBlobOnRead (examples/config-hydrate-blob-on-read.json)", `{"storage": {"rootDirectory": "/r", "hydrateBlobOnRead": true}}`,
+			[]string{"storage.hydrateBlobOnRead"}},
 		{"cache", `{"storage": {"rootDirectory": "/r", "remoteCache": true, "cacheDriver": {"name": "redis"}}}`,
 			[]string{"storage.remoteCache", "storage.cacheDriver"}},
 		{"implemented subpath keys", `{"storage": {"rootDirectory": "/r", "readOnly": false, "subPaths": {"/a": {"rootDirectory": "/a", "commit": true, "dedupe": true, "gc": true, "gcDelay": "1h", "gcInterval": "2h", "readOnly": true}}}}`, nil},

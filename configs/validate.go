@@ -161,10 +161,6 @@ func (v *validation) scrub(s *fileScrub) {
 		return
 	}
 
-	if s.Interval != nil && *s.Interval == 0 {
-		v.fail("extensions.scrub.interval", "must be more than 0")
-	}
-
 	if s.MaxBytesPerSecond != nil && *s.MaxBytesPerSecond < 0 {
 		v.fail("extensions.scrub.maxBytesPerSecond", "must be 0 (unthrottled) or more")
 	}
