@@ -173,9 +173,18 @@ func (s *server) run(ctx context.Context) error {
 			return err
 		}
 	}
+	// Handlers cut off above may still be running (Close does not wait for
+	// them); the stores close only after they return, briefly waited for.
+	for deadline := time.Now().Add(handlerExitWait); s.api.InFlight() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	s.log.Info("pier stopped")
 	return nil
 }
+
+// handlerExitWait bounds the wait for handlers cut off at the end of the
+// grace period to return before the stores close.
+const handlerExitWait = 5 * time.Second
 
 // slowStart is how long start-up may take before pier asks systemd for
 // more time; opening the stores and the listeners normally takes
