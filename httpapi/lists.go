@@ -13,21 +13,20 @@ import (
 	"github.com/pier-oci/pier/store"
 )
 
-// maxPage bounds one page of tags or repositories; a client that asks for
-// more (or for everything) gets a Link to the rest.
-const maxPage = 10000
-
-// page cuts a sorted list per the spec's n and last parameters. It returns
-// the page and, when more remains, the last entry of the page for the
-// next link.
+// page cuts a sorted list per the spec's n and last parameters: exactly n
+// entries when that many remain (the spec allows fewer only at the end of
+// the list), everything without n. The whole list is in memory already,
+// so there is nothing to gain by cutting a page shorter. It returns the
+// page and, when more remains, the last entry of the page for the next
+// link.
 func page(all []string, q url.Values) (items []string, next string, err error) {
-	n := maxPage
+	n := len(all)
 	if q.Has("n") {
 		v, perr := strconv.Atoi(q.Get("n"))
 		if perr != nil || v < 0 {
 			return nil, "", &apiError{http.StatusBadRequest, "UNSUPPORTED", "invalid pagination parameter", fmt.Sprintf("n=%q is not a number of results", q.Get("n"))}
 		}
-		n = min(v, maxPage)
+		n = v
 	}
 	if last := q.Get("last"); last != "" {
 		i := sort.SearchStrings(all, last)

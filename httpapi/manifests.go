@@ -26,6 +26,11 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, req request) e
 	h.Set("Content-Type", m.MediaType)
 	h.Set("Docker-Content-Digest", m.Digest.String())
 	h.Set("ETag", `"`+m.Digest.String()+`"`)
+	// A manifest is served whole: its digest and media type describe the
+	// document, not a range of it (ServeContent would answer a Range with
+	// a fragment, or a multipart body). Conditional requests still work.
+	r.Header.Del("Range")
+	r.Header.Del("If-Range")
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(m.Body))
 	return nil
 }

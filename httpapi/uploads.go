@@ -50,7 +50,10 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) e
 
 // mount tries to make blob dgst available in repo from another repository
 // (from, or any repository that has it when from is empty). It returns the
-// mounted digest, or "" when the blob is not known.
+// mounted digest, or "" when the blob cannot be mounted: not known, or
+// from is not a repository pier can have (a name it reserves, say). The
+// spec asks a registry that cannot mount to start an ordinary upload rather
+// than fail the push. A malformed digest is an error: no client sends one.
 func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, error) {
 	d, err := store.ParseDigest(dgst)
 	if err != nil {
@@ -62,8 +65,8 @@ func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, er
 		} else if err != nil {
 			return "", err
 		}
-	} else if err := store.ValidateName(from); err != nil {
-		return "", err
+	} else if store.ValidateName(from) != nil {
+		return "", nil
 	}
 	err = a.reg.MountBlob(r.Context(), repo, from, d)
 	if errors.Is(err, store.ErrBlobUnknown) {

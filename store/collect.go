@@ -375,6 +375,21 @@ func (s *Store) removeIdleUploads(repo string, delay time.Duration, now time.Tim
 	return n, size
 }
 
+// dropIfEmpty removes repo if it holds nothing at all: no manifest, no
+// blob, no upload. It undoes the creation of a repository by a push that
+// then failed.
+func (s *Store) dropIfEmpty(repo string) {
+	unlock := s.locks.lock(repo)
+	defer unlock()
+	x, err := s.readIndex(repo)
+	if err != nil || len(x.Manifests) > 0 || len(x.unusable) > 0 {
+		return
+	}
+	if _, err := s.removeEmptyRepo(repo); err != nil {
+		s.log.Warn("cannot remove the repository a failed push created", "repo", repo, "err", err)
+	}
+}
+
 // removeEmptyRepo removes a repository with no manifests, no blobs and no
 // uploads left. Only the layout's own files go: a repository nested below
 // (a/b inside a) keeps the directory.
@@ -403,6 +418,6 @@ func (s *Store) removeEmptyRepo(repo string) (bool, error) {
 	if err := s.fs.SyncDir(filepath.Dir(dir)); err != nil {
 		return true, err
 	}
-	s.log.Info("gc: removed empty repository", "repo", repo)
+	s.log.Info("removed empty repository", "repo", repo)
 	return true, nil
 }

@@ -56,23 +56,19 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 			return PutResult{}, err
 		}
 	}
+	// Checked before the repository is created, so that a push that fails
+	// here leaves no empty repository behind, and again under the lock.
+	if err := s.checkRequired(ctx, repo, m); err != nil {
+		return PutResult{}, err
+	}
 	if err := s.ensureRepo(repo); err != nil {
 		return PutResult{}, err
 	}
 
 	unlock := s.locks.lock(repo)
 	defer unlock()
-	for _, need := range m.requiredBlobs() {
-		info, err := s.StatBlob(ctx, repo, need.Digest)
-		if errors.Is(err, ErrBlobUnknown) {
-			return PutResult{}, fmt.Errorf("%w: %s", ErrManifestBlobUnknown, need.Digest)
-		}
-		if err != nil {
-			return PutResult{}, err
-		}
-		if info.Size != need.Size {
-			return PutResult{}, fmt.Errorf("%w: descriptor of %s says %d bytes, the blob has %d", ErrManifestInvalid, need.Digest, need.Size, info.Size)
-		}
+	if err := s.checkRequired(ctx, repo, m); err != nil {
+		return PutResult{}, err
 	}
 	if err := s.writeBlobBytes(repo, d, body); err != nil {
 		return PutResult{}, err
@@ -93,6 +89,24 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 	}
 	s.log.Info("manifest stored", "repo", repo, "digest", d, "tags", tags)
 	return res, nil
+}
+
+// checkRequired fails unless every blob and child manifest m needs is in
+// repo at the size its descriptor gives.
+func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc) error {
+	for _, need := range m.requiredBlobs() {
+		info, err := s.StatBlob(ctx, repo, need.Digest)
+		if errors.Is(err, ErrBlobUnknown) {
+			return fmt.Errorf("%w: %s", ErrManifestBlobUnknown, need.Digest)
+		}
+		if err != nil {
+			return err
+		}
+		if info.Size != need.Size {
+			return fmt.Errorf("%w: descriptor of %s says %d bytes, the blob has %d", ErrManifestInvalid, need.Digest, need.Size, info.Size)
+		}
+	}
+	return nil
 }
 
 // setTags records desc in the index, under each of tags or untagged when

@@ -324,13 +324,19 @@ func uploadDigest(u *uploadSession, path string, size int64, alg digest.Algorith
 
 // PutBlob stores r as blob d of repo in one step (a monolithic upload).
 func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader) (BlobInfo, error) {
+	existed := s.repoExists(repo)
 	id, err := s.NewUpload(ctx, repo)
 	if err != nil {
 		return BlobInfo{}, err
 	}
 	info, err := s.CommitUpload(ctx, repo, id, r, d)
-	if err != nil && !errors.Is(err, ErrDigestMismatch) {
-		s.CancelUpload(ctx, repo, id)
+	if err != nil {
+		if !errors.Is(err, ErrDigestMismatch) {
+			s.CancelUpload(ctx, repo, id)
+		}
+		if !existed {
+			s.dropIfEmpty(repo) // a failed push creates no repository
+		}
 	}
 	return info, err
 }
