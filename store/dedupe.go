@@ -62,10 +62,16 @@ func newDeduper(s *Store, c cache.Cache) (*deduper, error) {
 	return d, nil
 }
 
-// replaceFile moves a damaged cache.db aside (kept for inspection) and
+// replaceFile moves a damaged cache.db aside (kept for inspection; only
+// the latest, so that a cache that keeps failing cannot fill the card) and
 // opens a new empty one.
 func (d *deduper) replaceFile() (*boltdb.Cache, error) {
 	path := d.s.cachePath()
+	if old, err := filepath.Glob(path + ".corrupt-*"); err == nil {
+		for _, o := range old {
+			os.Remove(o)
+		}
+	}
 	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
 	if err := os.Rename(path, aside); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("move damaged cache aside: %w", err)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,6 +127,18 @@ func TestCacheLossAndCorruption(t *testing.T) {
 				matches, _ := filepath.Glob(cachePath + ".corrupt-*")
 				if len(matches) != 1 {
 					t.Fatalf("corrupt cache not kept aside: %v", matches)
+				}
+				// A cache that keeps getting corrupted keeps one copy aside,
+				// not one per time.
+				s2.Close()
+				for i := range 3 {
+					os.Remove(matches[0])
+					os.WriteFile(cachePath+fmt.Sprintf(".corrupt-%d", i), []byte("old"), 0o600)
+					os.WriteFile(cachePath, bytes.Repeat([]byte("garbage!"), 1024), 0o600)
+					newDedupeStore(t, root).Close()
+					if matches, _ = filepath.Glob(cachePath + ".corrupt-*"); len(matches) != 1 {
+						t.Fatalf("copies of corrupt caches kept: %v", matches)
+					}
 				}
 			}
 		})
