@@ -155,7 +155,7 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 		return fmt.Errorf("mount blob %s from %s into %s: %w", d, from, repo, err)
 	}
 	if s.dedupe != nil {
-		s.dedupe.recordLater(ctx, d, dst)
+		s.dedupe.record(ctx, d, dst)
 	}
 	s.log.Info("blob mounted", "repo", repo, "from", from, "digest", d, "bytes", src.Size, "copied", copied)
 	return nil
@@ -181,14 +181,14 @@ func (s *Store) commitBlob(ctx context.Context, repo, uploadPath string, d diges
 		return fmt.Errorf("commit blob %s: %w", d, err)
 	}
 	if s.dedupe != nil && s.dedupe.linkExisting(ctx, d, size, uploadPath, dst, s.uploadsDir(repo)) {
-		s.dedupe.recordLater(ctx, d, dst)
+		s.dedupe.record(ctx, d, dst)
 		return os.Remove(uploadPath)
 	}
 	if err := s.fs.Rename(uploadPath, dst); err != nil {
 		return fmt.Errorf("commit blob %s: %w", d, err)
 	}
 	if s.dedupe != nil {
-		s.dedupe.recordLater(ctx, d, dst)
+		s.dedupe.record(ctx, d, dst)
 	}
 	return nil
 }

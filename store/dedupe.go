@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,17 +32,21 @@ type deduper struct {
 	c     cache.Cache
 	owned bool // pier opened <root>/cache.db and may replace it
 
-	pending      sync.WaitGroup // index writes in the background; close waits for them
-	unwritten    pending        // paths recorded in the background, not yet in the cache
-	kick         chan struct{}  // asks the background job to rebuild
-	fallbackOnce sync.Once      // log "no hard links here" once
-	broken       atomic.Bool    // a rebuild has been asked for
+	index        *indexWriter  // every change to the cache, in the background
+	kick         chan struct{} // asks the background job to rebuild
+	fallbackOnce sync.Once     // log "no hard links here" once
+	broken       atomic.Bool   // a rebuild has been asked for
 }
 
 func (s *Store) cachePath() string { return filepath.Join(s.root, "cache.db") }
 
 func newDeduper(s *Store, c cache.Cache) (*deduper, error) {
 	d := &deduper{s: s, c: c, kick: make(chan struct{}, 1)}
+	var delay time.Duration
+	if s.fs.Sync {
+		delay = indexBatchDelay
+	}
+	d.index = newIndexWriter(d.write, delay)
 	if c != nil {
 		return d, nil
 	}
@@ -56,6 +59,7 @@ func newDeduper(s *Store, c cache.Cache) (*deduper, error) {
 		}
 	}
 	if err != nil {
+		d.index.close()
 		return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", s.root, err)
 	}
 	d.c = bc
@@ -103,7 +107,7 @@ func (d *deduper) cache() cache.Cache {
 }
 
 func (d *deduper) close() error {
-	d.pending.Wait()
+	d.index.close()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.c.Close()
@@ -143,7 +147,7 @@ func (d *deduper) copies(ctx context.Context, dg digest.Digest) []string {
 		d.failed("lookup", err)
 		rels = nil
 	}
-	rels = d.unwritten.merge(dg, rels)
+	rels = d.index.merge(dg, rels)
 	suffix := "/blobs/" + dg.Algorithm().String() + "/" + dg.Encoded()
 	out := make([]string, 0, len(rels))
 	for _, r := range rels {
@@ -156,33 +160,21 @@ func (d *deduper) copies(ctx context.Context, dg digest.Digest) []string {
 	return out
 }
 
+// record notes that path holds dg, and forget that it no longer does. Both
+// return at once: the index writer writes them in the background, and
+// lookups see them meanwhile.
 func (d *deduper) record(ctx context.Context, dg digest.Digest, path string) {
-	if err := d.cache().Put(ctx, dg, d.rel(path)); err != nil {
-		d.failed("record", err)
-	}
-}
-
-// recordLater records path for dg in the background. A push is
-// acknowledged once its blob is durable; it does not also wait for the
-// index's own fsyncs. An entry lost to a crash only costs a missed link
-// until the start-up reconcile, which records every blob path the index
-// lacks.
-func (d *deduper) recordLater(ctx context.Context, dg digest.Digest, path string) {
-	ctx = context.WithoutCancel(ctx) // the request may be over before the write
-	rel := d.rel(path)
-	ticket := d.unwritten.add(dg, rel) // found by lookups at once, as if written
-	d.pending.Go(func() {
-		d.record(ctx, dg, path)
-		if d.unwritten.done(dg, rel, ticket) {
-			d.forget(ctx, dg, path) // deleted while being recorded
-		}
-	})
+	d.index.put(dg, d.rel(path))
 }
 
 func (d *deduper) forget(ctx context.Context, dg digest.Digest, path string) {
-	d.unwritten.forget(dg, d.rel(path))
-	if err := d.cache().Remove(ctx, dg, d.rel(path)); err != nil {
-		d.failed("forget", err)
+	d.index.remove(dg, d.rel(path))
+}
+
+// write is the index writer's: one batch of changes to the cache.
+func (d *deduper) write(ops []cache.Op) {
+	if err := d.cache().Apply(context.Background(), ops); err != nil {
+		d.failed("write", err)
 	}
 }
 
@@ -277,67 +269,4 @@ func sameContent(a, b string) (bool, error) {
 			return endA == endB, nil
 		}
 	}
-}
-
-// pending tracks the paths being recorded in the background: each
-// record holds a ticket, and a forget cancels the ticket, so that a
-// record that lands after the forget is undone rather than left stale.
-type pending struct {
-	mu   sync.Mutex
-	next uint64
-	m    map[digest.Digest]map[string]uint64 // path -> ticket of its latest record
-}
-
-// add starts a background record of rel and returns its ticket.
-func (p *pending) add(dg digest.Digest, rel string) uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m = map[digest.Digest]map[string]uint64{}
-	}
-	if p.m[dg] == nil {
-		p.m[dg] = map[string]uint64{}
-	}
-	p.next++
-	p.m[dg][rel] = p.next
-	return p.next
-}
-
-// done ends the record with ticket t and reports whether it was forgotten
-// meanwhile (and must be undone). A newer record of the same path is left
-// to finish on its own.
-func (p *pending) done(dg digest.Digest, rel string, t uint64) (forgotten bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	cur, ok := p.m[dg][rel]
-	if ok && cur == t {
-		p.drop(dg, rel)
-	}
-	return !ok
-}
-
-// forget cancels any record of rel in flight.
-func (p *pending) forget(dg digest.Digest, rel string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.drop(dg, rel)
-}
-
-func (p *pending) drop(dg digest.Digest, rel string) {
-	delete(p.m[dg], rel)
-	if len(p.m[dg]) == 0 {
-		delete(p.m, dg)
-	}
-}
-
-// merge returns rels followed by dg's paths being recorded that rels lacks.
-func (p *pending) merge(dg digest.Digest, rels []string) []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for r := range p.m[dg] {
-		if !slices.Contains(rels, r) {
-			rels = append(rels, r)
-		}
-	}
-	return rels
 }

@@ -33,6 +33,9 @@ type Cache interface {
 	// Remove forgets that path holds d. When path was the original, the
 	// next recorded path becomes the original.
 	Remove(ctx context.Context, d digest.Digest, path string) error
+	// Apply makes many changes, in order, at once (one transaction or
+	// round trip where the backend has them).
+	Apply(ctx context.Context, ops []Op) error
 	// Close releases the cache.
 	Close() error
 }
@@ -41,4 +44,12 @@ type Cache interface {
 type Entry struct {
 	Digest digest.Digest
 	Path   string
+}
+
+// Op is one change to the index: Path now holds Digest, or (Remove) no
+// longer does.
+type Op struct {
+	Digest digest.Digest
+	Path   string
+	Remove bool
 }

@@ -25,7 +25,7 @@ import (
 // commit on: the upload file and the blobs directory after the rename (2
 // fsyncs). The dedupe cache records the blob in the background, in BoltDB
 // transactions (2 fdatasyncs each: data pages, then meta page) that every
-// blob recorded within 20 ms shares.
+// blob recorded within 100 ms shares.
 const expectedSyncs = 2
 
 // syncSlack allows, beyond expectedSyncs, the cache's shared transactions

@@ -93,6 +93,7 @@ func killCycles(t *testing.T, gc bool, start func(cycle int) *pierproc.Server, m
 		}()
 		when := moment(cycle, srv, rng)
 		srv.Kill(t)
+		killedLog := srv.Stderr()
 		st := <-stats
 		for _, e := range st.Errors {
 			t.Errorf("cycle %d: pier answered what it must not: %s", cycle, e)
@@ -109,7 +110,8 @@ func killCycles(t *testing.T, gc bool, start func(cycle int) *pierproc.Server, m
 		t.Logf("cycle %d: killed %s; %d acknowledgements (%d manifests re-sent after collection), %d checks after restart",
 			cycle, when, st.Acks, st.Retries, rep.Checked)
 		if t.Failed() {
-			t.Fatalf("cycle %d failed (seed %d)\nacknowledgements:\n%s\npier log:\n%s", cycle, seed, l.Journal(), srv.Stderr())
+			t.Fatalf("cycle %d failed (seed %d)\nacknowledgements:\n%s\nlog of the killed pier:\n%s\nlog after the restart:\n%s",
+				cycle, seed, l.Journal(), errorLines(killedLog), srv.Stderr())
 		}
 	}
 	// The registry still takes a push after all that.
@@ -124,7 +126,25 @@ func killCycles(t *testing.T, gc bool, start func(cycle int) *pierproc.Server, m
 		for _, f := range rep.Failures {
 			t.Error(f)
 		}
+		if len(rep.Failures) > 0 {
+			t.Logf("pier log (warnings and errors):\n%s", errorLines(srv.Stderr()))
+		}
+		if len(rep.Failures) > 0 {
+			t.Logf("pier log:\n%s", srv.Stderr())
+		}
 		checked += rep.Checked
 	}
 	t.Logf("%d cycles, %d acknowledgements, %d checks in all", cycles, l.Acks(), checked)
+}
+
+// errorLines keeps the warnings and errors of a pier log, and the requests
+// that failed with a 5xx: the lines that explain a failure.
+func errorLines(log string) string {
+	var out []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "status=5") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

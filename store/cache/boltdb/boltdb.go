@@ -36,16 +36,16 @@ var ErrCorrupt = errors.New("cache database is corrupt")
 
 // Cache is a BoltDB dedupe index.
 type Cache struct {
-	db   *bolt.DB
-	sync bool
+	db *bolt.DB
 }
 
 var _ cache.Cache = (*Cache)(nil)
 
 // Open opens (creating) the cache at path. With sync false the database
 // skips fsync: the cache is an index that pier rebuilds from the disk, so
-// with commit off it need not cost a single fsync. Writes are batched and
-// the freelist is not synced either way.
+// with commit off it need not cost a single fsync. The freelist is not
+// synced either way. The store batches its writes (Apply), from one
+// background writer.
 func Open(path string, sync bool) (*Cache, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        time.Second,
@@ -60,13 +60,7 @@ func Open(path string, sync bool) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 	}
-	// With fsync on, index writes made within MaxBatchDelay share one
-	// transaction and its two fsyncs (see write). Pushes do not wait for
-	// their index writes (the store records in the background), so the
-	// delay bounds the cache's fsyncs to a few dozen a second however fast
-	// blobs arrive, at no cost to a client.
-	db.MaxBatchDelay = 20 * time.Millisecond
-	c := &Cache{db: db, sync: sync}
+	c := &Cache{db: db}
 	err = c.guard(func() error {
 		return db.Update(func(tx *bolt.Tx) error {
 			_, err := tx.CreateBucketIfNotExists(bucketBlobs)
@@ -132,48 +126,83 @@ func (c *Cache) Paths(ctx context.Context, d digest.Digest) ([]string, error) {
 
 // Put records path for d; a path already recorded costs no write.
 func (c *Cache) Put(ctx context.Context, d digest.Digest, path string) error {
-	known := false
-	err := c.guard(func() error {
-		return c.db.View(func(tx *bolt.Tx) error {
-			if b := digestBucket(tx, d); b != nil {
-				if dup := b.Bucket(bucketDuplicates); dup != nil && dup.Get([]byte(path)) != nil {
-					known = true
-				}
-			}
-			return nil
-		})
-	})
-	if err != nil || known {
-		return err
-	}
-	return c.guard(func() error { return c.write(func(tx *bolt.Tx) error { return put(tx, d, path) }) })
+	return c.Apply(ctx, []cache.Op{{Digest: d, Path: path}})
 }
 
-// write runs a write transaction: batched with others when every commit
-// costs fsyncs, directly when it does not (a lone write would otherwise
-// wait MaxBatchDelay for company it does not need).
-func (c *Cache) write(fn func(*bolt.Tx) error) error {
-	if c.sync {
-		return c.db.Batch(fn)
-	}
-	return c.db.Update(fn)
+// Remove forgets path for d, promoting another path to original when the
+// original goes, and dropping the digest when no path is left.
+func (c *Cache) Remove(ctx context.Context, d digest.Digest, path string) error {
+	return c.Apply(ctx, []cache.Op{{Digest: d, Path: path, Remove: true}})
 }
 
 // PutAll records many paths in one transaction.
 func (c *Cache) PutAll(ctx context.Context, entries []cache.Entry) error {
-	if len(entries) == 0 {
-		return nil
+	ops := make([]cache.Op, len(entries))
+	for i, e := range entries {
+		ops[i] = cache.Op{Digest: e.Digest, Path: e.Path}
 	}
+	return c.Apply(ctx, ops)
+}
+
+// Apply makes ops, in order, in one write transaction: with sync on, one
+// commit's fdatasyncs for all of them. Ops that would change nothing (a
+// path already recorded, or not recorded) are found by a read first, and
+// a set of only those costs no write at all.
+func (c *Cache) Apply(ctx context.Context, ops []cache.Op) error {
 	return c.guard(func() error {
+		var changes []cache.Op
+		err := c.db.View(func(tx *bolt.Tx) error {
+			changes = changing(tx, ops)
+			return nil
+		})
+		if err != nil || len(changes) == 0 {
+			return err
+		}
 		return c.db.Update(func(tx *bolt.Tx) error {
-			for _, e := range entries {
-				if err := put(tx, e.Digest, e.Path); err != nil {
+			for _, op := range changes {
+				var err error
+				if op.Remove {
+					err = remove(tx, op.Digest, op.Path)
+				} else {
+					err = put(tx, op.Digest, op.Path)
+				}
+				if err != nil {
 					return err
 				}
 			}
 			return nil
 		})
 	})
+}
+
+// changing drops from ops those that would change nothing. A put and a
+// remove of the same path in one set are both kept: their order matters.
+func changing(tx *bolt.Tx, ops []cache.Op) []cache.Op {
+	type key struct {
+		d    digest.Digest
+		path string
+	}
+	touched := map[key]int{}
+	for _, op := range ops {
+		touched[key{op.Digest, op.Path}]++
+	}
+	var out []cache.Op
+	for _, op := range ops {
+		if touched[key{op.Digest, op.Path}] > 1 {
+			out = append(out, op)
+			continue
+		}
+		recorded := false
+		if b := digestBucket(tx, op.Digest); b != nil {
+			if dup := b.Bucket(bucketDuplicates); dup != nil && dup.Get([]byte(op.Path)) != nil {
+				recorded = true
+			}
+		}
+		if recorded == op.Remove {
+			out = append(out, op)
+		}
+	}
+	return out
 }
 
 func put(tx *bolt.Tx, d digest.Digest, path string) error {
@@ -201,36 +230,30 @@ func put(tx *bolt.Tx, d digest.Digest, path string) error {
 	return nil
 }
 
-// Remove forgets path for d, promoting another path to original when the
-// original goes, and dropping the digest when no path is left.
-func (c *Cache) Remove(ctx context.Context, d digest.Digest, path string) error {
-	return c.guard(func() error {
-		return c.write(func(tx *bolt.Tx) error {
-			blobs := tx.Bucket(bucketBlobs)
-			b := blobs.Bucket([]byte(d.String()))
-			if b == nil {
-				return nil
-			}
-			dup := b.Bucket(bucketDuplicates)
-			if dup != nil {
-				if err := dup.Delete([]byte(path)); err != nil {
-					return err
-				}
-			}
-			next := first(dup)
-			if next == "" {
-				return blobs.DeleteBucket([]byte(d.String()))
-			}
-			orig := b.Bucket(bucketOriginal)
-			if orig != nil && orig.Get([]byte(path)) != nil {
-				if err := orig.Delete([]byte(path)); err != nil {
-					return err
-				}
-				return orig.Put([]byte(next), []byte{})
-			}
-			return nil
-		})
-	})
+func remove(tx *bolt.Tx, d digest.Digest, path string) error {
+	blobs := tx.Bucket(bucketBlobs)
+	b := blobs.Bucket([]byte(d.String()))
+	if b == nil {
+		return nil
+	}
+	dup := b.Bucket(bucketDuplicates)
+	if dup != nil {
+		if err := dup.Delete([]byte(path)); err != nil {
+			return err
+		}
+	}
+	next := first(dup)
+	if next == "" {
+		return blobs.DeleteBucket([]byte(d.String()))
+	}
+	orig := b.Bucket(bucketOriginal)
+	if orig != nil && orig.Get([]byte(path)) != nil {
+		if err := orig.Delete([]byte(path)); err != nil {
+			return err
+		}
+		return orig.Put([]byte(next), []byte{})
+	}
+	return nil
 }
 
 // Close closes the database file.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pier-oci/pier/store/cache"
 )
 
 var ctx = context.Background()
@@ -102,5 +104,40 @@ func TestCorruptAndInUse(t *testing.T) {
 	os.WriteFile(garbage, []byte("this is not a bolt database, just some bytes of junk to fill a page"), 0o600)
 	if _, err := Open(garbage, true); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("garbage: %v, want ErrCorrupt", err)
+	}
+}
+
+// Apply makes its changes in order, in one transaction, and a set that
+// changes nothing writes nothing (no commit, so no fsync on an SD card).
+func TestApply(t *testing.T) {
+	c, _ := open(t)
+	d := digest.FromString("layer")
+	txid := func() int {
+		var id int
+		c.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+		return id
+	}
+	before := txid()
+	err := c.Apply(ctx, []cache.Op{
+		{Digest: d, Path: "a/blobs/sha256/x"},
+		{Digest: d, Path: "b/blobs/sha256/x"},
+		{Digest: d, Path: "a/blobs/sha256/x", Remove: true}, // after its put: gone
+		{Digest: d, Path: "c/blobs/sha256/x", Remove: true}, // never recorded
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := paths(t, c, d); got != "[b/blobs/sha256/x]" {
+		t.Fatalf("paths = %s", got)
+	}
+	if n := txid() - before; n != 1 {
+		t.Fatalf("%d write transactions for one Apply, want 1", n)
+	}
+	before = txid()
+	if err := c.Apply(ctx, []cache.Op{{Digest: d, Path: "b/blobs/sha256/x"}, {Digest: d, Path: "z/blobs/sha256/x", Remove: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if txid() != before {
+		t.Fatal("a set of changes that change nothing was written")
 	}
 }

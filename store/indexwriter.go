@@ -1,0 +1,173 @@
+package store
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/cache"
+)
+
+// indexWriter applies the deduper's changes to the cache from one
+// goroutine, in order, a batch at a time. Nothing that changes the index
+// waits for its writes: a push is acknowledged once its blob is durable,
+// and GC holds a repository's lock for the disk only. With commit on, the
+// changes made within indexBatchDelay share one transaction's fsyncs. The
+// index is not the truth: changes a crash loses are found again by the
+// start-up walk, and a path it names wrongly is checked on the disk.
+type indexWriter struct {
+	apply func([]cache.Op) // writes one batch
+	delay time.Duration    // how long a batch gathers changes
+
+	mu      sync.Mutex
+	space   sync.Cond  // the queue shrank
+	queue   []cache.Op // changes not written yet, in order
+	pending map[digest.Digest]map[string]int
+	closed  bool
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+const (
+	// indexBatchDelay is how long changes gather before a write with
+	// commit on: it bounds the cache's fsyncs to twenty a second
+	// however fast blobs arrive.
+	indexBatchDelay = 100 * time.Millisecond
+	// maxQueuedChanges bounds the queue's memory (a GC pass over a large
+	// store removes many paths); past it, producers wait for the writer.
+	maxQueuedChanges = 4096
+)
+
+func newIndexWriter(apply func([]cache.Op), delay time.Duration) *indexWriter {
+	w := &indexWriter{
+		apply:   apply,
+		delay:   delay,
+		pending: map[digest.Digest]map[string]int{},
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	w.space.L = &w.mu
+	go w.run()
+	return w
+}
+
+// put queues "rel holds dg"; lookups see it at once.
+func (w *indexWriter) put(dg digest.Digest, rel string) {
+	w.enqueue(cache.Op{Digest: dg, Path: rel})
+}
+
+// remove queues "rel no longer holds dg"; lookups stop seeing a put of it
+// still queued.
+func (w *indexWriter) remove(dg digest.Digest, rel string) {
+	w.enqueue(cache.Op{Digest: dg, Path: rel, Remove: true})
+}
+
+func (w *indexWriter) enqueue(op cache.Op) {
+	w.mu.Lock()
+	for len(w.queue) >= maxQueuedChanges && !w.closed {
+		w.space.Wait()
+	}
+	if w.closed {
+		w.mu.Unlock()
+		return // the store is closing; the start-up walk will catch up
+	}
+	w.queue = append(w.queue, op)
+	if op.Remove {
+		w.drop(op.Digest, op.Path)
+	} else {
+		if w.pending[op.Digest] == nil {
+			w.pending[op.Digest] = map[string]int{}
+		}
+		w.pending[op.Digest][op.Path]++
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *indexWriter) drop(dg digest.Digest, rel string) {
+	delete(w.pending[dg], rel)
+	if len(w.pending[dg]) == 0 {
+		delete(w.pending, dg)
+	}
+}
+
+// merge returns rels followed by the paths of dg still being written that
+// rels lacks.
+func (w *indexWriter) merge(dg digest.Digest, rels []string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for r := range w.pending[dg] {
+		if !slices.Contains(rels, r) {
+			rels = append(rels, r)
+		}
+	}
+	return rels
+}
+
+func (w *indexWriter) run() {
+	defer close(w.done)
+	for {
+		select {
+		case <-w.wake:
+		case <-w.stop:
+			w.flush()
+			return
+		}
+		if w.delay > 0 {
+			select {
+			case <-time.After(w.delay):
+			case <-w.stop:
+				w.flush()
+				return
+			}
+		}
+		w.flush()
+	}
+}
+
+// flush writes everything queued, as one batch.
+func (w *indexWriter) flush() {
+	w.mu.Lock()
+	batch := w.queue
+	w.queue = nil
+	w.space.Broadcast()
+	w.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	w.apply(batch)
+	w.mu.Lock()
+	for _, op := range batch {
+		if n := w.pending[op.Digest][op.Path]; !op.Remove && n > 0 {
+			if n == 1 {
+				w.drop(op.Digest, op.Path)
+			} else {
+				w.pending[op.Digest][op.Path] = n - 1
+			}
+		}
+	}
+	w.mu.Unlock()
+}
+
+// close writes what is queued and stops the writer. Changes made after it
+// are dropped.
+func (w *indexWriter) close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	w.space.Broadcast()
+	w.mu.Unlock()
+	close(w.stop)
+	<-w.done
+}
