@@ -144,7 +144,8 @@ func TestVerifyRejectsOverlappingRoots(t *testing.T) {
 	for _, tc := range []struct{ subs, want string }{
 		{`{"/a": {"rootDirectory": "` + dir + `/data/a"}}`, "storage.subPaths./a.rootDirectory"},
 		{`{"/a": {"rootDirectory": "` + dir + `/s"}, "/b": {"rootDirectory": "` + dir + `/s"}}`, "storage.subPaths./b.rootDirectory"},
-		{`{"/A": {"rootDirectory": "` + dir + `/s"}}`, "storage.subPaths./A"},
+		{`{"/a/": {"rootDirectory": "` + dir + `/s"}}`, "storage.subPaths./a/"},
+		{`{"/A": {"rootDirectory": "` + dir + `/s"}, "/a": {"rootDirectory": "` + dir + `/t"}}`, "storage.subPaths./a"},
 	} {
 		cfg := filepath.Join(t.TempDir(), "config.json")
 		os.WriteFile(cfg, []byte(`{"storage": {"rootDirectory": "`+dir+`/data", "subPaths": `+tc.subs+`}}`), 0o644)
