@@ -84,3 +84,29 @@ func TestManifestIgnoresRange(t *testing.T) {
 		}
 	}
 }
+
+// A chunk whose Content-Range pier cannot read is refused with the upload's
+// state, as for an out-of-order one, so the client can resume.
+func TestBadContentRangeTellsWhereTheUploadIs(t *testing.T) {
+	f := newFixture(t)
+	resp := f.do("POST", "/v2/app/blobs/uploads/", nil)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || loc == "" {
+		t.Fatalf("start upload: %d", resp.StatusCode)
+	}
+	if resp := f.do("PATCH", loc, []byte("abc"), "Content-Range", "0-2", "Content-Type", "application/octet-stream"); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("first chunk: %d", resp.StatusCode)
+	}
+	for _, method := range []string{"PATCH", "PUT"} {
+		path := loc
+		if method == "PUT" {
+			path += "?digest=" + digest.FromString("abcdef").String()
+		}
+		resp = f.do(method, path, []byte("def"), "Content-Range", "bytes 3-5/6", "Content-Type", "application/octet-stream")
+		if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || resp.Header.Get("Location") != loc ||
+			resp.Header.Get("Range") != "0-2" || resp.Header.Get("Docker-Upload-UUID") == "" {
+			t.Errorf("%s with an unreadable Content-Range: %d, Location %q, Range %q", method, resp.StatusCode,
+				resp.Header.Get("Location"), resp.Header.Get("Range"))
+		}
+	}
+}

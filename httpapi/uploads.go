@@ -83,7 +83,7 @@ func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, er
 func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) error {
 	c, err := chunkOf(r)
 	if err != nil {
-		return err
+		return a.withUploadState(w, r, req, err)
 	}
 	size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
 	if err != nil {
@@ -108,7 +108,7 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) err
 	}
 	c, err := chunkOf(r)
 	if err != nil {
-		return err
+		return a.withUploadState(w, r, req, err)
 	}
 	if c.start >= 0 {
 		size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
@@ -149,6 +149,17 @@ func (a *API) uploadFailed(w http.ResponseWriter, req request, err error) error 
 	if errors.As(err, &off) {
 		w.Header().Set("Location", uploadLocation(req.repo, req.ref))
 		w.Header().Set("Range", rangeHeader(off.Size))
+		w.Header().Set("Docker-Upload-UUID", req.ref)
+	}
+	return err
+}
+
+// withUploadState adds, to the error for a chunk pier could not take,
+// where the upload is (as for a 416), so the client can resume.
+func (a *API) withUploadState(w http.ResponseWriter, r *http.Request, req request, err error) error {
+	if size, serr := a.reg.UploadSize(r.Context(), req.repo, req.ref); serr == nil {
+		w.Header().Set("Location", uploadLocation(req.repo, req.ref))
+		w.Header().Set("Range", rangeHeader(size))
 		w.Header().Set("Docker-Upload-UUID", req.ref)
 	}
 	return err
