@@ -93,11 +93,11 @@ build_tools() {
 # written here, so a kernel update is picked up. Nothing is installed.
 fetch_kernel() {
 	local pkg
-	pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+	pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ && !n++ {print $2}' || true)"
 	if [[ -z "$pkg" ]]; then
 		# No package lists yet (a fresh machine whose packages were all there).
 		"${sudo[@]}" apt-get update -qq
-		pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+		pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ && !n++ {print $2}')"
 	fi
 	[[ -n "$pkg" ]] || { log "apt-cache names no kernel for linux-image-amd64"; exit 1; }
 	[[ -n "$(compgen -G "$kernel_dir/$pkg/boot/vmlinuz-*")" ]] && return 0
