@@ -366,11 +366,19 @@ func (s *Store) removeIdleUploads(repo string, delay time.Duration, now time.Tim
 		if err != nil || !fi.Mode().IsRegular() || now.Sub(fi.ModTime()) < delay {
 			continue
 		}
+		// A request writing or committing the upload holds its session:
+		// the upload is not idle, whatever its time says (gcDelay 0).
+		key := repo + "\x00" + e.Name()
+		u := s.uploads.get(key)
+		if !u.mu.TryLock() {
+			continue
+		}
 		if os.Remove(filepath.Join(s.uploadsDir(repo), e.Name())) == nil {
-			s.uploads.drop(repo + "\x00" + e.Name())
 			n++
 			size += fi.Size()
 		}
+		s.uploads.drop(key)
+		u.mu.Unlock()
 	}
 	return n, size
 }

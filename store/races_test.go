@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"testing"
@@ -61,4 +62,33 @@ func TestQuarantineMovesOnlyTheFileItHashed(t *testing.T) {
 	s.quarantine(ctx, "b", d, rotten)
 	assertBlob(t, s, "a", d, data)
 	assertBlob(t, s, "b", d, data)
+}
+
+// With gcDelay 0 every upload is "idle" by its time; one a request is
+// writing or committing is not, and GC leaves it (the commit would fail
+// with a 500 otherwise). Once the request is done, it goes.
+func TestGCLeavesUploadsInUse(t *testing.T) {
+	s := newStore(t, false)
+	id, err := s.NewUpload(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteUpload(ctx, "r", id, 0, bytes.NewReader([]byte("partial"))); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.openUpload("r", id) // as a PATCH or PUT in progress holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.CollectRepo(ctx, "r", 0)
+	if err != nil || rep.Uploads != 0 {
+		t.Fatalf("gc during a request removed %d uploads (%v)", rep.Uploads, err)
+	}
+	o.close()
+	if rep, err = s.CollectRepo(ctx, "r", 0); err != nil || rep.Uploads != 1 {
+		t.Fatalf("gc after the request removed %d uploads (%v), want 1", rep.Uploads, err)
+	}
+	if _, err := s.UploadSize(ctx, "r", id); !errors.Is(err, ErrUploadUnknown) {
+		t.Fatalf("collected upload: %v, want ErrUploadUnknown", err)
+	}
 }
