@@ -3,8 +3,12 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"sync"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Background jobs decide without the repository lock and act under it;
@@ -91,4 +95,33 @@ func TestGCLeavesUploadsInUse(t *testing.T) {
 	if _, err := s.UploadSize(ctx, "r", id); !errors.Is(err, ErrUploadUnknown) {
 		t.Fatalf("collected upload: %v, want ErrUploadUnknown", err)
 	}
+}
+
+// Monolithic pushes racing a collection with gcDelay 0 all succeed: the
+// upload is held from its creation to its commit.
+func TestMonolithicPushesRacingGC(t *testing.T) {
+	s := newStore(t, false)
+	pushBlob(t, s, "r", "x", []byte("keeps the repository")) // so GC has a repository to walk
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				s.CollectRepo(ctx, "r", 0)
+			}
+		}
+	})
+	for i := range 300 {
+		data := []byte(fmt.Sprintf("blob %d", i))
+		if _, err := s.PutBlob(ctx, "r", digest.FromBytes(data), bytes.NewReader(data)); err != nil {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("push %d racing gc: %v", i, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
 }

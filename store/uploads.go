@@ -271,7 +271,13 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, 
 		return BlobInfo{}, err
 	}
 	defer o.close()
+	return s.commitOpened(ctx, repo, id, o, r, d)
+}
+
+// commitOpened is CommitUpload of an upload already held.
+func (s *Store) commitOpened(ctx context.Context, repo, id string, o *openedUpload, r io.Reader, d digest.Digest) (BlobInfo, error) {
 	u, f, size, path, key := o.session, o.file, o.size, o.path, o.key
+	var err error
 	if r != nil {
 		if size, err = s.appendUpload(u, f, size, r); err != nil {
 			return BlobInfo{}, err
@@ -323,20 +329,33 @@ func uploadDigest(u *uploadSession, path string, size int64, alg digest.Algorith
 }
 
 // PutBlob stores r as blob d of repo in one step (a monolithic upload).
+// The upload is held from its creation to its commit, so that garbage
+// collection (with gcDelay 0 every upload is old enough) cannot take it.
 func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader) (BlobInfo, error) {
 	existed := s.repoExists(repo)
-	id, err := s.NewUpload(ctx, repo)
-	if err != nil {
+	if err := s.ensureRepo(repo); err != nil {
 		return BlobInfo{}, err
 	}
-	info, err := s.CommitUpload(ctx, repo, id, r, d)
+	id := newUploadID()
+	path := filepath.Join(s.uploadsDir(repo), id)
+	key := repo + "\x00" + id
+	u := s.uploads.get(key)
+	u.mu.Lock()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
 	if err != nil {
-		if !errors.Is(err, ErrDigestMismatch) {
-			s.CancelUpload(ctx, repo, id)
-		}
-		if !existed {
-			s.dropIfEmpty(repo) // a failed push creates no repository
-		}
+		u.mu.Unlock()
+		s.uploads.drop(key)
+		return BlobInfo{}, fmt.Errorf("start upload in %s: %w", repo, err)
+	}
+	o := &openedUpload{session: u, file: f, path: path, key: key}
+	info, err := s.commitOpened(ctx, repo, id, o, r, d)
+	if err != nil && !errors.Is(err, ErrDigestMismatch) {
+		s.uploads.drop(key)
+		os.Remove(path)
+	}
+	o.close()
+	if err != nil && !existed {
+		s.dropIfEmpty(repo) // a failed push creates no repository
 	}
 	return info, err
 }
