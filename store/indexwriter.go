@@ -21,15 +21,25 @@ type indexWriter struct {
 	apply func([]cache.Op) // writes one batch
 	delay time.Duration    // how long a batch gathers changes
 
-	mu      sync.Mutex
-	space   sync.Cond  // the queue shrank
-	queue   []cache.Op // changes not written yet, in order
-	pending map[digest.Digest]map[string]int
+	mu    sync.Mutex
+	space sync.Cond // the queue shrank
+	queue []queued  // changes not written yet, in order
+	// pending holds, for each path put and not removed since, the ticket
+	// of its latest put; lookups see these paths until that put is
+	// written (an earlier put of the same path landing does not count).
+	pending map[digest.Digest]map[string]uint64
+	tickets uint64
 	closed  bool
 
 	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
+}
+
+// queued is a change and, for a put, its ticket.
+type queued struct {
+	op     cache.Op
+	ticket uint64
 }
 
 const (
@@ -46,7 +56,7 @@ func newIndexWriter(apply func([]cache.Op), delay time.Duration) *indexWriter {
 	w := &indexWriter{
 		apply:   apply,
 		delay:   delay,
-		pending: map[digest.Digest]map[string]int{},
+		pending: map[digest.Digest]map[string]uint64{},
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -76,15 +86,18 @@ func (w *indexWriter) enqueue(op cache.Op) {
 		w.mu.Unlock()
 		return // the store is closing; the start-up walk will catch up
 	}
-	w.queue = append(w.queue, op)
+	q := queued{op: op}
 	if op.Remove {
 		w.drop(op.Digest, op.Path)
 	} else {
+		w.tickets++
+		q.ticket = w.tickets
 		if w.pending[op.Digest] == nil {
-			w.pending[op.Digest] = map[string]int{}
+			w.pending[op.Digest] = map[string]uint64{}
 		}
-		w.pending[op.Digest][op.Path]++
+		w.pending[op.Digest][op.Path] = q.ticket
 	}
+	w.queue = append(w.queue, q)
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -143,15 +156,15 @@ func (w *indexWriter) flush() {
 	if len(batch) == 0 {
 		return
 	}
-	w.apply(batch)
+	ops := make([]cache.Op, len(batch))
+	for i, q := range batch {
+		ops[i] = q.op
+	}
+	w.apply(ops)
 	w.mu.Lock()
-	for _, op := range batch {
-		if n := w.pending[op.Digest][op.Path]; !op.Remove && n > 0 {
-			if n == 1 {
-				w.drop(op.Digest, op.Path)
-			} else {
-				w.pending[op.Digest][op.Path] = n - 1
-			}
+	for _, q := range batch {
+		if !q.op.Remove && w.pending[q.op.Digest][q.op.Path] == q.ticket {
+			w.drop(q.op.Digest, q.op.Path) // its latest put is written
 		}
 	}
 	w.mu.Unlock()

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -64,4 +65,58 @@ func TestIndexWriter(t *testing.T) {
 	if got := w.merge(d, nil); len(got) != 0 {
 		t.Fatalf("written changes still pending for lookups: %d", len(got))
 	}
+}
+
+// A batch [put P, remove P] is being written while P is put again: when
+// that batch lands, P (on the disk again) must stay visible to lookups
+// until the later put is written too.
+func TestIndexWriterOverlayKeepsARePut(t *testing.T) {
+	d := digest.FromString("x")
+	var mu sync.Mutex
+	inCache := map[string]bool{}
+	entered := make(chan int)
+	gate := make(chan struct{})
+	calls := 0
+	w := newIndexWriter(func(ops []cache.Op) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		entered <- n
+		<-gate
+		mu.Lock()
+		for _, op := range ops {
+			inCache[op.Path] = !op.Remove
+		}
+		mu.Unlock()
+	}, 0)
+	defer func() { close(gate); w.close() }()
+	lookup := func() []string {
+		mu.Lock()
+		var rels []string
+		for p, ok := range inCache {
+			if ok {
+				rels = append(rels, p)
+			}
+		}
+		mu.Unlock()
+		return w.merge(d, rels)
+	}
+
+	w.put(d, "warm")
+	<-entered // writer held in batch 1
+	w.put(d, "P")
+	w.remove(d, "P")
+	gate <- struct{}{} // batch 1 done
+	<-entered          // writer held in batch 2 = [put P, remove P]
+	w.put(d, "P")      // re-put: P is on the disk again
+	if !slices.Contains(lookup(), "P") {
+		t.Fatalf("P not visible right after its put")
+	}
+	gate <- struct{}{} // batch 2 done
+	<-entered          // writer held in batch 3 = [put P], not written yet
+	if got := lookup(); !slices.Contains(got, "P") {
+		t.Fatalf("P, put and not removed since, is hidden from lookups: %v", got)
+	}
+	gate <- struct{}{}
 }

@@ -94,18 +94,39 @@ func (s *Store) uploadPath(repo, id string) (string, error) {
 // NewUpload starts an upload session in repo, creating the repository if
 // needed, and returns its id.
 func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
-	if err := s.ensureRepo(repo); err != nil {
-		return "", err
-	}
 	id := newUploadID()
-	f, err := os.OpenFile(filepath.Join(s.uploadsDir(repo), id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := s.createUpload(repo, id)
 	if err != nil {
-		return "", fmt.Errorf("start upload in %s: %w", repo, err)
+		return "", err
 	}
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("start upload in %s: %w", repo, err)
 	}
 	return id, nil
+}
+
+// createUpload makes the file of a new upload, creating the repository if
+// needed. An empty repository may be removed (by GC, or by the clean-up of
+// a push that failed) between its creation and the upload's, so the file
+// is made under the repository's lock once the repository is seen to be
+// there; after that the upload itself keeps it.
+func (s *Store) createUpload(repo, id string) (*os.File, error) {
+	for attempt := 0; ; attempt++ {
+		if err := s.ensureRepo(repo); err != nil {
+			return nil, err
+		}
+		unlock := s.locks.rlock(repo)
+		if !s.repoExists(repo) && attempt < 3 {
+			unlock()
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(s.uploadsDir(repo), id), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+		unlock()
+		if err != nil {
+			return nil, fmt.Errorf("start upload in %s: %w", repo, err)
+		}
+		return f, nil
+	}
 }
 
 // UploadSize returns how many bytes upload id of repo holds.
@@ -333,19 +354,16 @@ func uploadDigest(u *uploadSession, path string, size int64, alg digest.Algorith
 // collection (with gcDelay 0 every upload is old enough) cannot take it.
 func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader) (BlobInfo, error) {
 	existed := s.repoExists(repo)
-	if err := s.ensureRepo(repo); err != nil {
-		return BlobInfo{}, err
-	}
 	id := newUploadID()
 	path := filepath.Join(s.uploadsDir(repo), id)
 	key := repo + "\x00" + id
 	u := s.uploads.get(key)
 	u.mu.Lock()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+	f, err := s.createUpload(repo, id)
 	if err != nil {
 		u.mu.Unlock()
 		s.uploads.drop(key)
-		return BlobInfo{}, fmt.Errorf("start upload in %s: %w", repo, err)
+		return BlobInfo{}, err
 	}
 	o := &openedUpload{session: u, file: f, path: path, key: key}
 	info, err := s.commitOpened(ctx, repo, id, o, r, d)
