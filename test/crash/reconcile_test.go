@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	ispec "github.com/opencontainers/image-spec/specs-go/v1"
-
 	"github.com/pier-oci/pier/test/internal/ociclient"
 	"github.com/pier-oci/pier/test/internal/pierproc"
 )
@@ -34,7 +32,9 @@ func TestKillDuringDedupeReconcile(t *testing.T) {
 		layers = append(layers, random(rng, 1<<20))
 	}
 	img := ociclient.ImageManifest([]byte(`{"reconcile":1}`), layers...)
-	pushImage(t, c, "dup/r00", "v1", img)
+	if err := c.PushImage("dup/r00", "v1", img); err != nil {
+		t.Fatal(err)
+	}
 	if code := srv.Stop(t); code != 0 {
 		t.Fatalf("stop: exit %d", code)
 	}
@@ -127,18 +127,6 @@ func checkImages(t *testing.T, c *ociclient.Client, repos []string, img ociclien
 				t.Errorf("%s: blob %s: %v", repo, d, err)
 			}
 		}
-	}
-}
-
-func pushImage(t *testing.T, c *ociclient.Client, repo, tag string, img ociclient.Image) {
-	t.Helper()
-	for _, b := range img.Blobs {
-		if _, err := c.PushBlob(repo, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := c.PutManifest(repo, tag, ispec.MediaTypeImageManifest, img.Manifest); err != nil {
-		t.Fatal(err)
 	}
 }
 

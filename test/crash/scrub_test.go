@@ -50,7 +50,9 @@ func TestKillDuringScrub(t *testing.T) {
 			layers = append(layers, victim)
 		}
 		img := ociclient.ImageManifest([]byte(fmt.Sprintf(`{"scrub":%d}`, i)), layers...)
-		pushImage(t, c, repo, "v1", img)
+		if err := c.PushImage(repo, "v1", img); err != nil {
+			t.Fatal(err)
+		}
 		images = append(images, pushed{repo, img})
 	}
 	srv.Stop(t)
@@ -97,7 +99,7 @@ func TestKillDuringScrub(t *testing.T) {
 
 	// A scrub that runs to its end finds the damage (corrupt, or missing
 	// when a killed pass had already quarantined every copy).
-	code, out := pierRun(t, "scrub", srv.Config)
+	code, out := pierproc.Run(t, "scrub", srv.Config)
 	if code != 1 || !strings.Contains(out, bad.String()) {
 		t.Fatalf("complete scrub: exit %d, want 1 naming %s\n%s", code, bad, out)
 	}
@@ -123,7 +125,7 @@ func TestKillDuringScrub(t *testing.T) {
 		}
 	}
 	srv.Stop(t)
-	if code, out := pierRun(t, "scrub", srv.Config); code != 0 || !strings.Contains(out, "0 corrupt, 0 missing") {
+	if code, out := pierproc.Run(t, "scrub", srv.Config); code != 0 || !strings.Contains(out, "0 corrupt, 0 missing") {
 		t.Fatalf("scrub after the re-push: exit %d\n%s", code, out)
 	}
 }
@@ -144,14 +146,4 @@ func damage(t *testing.T, path string) {
 	if _, err := f.WriteAt(b, 1000); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// pierRun runs a pier subcommand to completion.
-func pierRun(t *testing.T, args ...string) (int, string) {
-	t.Helper()
-	cmd := exec.Command(pierproc.Binary(t), args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Run()
-	return cmd.ProcessState.ExitCode(), out.String()
 }

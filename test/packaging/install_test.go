@@ -31,13 +31,9 @@ var installed = []string{
 // installs it again over the kept config, and purges it (nothing stays).
 // The user is made by systemd-sysusers from sysusers.d/pier.conf.
 func TestInstall(t *testing.T) {
-	deb := debPath(t, "amd64")
-	requireInstallable(t)
-	clean(t)
-	t.Cleanup(func() { purge(t) })
+	deb := prepare(t)
 
-	run(t, "dpkg", "-i", deb)
-	writeFile(t, marker, "")
+	install(t, deb)
 	checkInstalled(t)
 	wantStatus(t, "install ok installed")
 
@@ -96,14 +92,10 @@ func TestInstall(t *testing.T) {
 // systemd-sysusers (sysvinit, a minimal container): postinst makes the same
 // user with useradd.
 func TestInstallWithoutSysusers(t *testing.T) {
-	deb := debPath(t, "amd64")
-	requireInstallable(t)
-	clean(t)
-	t.Cleanup(func() { purge(t) })
+	deb := prepare(t)
 	hideSysusers(t)
 
-	run(t, "dpkg", "-i", deb)
-	writeFile(t, marker, "")
+	install(t, deb)
 	checkInstalled(t)
 	run(t, "dpkg", "--purge", "pier")
 	wantClean(t)
@@ -112,13 +104,9 @@ func TestInstallWithoutSysusers(t *testing.T) {
 // A registry on a disk of its own mounted at /var/lib/pier (an SSD on a
 // Pi): purge completes, removes the user, and leaves the disk's data.
 func TestPurgeWithAMountedStateDirectory(t *testing.T) {
-	deb := debPath(t, "amd64")
-	requireInstallable(t)
-	clean(t)
-	t.Cleanup(func() { purge(t) })
+	deb := prepare(t)
 
-	run(t, "dpkg", "-i", deb)
-	writeFile(t, marker, "")
+	install(t, deb)
 	disk := t.TempDir()
 	writeFile(t, filepath.Join(disk, "registry"), "blobs")
 	run(t, "mount", "--bind", disk, "/var/lib/pier")
@@ -181,6 +169,26 @@ func requireInstallable(t *testing.T) {
 		t.Fatalf("the install tests cannot run: %s (CI runs as root in a container)", why)
 	}
 	t.Skipf("%s: run the install tests as root in a container (CI does)", why)
+}
+
+// prepare gets the machine ready for an install test: the amd64 package,
+// no pier installed, and a purge when the test ends. It returns the
+// package.
+func prepare(t *testing.T) string {
+	t.Helper()
+	deb := debPath(t, "amd64")
+	requireInstallable(t)
+	clean(t)
+	t.Cleanup(func() { purge(t) })
+	return deb
+}
+
+// install installs deb and marks the installation as this test's, so a
+// killed run's leftovers are purged by the next one.
+func install(t *testing.T, deb string) {
+	t.Helper()
+	run(t, "dpkg", "-i", deb)
+	writeFile(t, marker, "")
 }
 
 // clean makes sure no pier is installed before the test: one left by a

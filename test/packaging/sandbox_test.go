@@ -3,7 +3,6 @@ package packaging
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,11 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pier-oci/pier/test/internal/notify"
 	"github.com/pier-oci/pier/test/internal/pierproc"
 	"github.com/pier-oci/pier/test/internal/testimage"
 	"github.com/pier-oci/pier/test/internal/tool"
@@ -60,7 +59,7 @@ func TestSandboxSyscalls(t *testing.T) {
 	cfgPath := filepath.Join(base, "config.json")
 	writeFile(t, cfgPath, string(data))
 
-	notify := listenNotify(t, filepath.Join(state, "notify.sock"))
+	sock := notify.Listen(t, filepath.Join(state, "notify.sock"))
 	trace := filepath.Join(state, "strace.txt")
 	args := []string{"strace", "-f", "-qq", "-e", "signal=none", "-o", trace, bin, "serve", cfgPath}
 	if os.Geteuid() == 0 {
@@ -75,7 +74,7 @@ func TestSandboxSyscalls(t *testing.T) {
 		tool.Path(t, name)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=1000000", "GOMEMLIMIT=64MiB")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock.Path, "WATCHDOG_USEC=1000000", "GOMEMLIMIT=64MiB")
 	// A file, not a pipe: a pier that outlives a killed strace must not
 	// hold Wait.
 	out := &logFile{path: filepath.Join(base, "pier.log")}
@@ -102,7 +101,7 @@ func TestSandboxSyscalls(t *testing.T) {
 	})
 	pier = tracee(t, cmd.Process.Pid, bin)
 
-	notify.waitFor(t, out, "READY=1")
+	waitNotify(t, sock, out, "READY=1")
 	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/", port)); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET /v2/: %v %v\n%s", resp, err, out.String())
 	}
@@ -123,9 +122,9 @@ func TestSandboxSyscalls(t *testing.T) {
 	}
 
 	// The watchdog self-check, a reload, a stop.
-	notify.waitFor(t, out, "WATCHDOG=1")
+	waitNotify(t, sock, out, "WATCHDOG=1")
 	syscall.Kill(pier, syscall.SIGHUP)
-	notify.waitFor(t, out, "RELOADING=1")
+	waitNotify(t, sock, out, "RELOADING=1")
 	syscall.Kill(pier, syscall.SIGTERM)
 	select {
 	case <-exited:
@@ -135,7 +134,7 @@ func TestSandboxSyscalls(t *testing.T) {
 	case <-time.After(40 * time.Second):
 		t.Fatalf("pier did not stop on SIGTERM\n%s", out.String())
 	}
-	notify.waitFor(t, out, "STOPPING=1")
+	waitNotify(t, sock, out, "STOPPING=1")
 
 	checkTrace(t, readFile(t, trace), bin, allowedSyscalls(t))
 }
@@ -267,40 +266,6 @@ func chownTree(root string, uid, gid int) error {
 	})
 }
 
-// notifySocket collects sd_notify messages.
-type notifySocket struct {
-	path string
-	mu   sync.Mutex
-	msgs []string
-}
-
-func listenNotify(t *testing.T, path string) *notifySocket {
-	t.Helper()
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The unprivileged pier must be able to send to it.
-	if err := os.Chmod(path, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	n := &notifySocket{path: path}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			n.msgs = append(n.msgs, string(buf[:k]))
-			n.mu.Unlock()
-		}
-	}()
-	return n
-}
-
 // logFile is where pier's output goes; read when a test fails.
 type logFile struct{ path string }
 
@@ -309,17 +274,11 @@ func (l *logFile) String() string {
 	return string(b)
 }
 
-func (n *notifySocket) waitFor(t *testing.T, log *logFile, part string) {
+// waitNotify waits for an sd_notify message with part, and fails with
+// pier's output when none comes.
+func waitNotify(t *testing.T, sock *notify.Socket, log *logFile, part string) {
 	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		n.mu.Lock()
-		found := slices.ContainsFunc(n.msgs, func(m string) bool { return strings.Contains(m, part) })
-		n.mu.Unlock()
-		if found {
-			return
-		}
+	if _, err := sock.Wait(15*time.Second, 0, part); err != nil {
+		t.Fatalf("%v\npier's output:\n%s", err, log)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	t.Fatalf("no sd_notify message with %q; got %q\npier's output:\n%s", part, n.msgs, log)
 }

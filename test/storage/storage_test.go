@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pier-oci/pier/test/internal/ociclient"
 	"github.com/pier-oci/pier/test/internal/pierproc"
@@ -24,18 +22,6 @@ func random(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
-}
-
-func pushImage(t *testing.T, c *ociclient.Client, repo, tag string, img ociclient.Image) {
-	t.Helper()
-	for _, b := range img.Blobs {
-		if _, err := c.PushBlob(repo, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := c.PutManifest(repo, tag, ispec.MediaTypeImageManifest, img.Manifest); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func inode(t *testing.T, path string) uint64 {
@@ -51,16 +37,6 @@ func blobPath(root, repo string, d digest.Digest) string {
 	return filepath.Join(root, repo, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-// pierCmd runs a pier subcommand to completion.
-func pierCmd(t *testing.T, args ...string) (int, string) {
-	t.Helper()
-	cmd := exec.Command(pierproc.Binary(t), args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Run()
-	return cmd.ProcessState.ExitCode(), out.String()
-}
-
 // The same base layer pushed to two repositories is one file on disk, and
 // survives the deletion of either image.
 func TestDedupeThroughTheAPI(t *testing.T) {
@@ -69,8 +45,12 @@ func TestDedupeThroughTheAPI(t *testing.T) {
 	base := random(256 << 10)
 	a := ociclient.ImageManifest([]byte(`{"a":1}`), base, random(1000))
 	b := ociclient.ImageManifest([]byte(`{"b":1}`), base, random(1000))
-	pushImage(t, c, "team/a", "v1", a)
-	pushImage(t, c, "team/b", "v1", b)
+	if err := c.PushImage("team/a", "v1", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PushImage("team/b", "v1", b); err != nil {
+		t.Fatal(err)
+	}
 	d := digest.FromBytes(base)
 	if inode(t, blobPath(srv.Root, "team/a", d)) != inode(t, blobPath(srv.Root, "team/b", d)) {
 		t.Fatal("the shared layer is stored twice")
@@ -92,17 +72,19 @@ func TestOfflineGC(t *testing.T) {
 	srv := pierproc.Start(t, pierproc.Options{Storage: map[string]any{"gcDelay": "0s"}})
 	c := ociclient.New(srv.Addr)
 	img := ociclient.ImageManifest([]byte(`{"gc":1}`), random(100<<10))
-	pushImage(t, c, "app", "v1", img)
+	if err := c.PushImage("app", "v1", img); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Delete("app", "manifests", img.Digest.String()); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := pierCmd(t, "gc", srv.Config); code == 0 || !strings.Contains(out, "another pier process") {
+	if code, out := pierproc.Run(t, "gc", srv.Config); code == 0 || !strings.Contains(out, "another pier process") {
 		t.Fatalf("gc while serving: exit %d\n%s", code, out)
 	}
 	if code := srv.Stop(t); code != 0 {
 		t.Fatalf("stop: exit %d", code)
 	}
-	code, out := pierCmd(t, "gc", srv.Config)
+	code, out := pierproc.Run(t, "gc", srv.Config)
 	// The manifest, its config and its layer: three blobs.
 	if code != 0 || !strings.Contains(out, "removed 0 manifests, 0 referrers, 0 stale entries, 3 blobs") || !strings.Contains(out, "100.") {
 		t.Fatalf("gc: exit %d\n%s", code, out)
@@ -122,14 +104,16 @@ func TestOfflineGCSkipsRootsWithGCOff(t *testing.T) {
 	}})
 	c := ociclient.New(srv.Addr)
 	img := ociclient.ImageManifest([]byte(`{"gc":"off"}`), random(10<<10))
-	pushImage(t, c, "team/app", "v1", img)
+	if err := c.PushImage("team/app", "v1", img); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Delete("team/app", "manifests", img.Digest.String()); err != nil {
 		t.Fatal(err)
 	}
 	if code := srv.Stop(t); code != 0 {
 		t.Fatalf("stop: exit %d", code)
 	}
-	code, out := pierCmd(t, "gc", srv.Config)
+	code, out := pierproc.Run(t, "gc", srv.Config)
 	if code != 0 || !strings.Contains(out, "gc is off for root /team") {
 		t.Fatalf("gc: exit %d\n%s", code, out)
 	}
@@ -145,8 +129,12 @@ func TestOnlineGC(t *testing.T) {
 	c := ociclient.New(srv.Addr)
 	keep := ociclient.ImageManifest([]byte(`{"keep":1}`), random(1000))
 	drop := ociclient.ImageManifest([]byte(`{"drop":1}`), random(1000))
-	pushImage(t, c, "app", "keep", keep)
-	pushImage(t, c, "app", "drop", drop)
+	if err := c.PushImage("app", "keep", keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PushImage("app", "drop", drop); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Delete("app", "manifests", drop.Digest.String()); err != nil {
 		t.Fatal(err)
 	}
@@ -180,17 +168,19 @@ func TestScrubCommandAndHeal(t *testing.T) {
 	c := ociclient.New(srv.Addr)
 	layer := random(64 << 10)
 	img := ociclient.ImageManifest([]byte(`{"scrub":1}`), layer)
-	pushImage(t, c, "app", "v1", img)
+	if err := c.PushImage("app", "v1", img); err != nil {
+		t.Fatal(err)
+	}
 	srv.Stop(t)
 	d := digest.FromBytes(layer)
-	if code, out := pierCmd(t, "scrub", srv.Config); code != 0 || !strings.Contains(out, "0 corrupt") {
+	if code, out := pierproc.Run(t, "scrub", srv.Config); code != 0 || !strings.Contains(out, "0 corrupt") {
 		t.Fatalf("clean scrub: exit %d\n%s", code, out)
 	}
 	path := blobPath(srv.Root, "app", d)
 	damaged := bytes.Clone(layer)
 	damaged[1000] ^= 0x20
 	os.WriteFile(path, damaged, 0o644)
-	code, out := pierCmd(t, "scrub", srv.Config)
+	code, out := pierproc.Run(t, "scrub", srv.Config)
 	if code != 1 || !strings.Contains(out, "corrupt") || !strings.Contains(out, d.String()) {
 		t.Fatalf("scrub of a flipped byte: exit %d\n%s", code, out)
 	}
@@ -198,7 +188,9 @@ func TestScrubCommandAndHeal(t *testing.T) {
 	if _, err := c.GetBlob("app", d); err == nil || !strings.Contains(err.Error(), "BLOB_UNKNOWN") {
 		t.Fatalf("a quarantined blob is served: %v", err)
 	}
-	pushImage(t, c, "app", "v1", img)
+	if err := c.PushImage("app", "v1", img); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := c.GetBlob("app", d); err != nil || !bytes.Equal(got, layer) {
 		t.Fatalf("re-push did not heal: %v", err)
 	}

@@ -21,84 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pier-oci/pier/test/internal/notify"
 	"github.com/pier-oci/pier/test/internal/pierproc"
 	"github.com/pier-oci/pier/test/internal/tool"
 )
-
-// notifySocket collects the messages pier sends.
-type notifySocket struct {
-	path string
-	conn *net.UnixConn
-	mu   sync.Mutex
-	msgs []string
-}
-
-func listenNotify(t *testing.T) *notifySocket {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &notifySocket{path: path, conn: conn}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			n.msgs = append(n.msgs, string(buf[:k]))
-			n.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close() })
-	return n
-}
-
-// waitFor waits until a message containing every one of parts arrives
-// after the first `after` messages, and returns its index.
-func (n *notifySocket) waitFor(t *testing.T, after int, parts ...string) int {
-	t.Helper()
-	return n.waitForWithin(t, 10*time.Second, after, parts...)
-}
-
-func (n *notifySocket) waitForWithin(t *testing.T, limit time.Duration, after int, parts ...string) int {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		n.mu.Lock()
-		for i := after; i < len(n.msgs); i++ {
-			ok := true
-			for _, p := range parts {
-				ok = ok && strings.Contains(n.msgs[i], p)
-			}
-			if ok {
-				n.mu.Unlock()
-				return i
-			}
-		}
-		n.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	t.Fatalf("no message with %q after #%d; got %q", parts, after, n.msgs)
-	return -1
-}
-
-func (n *notifySocket) count(part string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, m := range n.msgs {
-		if strings.Contains(m, part) {
-			c++
-		}
-	}
-	return c
-}
 
 type proc struct {
 	cmd  *exec.Cmd
@@ -152,15 +78,15 @@ func start(t *testing.T, env []string, args ...string) *proc {
 }
 
 func TestNotifyReloadAndStop(t *testing.T) {
-	n := listenNotify(t)
+	n := notify.Listen(t, "")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.json")
 	port := pierproc.FreePort(t)
 	writeConfig(t, cfgPath, filepath.Join(dir, "data"), port, "info")
-	p := start(t, []string{"NOTIFY_SOCKET=" + n.path}, pierproc.Binary(t), "serve", cfgPath)
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.Path}, pierproc.Binary(t), "serve", cfgPath)
 
-	ready := n.waitFor(t, 0, "READY=1", "STATUS=serving 0 repositories")
-	if c := n.count("EXTEND_TIMEOUT_USEC="); c != 0 {
+	ready := n.WaitFor(t, 0, "READY=1", "STATUS=serving 0 repositories")
+	if c := n.Count("EXTEND_TIMEOUT_USEC="); c != 0 {
 		t.Fatalf("a fast start asked systemd for more time %d times", c)
 	}
 	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/", port)); err != nil || resp.StatusCode != 200 {
@@ -169,14 +95,14 @@ func TestNotifyReloadAndStop(t *testing.T) {
 
 	// SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1.
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	rel := n.waitFor(t, ready+1, "RELOADING=1", "MONOTONIC_USEC=")
-	n.waitFor(t, rel+1, "READY=1")
+	rel := n.WaitFor(t, ready+1, "RELOADING=1", "MONOTONIC_USEC=")
+	n.WaitFor(t, rel+1, "READY=1")
 
 	// A changed file is picked up without a signal: the log level goes to
 	// debug, and a change that needs a restart is named.
 	writeConfig(t, cfgPath, filepath.Join(dir, "data"), port+1, "debug")
-	rel = n.waitFor(t, rel+1, "RELOADING=1")
-	n.waitFor(t, rel+1, "READY=1")
+	rel = n.WaitFor(t, rel+1, "RELOADING=1")
+	n.WaitFor(t, rel+1, "READY=1")
 	waitLog(t, p, "takes effect on the next restart", "key=http.port")
 	// Debug lines now appear (a committed blob logs at debug), still on the
 	// old port.
@@ -194,7 +120,7 @@ func TestNotifyReloadAndStop(t *testing.T) {
 	}
 
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	n.waitFor(t, 0, "STOPPING=1")
+	n.WaitFor(t, 0, "STOPPING=1")
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.log())
 	}
@@ -230,32 +156,32 @@ func waitLog(t *testing.T, p *proc, parts ...string) {
 // WATCHDOG=1 comes at half the interval while the self-check passes, and
 // stops when the storage root disappears.
 func TestWatchdog(t *testing.T) {
-	n := listenNotify(t)
+	n := notify.Listen(t, "")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.json")
 	root := filepath.Join(dir, "data")
 	writeConfig(t, cfgPath, root, pierproc.FreePort(t), "info")
-	p := start(t, []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"}, pierproc.Binary(t), "serve", cfgPath)
-	n.waitFor(t, 0, "READY=1")
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.Path, "WATCHDOG_USEC=400000"}, pierproc.Binary(t), "serve", cfgPath)
+	n.WaitFor(t, 0, "READY=1")
 	time.Sleep(1100 * time.Millisecond)
-	if c := n.count("WATCHDOG=1"); c < 4 || c > 8 {
+	if c := n.Count("WATCHDOG=1"); c < 4 || c > 8 {
 		t.Fatalf("%d watchdog pings in ~1.1 s at a 400 ms interval, want about 5", c)
 	}
 	os.Rename(root, root+".gone") // the store vanishes: pier must stop pinging
 	time.Sleep(300 * time.Millisecond)
-	before := n.count("WATCHDOG=1")
+	before := n.Count("WATCHDOG=1")
 	time.Sleep(800 * time.Millisecond)
-	if after := n.count("WATCHDOG=1"); after != before {
+	if after := n.Count("WATCHDOG=1"); after != before {
 		t.Fatalf("watchdog pinged %d times with a missing storage root", after-before)
 	}
 	waitLog(t, p, "watchdog self-check failed")
 	// A watchdog meant for another process is not ours.
-	n2 := listenNotify(t)
+	n2 := notify.Listen(t, "")
 	writeConfig(t, cfgPath, root+"2", pierproc.FreePort(t), "info")
-	start(t, []string{"NOTIFY_SOCKET=" + n2.path, "WATCHDOG_USEC=200000", "WATCHDOG_PID=1"}, pierproc.Binary(t), "serve", cfgPath)
-	n2.waitFor(t, 0, "READY=1")
+	start(t, []string{"NOTIFY_SOCKET=" + n2.Path, "WATCHDOG_USEC=200000", "WATCHDOG_PID=1"}, pierproc.Binary(t), "serve", cfgPath)
+	n2.WaitFor(t, 0, "READY=1")
 	time.Sleep(500 * time.Millisecond)
-	if c := n2.count("WATCHDOG=1"); c != 0 {
+	if c := n2.Count("WATCHDOG=1"); c != 0 {
 		t.Fatalf("pinged a watchdog of another pid %d times", c)
 	}
 }
@@ -272,7 +198,7 @@ func TestWatchdogWithoutIPv6(t *testing.T) {
 	}
 	tool.Path(t, "unshare")
 	tool.Path(t, "ip")
-	n := listenNotify(t)
+	n := notify.Listen(t, "")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.json")
 	cfg := fmt.Sprintf(`{"storage": {"rootDirectory": %q}, "http": {"address": "0.0.0.0", "port": "5000"}}`, filepath.Join(dir, "data"))
@@ -282,11 +208,11 @@ func TestWatchdogWithoutIPv6(t *testing.T) {
 	// Without ::1 on loopback, as with IPv6 disabled (and without writing
 	// /proc/sys, which containers often mount read-only).
 	script := `ip link set lo up && ip -6 addr del ::1/128 dev lo && exec "$0" serve "$1"`
-	p := start(t, []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"},
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.Path, "WATCHDOG_USEC=400000"},
 		"unshare", "--net", "sh", "-c", script, pierproc.Binary(t), cfgPath)
-	n.waitFor(t, 0, "READY=1")
+	n.WaitFor(t, 0, "READY=1")
 	time.Sleep(1100 * time.Millisecond)
-	if c := n.count("WATCHDOG=1"); c < 3 {
+	if c := n.Count("WATCHDOG=1"); c < 3 {
 		t.Fatalf("%d watchdog pings in ~1.1 s at a 400 ms interval with IPv6 off, want about 5\n%s", c, p.log())
 	}
 	if strings.Contains(p.log(), "self-check failed") || strings.Contains(p.log(), "msg=request") {
@@ -334,22 +260,20 @@ func TestSilentOutsideSystemd(t *testing.T) {
 // during a start-up that hangs ends pier at once.
 func TestExtendTimeoutWhileStartIsSlow(t *testing.T) {
 	strace := tool.Path(t, "strace")
-	n := listenNotify(t)
+	n := notify.Listen(t, "")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.json")
 	port := pierproc.FreePort(t)
 	writeConfig(t, cfgPath, filepath.Join(dir, "data"), port, "info")
-	p := start(t, []string{"NOTIFY_SOCKET=" + n.path}, strace, "-f", "-qq", "-o", "/dev/null",
+	p := start(t, []string{"NOTIFY_SOCKET=" + n.Path}, strace, "-f", "-qq", "-o", "/dev/null",
 		"-e", "trace=flock", "-e", "inject=flock:delay_enter=4000000", pierproc.Binary(t), "serve", cfgPath)
 
-	ext := n.waitForWithin(t, 20*time.Second, 0, "EXTEND_TIMEOUT_USEC=")
-	ready := n.waitForWithin(t, 30*time.Second, 0, "READY=1")
+	ext := n.WaitForWithin(t, 20*time.Second, 0, "EXTEND_TIMEOUT_USEC=")
+	ready := n.WaitForWithin(t, 30*time.Second, 0, "READY=1")
 	if ext > ready {
 		t.Fatalf("EXTEND_TIMEOUT_USEC= (message #%d) came after READY=1 (#%d)", ext, ready)
 	}
-	n.mu.Lock()
-	msg := n.msgs[ext]
-	n.mu.Unlock()
+	msg := n.Message(ext)
 	if !strings.Contains(msg, "EXTEND_TIMEOUT_USEC=15000000") {
 		t.Fatalf("extension %q, want 15 s (three times the 5 s after which start-up counts as slow)", msg)
 	}
@@ -372,9 +296,9 @@ func TestExtendTimeoutWhileStartIsSlow(t *testing.T) {
 	if err := os.WriteFile(hung, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n2 := listenNotify(t)
-	p = start(t, []string{"NOTIFY_SOCKET=" + n2.path}, pierproc.Binary(t), "serve", hung)
-	n2.waitForWithin(t, 20*time.Second, 0, "EXTEND_TIMEOUT_USEC=")
+	n2 := notify.Listen(t, "")
+	p = start(t, []string{"NOTIFY_SOCKET=" + n2.Path}, pierproc.Binary(t), "serve", hung)
+	n2.WaitForWithin(t, 20*time.Second, 0, "EXTEND_TIMEOUT_USEC=")
 	asked := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.cmd.Wait(); err != nil {
@@ -383,7 +307,7 @@ func TestExtendTimeoutWhileStartIsSlow(t *testing.T) {
 	if took := time.Since(asked); took > 3*time.Second {
 		t.Fatalf("a stop during a hung start-up took %v", took)
 	}
-	if n2.count("READY=1") != 0 {
+	if n2.Count("READY=1") != 0 {
 		t.Fatal("READY=1 from a pier stopped during start-up")
 	}
 }

@@ -274,6 +274,17 @@ type Image struct {
 	Blobs    map[digest.Digest][]byte
 }
 
+// PushImage pushes every blob of img and then its manifest under tag.
+func (c *Client) PushImage(repo, tag string, img Image) error {
+	for _, b := range img.Blobs {
+		if _, err := c.PushBlob(repo, b); err != nil {
+			return err
+		}
+	}
+	_, err := c.PutManifest(repo, tag, ispec.MediaTypeImageManifest, img.Manifest)
+	return err
+}
+
 // ImageManifest builds an OCI image manifest over a config and layers.
 func ImageManifest(config []byte, layers ...[]byte) Image {
 	img := Image{Blobs: map[digest.Digest][]byte{}}

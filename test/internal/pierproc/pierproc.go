@@ -28,6 +28,19 @@ func Binary(t testing.TB) string {
 	return bin
 }
 
+// Run runs a pier subcommand (gc, scrub, verify, ...) to completion and
+// returns its exit code and its output, stdout and stderr together.
+func Run(t testing.TB, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(Binary(t), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+		t.Fatalf("run pier %v: %v", args, err)
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
 // Server is a running pier process.
 type Server struct {
 	Addr   string // host:port on 127.0.0.1
