@@ -147,20 +147,25 @@ func (a *API) cancelUpload(w http.ResponseWriter, r *http.Request, req request) 
 func (a *API) uploadFailed(w http.ResponseWriter, req request, err error) error {
 	var off *store.OffsetError
 	if errors.As(err, &off) {
-		w.Header().Set("Location", uploadLocation(req.repo, req.ref))
-		w.Header().Set("Range", rangeHeader(off.Size))
-		w.Header().Set("Docker-Upload-UUID", req.ref)
+		setUploadState(w, req.repo, req.ref, off.Size)
 	}
 	return err
+}
+
+// setUploadState says where an upload is: its URL, the bytes it holds and
+// its id.
+func setUploadState(w http.ResponseWriter, repo, id string, size int64) {
+	h := w.Header()
+	h.Set("Location", uploadLocation(repo, id))
+	h.Set("Range", rangeHeader(size))
+	h.Set("Docker-Upload-UUID", id)
 }
 
 // withUploadState adds, to the error for a chunk pier could not take,
 // where the upload is (as for a 416), so the client can resume.
 func (a *API) withUploadState(w http.ResponseWriter, r *http.Request, req request, err error) error {
 	if size, serr := a.reg.UploadSize(r.Context(), req.repo, req.ref); serr == nil {
-		w.Header().Set("Location", uploadLocation(req.repo, req.ref))
-		w.Header().Set("Range", rangeHeader(size))
-		w.Header().Set("Docker-Upload-UUID", req.ref)
+		setUploadState(w, req.repo, req.ref, size)
 	}
 	return err
 }
@@ -214,11 +219,8 @@ func rangeHeader(size int64) string {
 }
 
 func uploadAccepted(w http.ResponseWriter, status int, repo, id string, size int64) error {
-	h := w.Header()
-	h.Set("Location", uploadLocation(repo, id))
-	h.Set("Range", rangeHeader(size))
-	h.Set("Docker-Upload-UUID", id)
-	h.Set("Content-Length", "0")
+	setUploadState(w, repo, id, size)
+	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(status)
 	return nil
 }

@@ -254,20 +254,12 @@ func TestDedupeNeverLinksToARottenCopy(t *testing.T) {
 // A push does not wait for the cache, but what it recorded is in cache.db
 // once the store closes, and is found by lookups before that.
 func TestBackgroundRecordsReachTheCache(t *testing.T) {
-	root := t.TempDir()
-	s := newDedupeStore(t, root)
+	s := newDedupeStore(t, t.TempDir())
 	var digests []digest.Digest
 	for i := range 50 {
 		digests = append(digests, pushBlob(t, s, "a", "x", randomBytes(t, 1000+i)).Digest)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	bc, err := boltdb.Open(filepath.Join(root, "cache.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
+	bc := closeAndOpenCache(t, s)
 	for _, d := range digests {
 		paths, err := bc.Paths(ctx, d)
 		if err != nil || len(paths) != 1 || paths[0] != "a/blobs/sha256/"+d.Encoded() {
@@ -279,8 +271,7 @@ func TestBackgroundRecordsReachTheCache(t *testing.T) {
 // A blob deleted right after its push is not put back into cache.db by
 // the background record of the push.
 func TestDeleteRightAfterPushLeavesNoCacheEntry(t *testing.T) {
-	root := t.TempDir()
-	s := newDedupeStore(t, root)
+	s := newDedupeStore(t, t.TempDir())
 	var digests []digest.Digest
 	for i := range 20 {
 		d := pushBlob(t, s, "a", "x", randomBytes(t, 1000+i)).Digest
@@ -289,17 +280,25 @@ func TestDeleteRightAfterPushLeavesNoCacheEntry(t *testing.T) {
 		}
 		digests = append(digests, d)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	bc, err := boltdb.Open(filepath.Join(root, "cache.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
+	bc := closeAndOpenCache(t, s)
 	for _, d := range digests {
 		if paths, _ := bc.Paths(ctx, d); len(paths) != 0 {
 			t.Fatalf("deleted blob %s still in cache.db: %v", d, paths)
 		}
 	}
+}
+
+// closeAndOpenCache closes s and opens the cache.db it leaves, to see what
+// reached the disk.
+func closeAndOpenCache(t *testing.T, s *Store) *boltdb.Cache {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := boltdb.Open(s.cachePath(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bc.Close() })
+	return bc
 }

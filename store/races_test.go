@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -14,18 +15,26 @@ import (
 // Background jobs decide without the repository lock and act under it;
 // what they act on must still be what they decided on.
 
-// Reconcile has decided to link b's copy to a's; a client deletes b's
-// blob (202) before the link is made. The blob must stay deleted.
-func TestReconcileNeverResurrectsADeletedBlob(t *testing.T) {
-	root := t.TempDir()
+// separateCopies makes a root where repositories a and b hold the same
+// blob as two files, as layouts copied in while pier was off would.
+func separateCopies(t *testing.T) (root string, d digest.Digest, data []byte) {
+	t.Helper()
+	root = t.TempDir()
 	plain, err := New(Options{Root: root})
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := randomBytes(t, 10_000)
-	d := pushBlob(t, plain, "a", "x", data).Digest
-	pushBlob(t, plain, "b", "x", data) // a separate copy: reconcile would link it
-	plain.Close()
+	defer plain.Close()
+	data = randomBytes(t, 10_000)
+	d = pushBlob(t, plain, "a", "x", data).Digest
+	pushBlob(t, plain, "b", "x", data)
+	return root, d, data
+}
+
+// Reconcile has decided to link b's copy to a's; a client deletes b's
+// blob (202) before the link is made. The blob must stay deleted.
+func TestReconcileNeverResurrectsADeletedBlob(t *testing.T) {
+	root, d, _ := separateCopies(t)
 	s := newDedupeStore(t, root)
 	pathA, pathB := s.blobPath("a", d), s.blobPath("b", d)
 	fiA, _ := os.Lstat(pathA)
@@ -45,17 +54,10 @@ func TestReconcileNeverResurrectsADeletedBlob(t *testing.T) {
 // a's good copy over b. Quarantine must move nothing: the file it hashed
 // is gone, and the good copy must keep being served everywhere.
 func TestQuarantineMovesOnlyTheFileItHashed(t *testing.T) {
-	root := t.TempDir()
-	plain, err := New(Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := randomBytes(t, 10_000)
-	d := pushBlob(t, plain, "a", "x", data).Digest
-	pushBlob(t, plain, "b", "x", data)
-	plain.Close()
-	flipByte(plain.blobPath("b", d)) // b rots; a is fine; separate inodes
-	rotten, err := os.Lstat(plain.blobPath("b", d))
+	root, d, data := separateCopies(t)
+	rottenPath := filepath.Join(root, "b", "blobs", "sha256", d.Encoded())
+	flipByte(rottenPath) // b rots; a is fine; separate inodes
+	rotten, err := os.Lstat(rottenPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,14 +126,14 @@ func (s *Store) reconcileRepo(ctx context.Context, repo string, st *ReconcileSta
 	if err != nil {
 		return err
 	}
-	var fresh []cache.Entry
+	var fresh []cache.Op
 	for _, b := range blobs {
 		st.Blobs++
 		if s.reconcileBlob(ctx, repo, b.digest, b.path, st) {
-			fresh = append(fresh, cache.Entry{Digest: b.digest, Path: s.dedupe.rel(b.path)})
+			fresh = append(fresh, cache.Op{Digest: b.digest, Path: s.dedupe.rel(b.path)})
 		}
 	}
-	if err := s.dedupe.cache().PutAll(ctx, fresh); err != nil {
+	if err := s.dedupe.cache().Apply(ctx, fresh); err != nil {
 		s.dedupe.failed("rebuild", err)
 		return err
 	}

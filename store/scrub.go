@@ -144,7 +144,7 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 	for _, c := range m.Manifests {
 		sc.visitManifest(ctx, c.Digest, res, depth+1)
 	}
-	if m.Subject != nil && validDigest(m.Subject.Digest) {
+	if m.Subject != nil {
 		if _, err := os.Stat(sc.s.blobPath(sc.repo, m.Subject.Digest)); err == nil {
 			sc.visitManifest(ctx, m.Subject.Digest, res, depth+1)
 		}
@@ -180,9 +180,6 @@ func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
 func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, os.FileInfo) {
 	if ctx.Err() != nil {
 		return ScrubOK, nil // stopping: the pass is abandoned, report nothing false
-	}
-	if !validDigest(d) {
-		return ScrubMissing, nil // a reference no blob can satisfy; never a path
 	}
 	f, err := os.Open(sc.s.blobPath(sc.repo, d))
 	if err != nil {
@@ -256,7 +253,7 @@ func (s *Store) quarantineDir() string { return filepath.Join(s.root, ".quaranti
 // hash ran without a lock, so a path is moved only if it still names that
 // very file (not a good copy linked or pushed over it meanwhile).
 func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, hashed os.FileInfo) {
-	if hashed == nil || !validDigest(d) {
+	if hashed == nil {
 		return
 	}
 	path := s.blobPath(repo, d)

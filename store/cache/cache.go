@@ -25,25 +25,13 @@ type Cache interface {
 	// Paths returns the recorded paths of d, the original first; none is
 	// not an error.
 	Paths(ctx context.Context, d digest.Digest) ([]string, error)
-	// Put records that path holds d. Recording a path twice is a no-op.
-	Put(ctx context.Context, d digest.Digest, path string) error
-	// PutAll records many (digest, path) pairs at once, for rebuilding the
-	// index from the disk without a transaction per blob.
-	PutAll(ctx context.Context, entries []Entry) error
-	// Remove forgets that path holds d. When path was the original, the
-	// next recorded path becomes the original.
-	Remove(ctx context.Context, d digest.Digest, path string) error
-	// Apply makes many changes, in order, at once (one transaction or
-	// round trip where the backend has them).
+	// Apply makes changes, in order, at once (one transaction or round
+	// trip where the backend has them). Recording a path twice, or
+	// forgetting one not recorded, changes nothing. When the original of a
+	// digest is forgotten, the next recorded path becomes the original.
 	Apply(ctx context.Context, ops []Op) error
 	// Close releases the cache.
 	Close() error
-}
-
-// Entry is one path holding one digest.
-type Entry struct {
-	Digest digest.Digest
-	Path   string
 }
 
 // Op is one change to the index: Path now holds Digest, or (Remove) no

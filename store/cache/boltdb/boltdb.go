@@ -124,31 +124,14 @@ func (c *Cache) Paths(ctx context.Context, d digest.Digest) ([]string, error) {
 	return out, err
 }
 
-// Put records path for d; a path already recorded costs no write.
-func (c *Cache) Put(ctx context.Context, d digest.Digest, path string) error {
-	return c.Apply(ctx, []cache.Op{{Digest: d, Path: path}})
-}
-
-// Remove forgets path for d, promoting another path to original when the
-// original goes, and dropping the digest when no path is left.
-func (c *Cache) Remove(ctx context.Context, d digest.Digest, path string) error {
-	return c.Apply(ctx, []cache.Op{{Digest: d, Path: path, Remove: true}})
-}
-
-// PutAll records many paths in one transaction.
-func (c *Cache) PutAll(ctx context.Context, entries []cache.Entry) error {
-	ops := make([]cache.Op, len(entries))
-	for i, e := range entries {
-		ops[i] = cache.Op{Digest: e.Digest, Path: e.Path}
-	}
-	return c.Apply(ctx, ops)
-}
-
 // Apply makes ops, in order, in one write transaction: with sync on, one
 // commit's fdatasyncs for all of them. Ops that would change nothing (a
 // path already recorded, or not recorded) are found by a read first, and
 // a set of only those costs no write at all.
 func (c *Cache) Apply(ctx context.Context, ops []cache.Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
 	return c.guard(func() error {
 		var changes []cache.Op
 		err := c.db.View(func(tx *bolt.Tx) error {

@@ -43,7 +43,7 @@ func TestPutPathsRemove(t *testing.T) {
 		t.Fatalf("empty cache: %s", got)
 	}
 	for _, p := range []string{"a/blobs/sha256/x", "b/blobs/sha256/x", "c/blobs/sha256/x", "a/blobs/sha256/x"} {
-		if err := c.Put(ctx, d, p); err != nil {
+		if err := c.Apply(ctx, []cache.Op{{Digest: d, Path: p}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,16 +51,16 @@ func TestPutPathsRemove(t *testing.T) {
 		t.Fatalf("paths = %s", got)
 	}
 	// Removing the original promotes another path; the rest stay.
-	c.Remove(ctx, d, "a/blobs/sha256/x")
+	c.Apply(ctx, []cache.Op{{Digest: d, Path: "a/blobs/sha256/x", Remove: true}})
 	if got := paths(t, c, d); got != "[b/blobs/sha256/x c/blobs/sha256/x]" {
 		t.Fatalf("after removing the original: %s", got)
 	}
-	c.Remove(ctx, d, "c/blobs/sha256/x")
-	c.Remove(ctx, d, "b/blobs/sha256/x")
+	c.Apply(ctx, []cache.Op{{Digest: d, Path: "c/blobs/sha256/x", Remove: true}})
+	c.Apply(ctx, []cache.Op{{Digest: d, Path: "b/blobs/sha256/x", Remove: true}})
 	if got := paths(t, c, d); got != "[]" {
 		t.Fatalf("after removing all: %s", got)
 	}
-	c.Remove(ctx, d, "never/recorded") // no error for an unknown digest
+	c.Apply(ctx, []cache.Op{{Digest: d, Path: "never/recorded", Remove: true}}) // no error for an unknown digest
 }
 
 // A cache.db written by zot (same buckets, nil values) is read as is.
