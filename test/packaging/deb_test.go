@@ -29,6 +29,10 @@ var contents = []string{
 	"-rw-r--r-- root/root ./usr/lib/systemd/system/pier.socket",
 	"drwxr-xr-x root/root ./usr/lib/sysusers.d/",
 	"-rw-r--r-- root/root ./usr/lib/sysusers.d/pier.conf",
+	"drwxr-xr-x root/root ./usr/share/",
+	"drwxr-xr-x root/root ./usr/share/doc/",
+	"drwxr-xr-x root/root ./usr/share/doc/pier/",
+	"-rw-r--r-- root/root ./usr/share/doc/pier/copyright",
 }
 
 // sources are the repository files each packaged file must equal; the
@@ -38,6 +42,7 @@ var sources = map[string]string{
 	"usr/lib/systemd/system/pier.service": "packaging/pier.service",
 	"usr/lib/systemd/system/pier.socket":  "packaging/pier.socket",
 	"usr/lib/sysusers.d/pier.conf":        "packaging/sysusers.conf",
+	"usr/share/doc/pier/copyright":        "packaging/copyright",
 }
 
 func TestDebs(t *testing.T) {
@@ -47,7 +52,8 @@ func TestDebs(t *testing.T) {
 			deb := debPath(t, d.arch)
 
 			// Control fields.
-			want := map[string]string{"Package": "pier", "Version": version, "Architecture": d.arch, "Depends": "", "Pre-Depends": "", "Recommends": "procps"}
+			want := map[string]string{"Package": "pier", "Version": version, "Architecture": d.arch, "Depends": "", "Pre-Depends": "", "Recommends": "procps",
+				"Maintainer": "pier project <pier@example.invalid>"}
 			for field, value := range want {
 				if got := strings.TrimSpace(run(t, "dpkg-deb", "--field", deb, field)); got != value {
 					t.Errorf("%s: got %q, want %q", field, got, value)
