@@ -3,13 +3,14 @@ package configs
 import (
 	"errors"
 	"fmt"
-	"github.com/pier-oci/pier/store"
 	"net"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // distSpecVersionPattern matches the versions zot writes, e.g. "1.1.1" or
@@ -55,7 +56,7 @@ func (v *validation) storage(s *fileStorage) {
 	roots := map[string]string{"storage.rootDirectory": absClean(*s.RootDirectory)}
 	for _, name := range sortedKeys(s.SubPaths) {
 		key := "storage.subPaths." + name
-		if !strings.HasPrefix(name, "/") || store.ValidateName(strings.TrimPrefix(name, "/")) != nil {
+		if !strings.HasPrefix(name, "/") || oci.ValidateName(strings.TrimPrefix(name, "/")) != nil {
 			v.fail(key, `a subpath must be "/" and a repository name prefix, like "/a" or "/team/app" (lower case, no trailing "/")`)
 		}
 

@@ -18,6 +18,7 @@ import (
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // Registry is what the API needs from storage. *store.Store implements it;
@@ -160,7 +161,7 @@ func route(path string) (request, *apiError) {
 		req := request{kind: rt.kind}
 		if len(m) > 1 {
 			req.repo = m[1]
-			if err := store.ValidateName(req.repo); err != nil {
+			if err := oci.ValidateName(req.repo); err != nil {
 				return req, errNameInvalid(err.Error())
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 type fixture struct {
@@ -329,7 +330,7 @@ func TestMount(t *testing.T) {
 func TestManifestPutErrors(t *testing.T) {
 	f := newFixture(t)
 	_, body := f.pushImage("app", "v1")
-	big := bytes.Repeat([]byte(" "), store.MaxManifestSize+1)
+	big := bytes.Repeat([]byte(" "), oci.MaxManifestSize+1)
 	resp := f.do("PUT", "/v2/app/manifests/big", big, "Content-Type", ispec.MediaTypeImageManifest)
 	expectError(t, resp, http.StatusRequestEntityTooLarge, "MANIFEST_INVALID")
 	missing := bytes.Replace(body, []byte(digest.FromString("layer of appv1").Encoded()), []byte(digest.FromString("gone").Encoded()), 1)

@@ -3,13 +3,13 @@ package httpapi
 import (
 	"net/http"
 
-	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // getBlob serves GET and HEAD of a blob. http.ServeContent does Range (206
 // and 416), If-None-Match against the ETag, HEAD, and sendfile.
 func (a *API) getBlob(w http.ResponseWriter, r *http.Request, req request) error {
-	d, err := store.ParseDigest(req.ref)
+	d, err := oci.ParseDigest(req.ref)
 	if err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, req request) error
 }
 
 func (a *API) deleteBlob(w http.ResponseWriter, r *http.Request, req request) error {
-	d, err := store.ParseDigest(req.ref)
+	d, err := oci.ParseDigest(req.ref)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ import (
 
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // page cuts a sorted list per the spec's n and last parameters: exactly n
@@ -94,7 +94,7 @@ func writePage(w http.ResponseWriter, r *http.Request, path string, all []string
 // referrers answers the referrers API: always an image index, empty when
 // nothing refers to the digest.
 func (a *API) referrers(w http.ResponseWriter, r *http.Request, req request) error {
-	d, err := store.ParseDigest(req.ref)
+	d, err := oci.ParseDigest(req.ref)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // getManifest serves GET and HEAD of a manifest by tag or digest.
@@ -50,7 +51,7 @@ func accepts(accept []string, mediaType string) bool {
 			if mt == mediaType || mt == "*/*" || mt == "application/*" {
 				return true
 			}
-			if store.IsManifestType(mt) {
+			if oci.IsManifestType(mt) {
 				namesManifest = true
 			}
 		}
@@ -61,12 +62,12 @@ func accepts(accept []string, mediaType string) bool {
 // putManifest stores a manifest under a tag or its digest, and under every
 // ?tag= of the request.
 func (a *API) putManifest(w http.ResponseWriter, r *http.Request, req request) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, store.MaxManifestSize+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, oci.MaxManifestSize+1))
 	if err != nil {
 		return errManifestInvalid("reading the body: " + err.Error())
 	}
-	if len(body) > store.MaxManifestSize {
-		return fmt.Errorf("%w: larger than %d bytes", store.ErrManifestTooLarge, store.MaxManifestSize)
+	if len(body) > oci.MaxManifestSize {
+		return fmt.Errorf("%w: larger than %d bytes", store.ErrManifestTooLarge, oci.MaxManifestSize)
 	}
 	tags := r.URL.Query()["tag"]
 	res, err := a.reg.PutManifest(r.Context(), req.repo, req.ref, r.Header.Get("Content-Type"), body, tags)

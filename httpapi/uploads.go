@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 func uploadLocation(repo, id string) string { return "/v2/" + repo + "/blobs/uploads/" + id }
@@ -32,7 +33,7 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) e
 		// Not mountable: the spec says to start an ordinary upload.
 	}
 	if q.Has("digest") {
-		d, err := store.ParseDigest(q.Get("digest"))
+		d, err := oci.ParseDigest(q.Get("digest"))
 		if err != nil {
 			return err
 		}
@@ -55,7 +56,7 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) e
 // spec asks a registry that cannot mount to start an ordinary upload rather
 // than fail the push. A malformed digest is an error: no client sends one.
 func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, error) {
-	d, err := store.ParseDigest(dgst)
+	d, err := oci.ParseDigest(dgst)
 	if err != nil {
 		return "", err
 	}
@@ -65,7 +66,7 @@ func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, er
 		} else if err != nil {
 			return "", err
 		}
-	} else if store.ValidateName(from) != nil {
+	} else if oci.ValidateName(from) != nil {
 		return "", nil
 	}
 	err = a.reg.MountBlob(r.Context(), repo, from, d)
@@ -102,7 +103,7 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) err
 	if !q.Has("digest") {
 		return errDigestInvalid("the digest query parameter is required to complete an upload")
 	}
-	d, err := store.ParseDigest(q.Get("digest"))
+	d, err := oci.ParseDigest(q.Get("digest"))
 	if err != nil {
 		return err
 	}

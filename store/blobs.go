@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pier-oci/pier/store/disk"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // BlobInfo describes a stored blob.
@@ -101,7 +102,7 @@ func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 	if s.dedupe != nil {
 		for _, p := range s.dedupe.copies(ctx, d) {
 			repo := s.repoOfBlobPath(p)
-			if ValidateName(repo) != nil {
+			if oci.ValidateName(repo) != nil {
 				continue
 			}
 			if _, err := s.StatBlob(ctx, repo, d); err == nil {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // Repositories lists the repositories of the store, sorted: every directory
@@ -40,7 +42,7 @@ func (s *Store) Repositories(ctx context.Context) ([]string, error) {
 			return nil
 		}
 		repo := filepath.ToSlash(rel)
-		if ValidateName(repo) != nil {
+		if oci.ValidateName(repo) != nil {
 			return filepath.SkipDir
 		}
 		if _, err := os.Stat(filepath.Join(path, "index.json")); err == nil {

@@ -1,15 +1,15 @@
 package store
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/pier-oci/pier/store/oci"
+)
 
 // Errors the store returns, wrapped with detail. The HTTP layer maps each to
 // a Distribution Spec error code in one place.
 var (
-	ErrNameInvalid         = errors.New("invalid repository name")
 	ErrNameUnknown         = errors.New("repository not known")
-	ErrTagInvalid          = errors.New("invalid tag")
-	ErrDigestInvalid       = errors.New("invalid digest")
-	ErrDigestUnsupported   = errors.New("unsupported digest algorithm")
 	ErrDigestMismatch      = errors.New("content does not match digest")
 	ErrBlobUnknown         = errors.New("blob not known")
 	ErrBlobReferenced      = errors.New("blob is referenced by a manifest")
@@ -22,4 +22,13 @@ var (
 	ErrManifestBlobUnknown = errors.New("manifest references a blob not in the repository")
 	ErrManifestReferenced  = errors.New("manifest is referenced by an index")
 	ErrReadOnly            = errors.New("storage is read-only")
+)
+
+// The grammar's errors, under the store's names so that callers map every
+// store error from one place.
+var (
+	ErrNameInvalid       = oci.ErrNameInvalid
+	ErrTagInvalid        = oci.ErrTagInvalid
+	ErrDigestInvalid     = oci.ErrDigestInvalid
+	ErrDigestUnsupported = oci.ErrDigestUnsupported
 )

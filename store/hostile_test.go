@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // Layouts are input too: a root may hold layouts written by any tool, or
@@ -92,7 +94,7 @@ func TestManifestWithUnusableReferences(t *testing.T) {
 			layers = append(layers, map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": dg, "size": 2})
 			m["layers"] = layers
 			bad, _ := json.Marshal(m)
-			d := sha256Of(bad)
+			d := oci.SHA256Of(bad)
 			os.WriteFile(s.blobPath("odd", d), bad, 0o644) // as another tool would have
 			x, err := s.readIndex("odd")
 			if err != nil {

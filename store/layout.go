@@ -15,6 +15,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // layoutFile is the content of oci-layout, as every OCI tool writes it.
@@ -43,7 +45,7 @@ func decodeIndex(r io.Reader) (*repoIndex, error) {
 	}
 	usable := x.Manifests[:0:0]
 	for _, m := range x.Manifests {
-		if validDigest(m.Digest) {
+		if oci.ValidDigest(m.Digest) {
 			usable = append(usable, m)
 		} else {
 			x.unusable = append(x.unusable, m)
@@ -63,14 +65,14 @@ func tagOf(desc ispec.Descriptor) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if ValidateTag(ref) == nil {
+	if oci.ValidateTag(ref) == nil {
 		return ref, true
 	}
 	i := strings.LastIndexByte(ref, ':')
 	if i < 0 {
 		return "", false
 	}
-	if t := ref[i+1:]; !strings.Contains(t, "/") && ValidateTag(t) == nil {
+	if t := ref[i+1:]; !strings.Contains(t, "/") && oci.ValidateTag(t) == nil {
 		return t, true
 	}
 	return "", false

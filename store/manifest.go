@@ -4,39 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"mime"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/oci"
 )
-
-// MaxManifestSize is the largest manifest pier accepts or serves (4 MiB, as
-// the Distribution Spec suggests and every registry enforces).
-const MaxManifestSize = 4 << 20
-
-// Manifest media types pier stores. Docker's schema 2 types are accepted
-// always: docker and podman push them, and zot's http.compat switch for
-// them only exists because zot refused them at first.
-const (
-	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
-	MediaTypeDockerForeignLayer = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-	mediaTypeNondistributable   = "application/vnd.oci.image.layer.nondistributable."
-)
-
-// IsIndexType reports whether mediaType names a list of manifests.
-func IsIndexType(mediaType string) bool {
-	return mediaType == ispec.MediaTypeImageIndex || mediaType == MediaTypeDockerManifestList
-}
-
-// IsManifestType reports whether pier stores manifests of this media type.
-func IsManifestType(mediaType string) bool {
-	switch mediaType {
-	case ispec.MediaTypeImageManifest, ispec.MediaTypeImageIndex, MediaTypeDockerManifest, MediaTypeDockerManifestList:
-		return true
-	}
-	return false
-}
 
 // manifestDoc is the union of the manifest formats pier knows: an image
 // manifest has Config and Layers, an index has Manifests.
@@ -55,8 +28,8 @@ type manifestDoc struct {
 // media type the client declared (may be empty); the result carries the
 // media type the manifest is stored and served with.
 func parseManifest(body []byte, contentType string) (*manifestDoc, error) {
-	if len(body) > MaxManifestSize {
-		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrManifestTooLarge, len(body), MaxManifestSize)
+	if len(body) > oci.MaxManifestSize {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrManifestTooLarge, len(body), oci.MaxManifestSize)
 	}
 	var m manifestDoc
 	if err := json.Unmarshal(body, &m); err != nil {
@@ -76,14 +49,14 @@ func parseManifest(body []byte, contentType string) (*manifestDoc, error) {
 	switch {
 	case m.MediaType != "" && declared != "" && m.MediaType != declared:
 		return nil, fmt.Errorf("%w: Content-Type %s does not match the manifest's mediaType %s", ErrManifestInvalid, declared, m.MediaType)
-	case m.MediaType == "" && IsManifestType(declared):
+	case m.MediaType == "" && oci.IsManifestType(declared):
 		m.MediaType = declared
 	case m.MediaType == "" && m.Config != nil:
 		m.MediaType = ispec.MediaTypeImageManifest
 	case m.MediaType == "" && m.Manifests != nil:
 		m.MediaType = ispec.MediaTypeImageIndex
 	}
-	if !IsManifestType(m.MediaType) {
+	if !oci.IsManifestType(m.MediaType) {
 		return nil, fmt.Errorf("%w: media type %q is not a manifest type pier stores", ErrManifestInvalid, m.MediaType)
 	}
 	if err := m.check(); err != nil {
@@ -101,7 +74,7 @@ func decodeStored(body []byte) (*manifestDoc, error) {
 		return nil, fmt.Errorf("%w: not JSON: %v", ErrManifestInvalid, err)
 	}
 	for _, d := range m.descriptors() {
-		if !validDigest(d.Digest) {
+		if !oci.ValidDigest(d.Digest) {
 			return nil, fmt.Errorf("%w: it references an unusable digest %q", ErrManifestInvalid, d.Digest)
 		}
 	}
@@ -125,7 +98,7 @@ func (m *manifestDoc) descriptors() []ispec.Descriptor {
 // check verifies the shape of the manifest for its media type and every
 // descriptor's digest and size.
 func (m *manifestDoc) check() error {
-	if IsIndexType(m.MediaType) {
+	if oci.IsIndexType(m.MediaType) {
 		if m.Config != nil || m.Layers != nil {
 			return fmt.Errorf("%w: an index has no config or layers", ErrManifestInvalid)
 		}
@@ -159,7 +132,7 @@ func (m *manifestDoc) check() error {
 }
 
 func checkDescriptor(d ispec.Descriptor) error {
-	if _, err := ParseDigest(string(d.Digest)); err != nil {
+	if _, err := oci.ParseDigest(string(d.Digest)); err != nil {
 		return fmt.Errorf("%w: descriptor digest: %v", ErrManifestInvalid, err)
 	}
 	if d.Size < 0 {
@@ -176,12 +149,12 @@ func checkDescriptor(d ispec.Descriptor) error {
 // (foreign layers) are by definition fetched from elsewhere, and a subject
 // may be pushed after its referrers.
 func (m *manifestDoc) requiredBlobs() []ispec.Descriptor {
-	if IsIndexType(m.MediaType) {
+	if oci.IsIndexType(m.MediaType) {
 		return m.Manifests
 	}
 	out := []ispec.Descriptor{*m.Config}
 	for _, l := range m.Layers {
-		if strings.HasPrefix(l.MediaType, mediaTypeNondistributable) || l.MediaType == MediaTypeDockerForeignLayer {
+		if oci.IsForeignLayer(l.MediaType) {
 			continue
 		}
 		out = append(out, l)

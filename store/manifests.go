@@ -11,6 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // Manifest is a stored manifest as it is served.
@@ -36,8 +38,8 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 		return PutResult{}, err
 	}
 	var d digest.Digest
-	if IsDigest(ref) {
-		want, err := ParseDigest(ref)
+	if oci.IsDigest(ref) {
+		want, err := oci.ParseDigest(ref)
 		if err != nil {
 			return PutResult{}, err
 		}
@@ -45,14 +47,14 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 			return PutResult{}, fmt.Errorf("%w: the body is %s, not %s", ErrDigestMismatch, d, want)
 		}
 	} else {
-		if err := ValidateTag(ref); err != nil {
+		if err := oci.ValidateTag(ref); err != nil {
 			return PutResult{}, err
 		}
-		d = sha256Of(body)
+		d = oci.SHA256Of(body)
 		tags = append([]string{ref}, tags...)
 	}
 	for _, t := range tags {
-		if err := ValidateTag(t); err != nil {
+		if err := oci.ValidateTag(t); err != nil {
 			return PutResult{}, err
 		}
 	}
@@ -200,11 +202,11 @@ func (s *Store) checkComplete(repo string, m *manifestDoc) error {
 	if m.MediaType == "" && m.Manifests != nil {
 		m.MediaType = ispec.MediaTypeImageIndex
 	}
-	if m.Config == nil && !IsIndexType(m.MediaType) {
+	if m.Config == nil && !oci.IsIndexType(m.MediaType) {
 		return nil // not a shape pier checks (an unknown artifact format)
 	}
 	for _, need := range m.requiredBlobs() {
-		if _, err := ParseDigest(string(need.Digest)); err != nil {
+		if _, err := oci.ParseDigest(string(need.Digest)); err != nil {
 			return fmt.Errorf("%w: it references an invalid digest %q", ErrManifestUnknown, need.Digest)
 		}
 		fi, err := os.Stat(s.blobPath(repo, need.Digest))
@@ -224,8 +226,8 @@ func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
 	if err != nil {
 		return ispec.Descriptor{}, err
 	}
-	if !IsDigest(ref) {
-		if err := ValidateTag(ref); err != nil {
+	if !oci.IsDigest(ref) {
+		if err := oci.ValidateTag(ref); err != nil {
 			return ispec.Descriptor{}, err
 		}
 		if i := x.find(ref); i >= 0 {
@@ -233,7 +235,7 @@ func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
 		}
 		return ispec.Descriptor{}, fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
 	}
-	d, err := ParseDigest(ref)
+	d, err := oci.ParseDigest(ref)
 	if err != nil {
 		return ispec.Descriptor{}, err
 	}
@@ -255,7 +257,7 @@ func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest
 		return ispec.Descriptor{}, false
 	}
 	for _, desc := range descs {
-		if !IsIndexType(desc.MediaType) || seen[desc.Digest] {
+		if !oci.IsIndexType(desc.MediaType) || seen[desc.Digest] {
 			continue
 		}
 		seen[desc.Digest] = true
@@ -277,7 +279,7 @@ func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest
 
 // readManifestBlob reads a manifest's bytes and checks them against d.
 func (s *Store) readManifestBlob(repo string, d digest.Digest) ([]byte, error) {
-	if !validDigest(d) {
+	if !oci.ValidDigest(d) {
 		return nil, fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
 	}
 	f, err := os.Open(s.blobPath(repo, d))
@@ -288,7 +290,7 @@ func (s *Store) readManifestBlob(repo string, d digest.Digest) ([]byte, error) {
 		return nil, fmt.Errorf("read manifest %s: %w", d, err)
 	}
 	defer f.Close()
-	body, err := readAllLimited(f, MaxManifestSize)
+	body, err := readAllLimited(f, oci.MaxManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("read manifest %s: %w", d, err)
 	}
@@ -317,14 +319,14 @@ func (s *Store) loadManifest(repo string, d digest.Digest) (*manifestDoc, error)
 // on it. A manifest that a remaining index lists is refused: deleting it
 // would break the index.
 func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
-	isDigest := IsDigest(ref)
+	isDigest := oci.IsDigest(ref)
 	var d digest.Digest
 	if isDigest {
 		var err error
-		if d, err = ParseDigest(ref); err != nil {
+		if d, err = oci.ParseDigest(ref); err != nil {
 			return err
 		}
-	} else if err := ValidateTag(ref); err != nil {
+	} else if err := oci.ValidateTag(ref); err != nil {
 		return err
 	}
 	if err := s.writable(); err != nil {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 func TestManifestByTagAndDigest(t *testing.T) {
@@ -103,7 +105,7 @@ func TestRejectedManifestsChangeNothing(t *testing.T) {
 	wrongSize := layer
 	wrongSize.Size++
 	huge := append(manifest(layer)[:0:0], manifest(layer)...)
-	huge = append(huge[:len(huge)-1], []byte(`,"annotations":{"x":"`+strings.Repeat("x", MaxManifestSize)+`"}}`)...)
+	huge = append(huge[:len(huge)-1], []byte(`,"annotations":{"x":"`+strings.Repeat("x", oci.MaxManifestSize)+`"}}`)...)
 
 	for _, tc := range []struct {
 		name       string
@@ -139,7 +141,7 @@ func TestRejectedManifestsChangeNothing(t *testing.T) {
 func TestManifestExemptions(t *testing.T) {
 	s := newStore(t, false)
 	cfg := pushBlob(t, s, "app", ispec.MediaTypeImageConfig, []byte("{}"))
-	foreign := ispec.Descriptor{MediaType: MediaTypeDockerForeignLayer, Digest: digest.FromString("win"), Size: 3}
+	foreign := ispec.Descriptor{MediaType: oci.MediaTypeDockerForeignLayer, Digest: digest.FromString("win"), Size: 3}
 	nondist := ispec.Descriptor{MediaType: "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Digest: digest.FromString("nd"), Size: 2}
 	subject := &ispec.Descriptor{MediaType: ispec.MediaTypeImageManifest, Digest: digest.FromString("later"), Size: 5}
 	body := mustJSON(t, ispec.Manifest{Versioned: specsV2, MediaType: ispec.MediaTypeImageManifest, Config: cfg,
@@ -396,19 +398,19 @@ func TestDockerSchema2(t *testing.T) {
 	cfg := pushBlob(t, s, "app", "application/vnd.docker.container.image.v1+json", []byte(`{"os":"linux"}`))
 	layer := pushBlob(t, s, "app", "application/vnd.docker.image.rootfs.diff.tar.gzip", []byte("docker layer"))
 	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":%q,"size":%d,"digest":%q},"layers":[{"mediaType":%q,"size":%d,"digest":%q}]}`,
-		MediaTypeDockerManifest, cfg.MediaType, cfg.Size, cfg.Digest, layer.MediaType, layer.Size, layer.Digest)
+		oci.MediaTypeDockerManifest, cfg.MediaType, cfg.Size, cfg.Digest, layer.MediaType, layer.Size, layer.Digest)
 	md := putManifest(t, s, "app", digest.FromString(m).String(), []byte(m))
 	list := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"size":%d,"digest":%q,"platform":{"architecture":"arm","os":"linux","variant":"v7"}}]}`,
-		MediaTypeDockerManifestList, MediaTypeDockerManifest, len(m), md)
-	if _, err := s.PutManifest(ctx, "app", "latest", MediaTypeDockerManifestList, []byte(list), nil); err != nil {
+		oci.MediaTypeDockerManifestList, oci.MediaTypeDockerManifest, len(m), md)
+	if _, err := s.PutManifest(ctx, "app", "latest", oci.MediaTypeDockerManifestList, []byte(list), nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetManifest(ctx, "app", "latest")
-	if err != nil || got.MediaType != MediaTypeDockerManifestList || string(got.Body) != list {
+	if err != nil || got.MediaType != oci.MediaTypeDockerManifestList || string(got.Body) != list {
 		t.Fatalf("list: %v %s", err, got.MediaType)
 	}
 	got, err = s.GetManifest(ctx, "app", md.String())
-	if err != nil || got.MediaType != MediaTypeDockerManifest {
+	if err != nil || got.MediaType != oci.MediaTypeDockerManifest {
 		t.Fatalf("manifest: %v %s", err, got.MediaType)
 	}
 	// A signed schema 1 manifest is refused clearly.

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store/cache"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // ReconcileStats counts what one dedupe pass over the disk did.
@@ -107,7 +108,7 @@ func (s *Store) readResume() string {
 		return ""
 	}
 	repo := strings.TrimSpace(string(b))
-	if ValidateName(repo) != nil {
+	if oci.ValidateName(repo) != nil {
 		return ""
 	}
 	return repo
@@ -180,7 +181,7 @@ func (s *Store) linkDuplicate(ctx context.Context, repo string, d digest.Digest,
 		}
 		keep, keepFI, replace, replaceFI, replaceRepo = path, fi, other, ofi, s.repoOfBlobPath(other)
 	}
-	if ValidateName(replaceRepo) != nil {
+	if oci.ValidateName(replaceRepo) != nil {
 		return false
 	}
 	unlock := s.locks.rlock(replaceRepo) // excludes deletes and GC; pushes never replace a blob

@@ -6,6 +6,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // Referrers lists the manifests of repo whose subject is d, optionally only
@@ -22,7 +24,7 @@ func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest, art
 	out := []ispec.Descriptor{}
 	seen := map[digest.Digest]bool{}
 	for _, desc := range x.Manifests {
-		if seen[desc.Digest] || !IsManifestType(desc.MediaType) && desc.MediaType != "" {
+		if seen[desc.Digest] || !oci.IsManifestType(desc.MediaType) && desc.MediaType != "" {
 			continue
 		}
 		seen[desc.Digest] = true

@@ -13,6 +13,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // Scrub statuses.
@@ -155,7 +157,7 @@ func (sc *scrubber) visitBlob(ctx context.Context, desc ispec.Descriptor, res *S
 	st, seen := sc.verdict[desc.Digest]
 	if !seen {
 		st = sc.check(ctx, desc.Digest)
-		if st == ScrubMissing && (strings.HasPrefix(desc.MediaType, mediaTypeNondistributable) || desc.MediaType == MediaTypeDockerForeignLayer) {
+		if st == ScrubMissing && (oci.IsForeignLayer(desc.MediaType)) {
 			st = ScrubOK // foreign layers are fetched from elsewhere by design
 		}
 		sc.verdict[desc.Digest] = st
@@ -267,7 +269,7 @@ func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, ha
 	}
 	for _, p := range paths {
 		owner := s.repoOfBlobPath(p)
-		if ValidateName(owner) != nil {
+		if oci.ValidateName(owner) != nil {
 			continue
 		}
 		unlock := s.locks.lock(owner)

@@ -114,7 +114,7 @@ func (s *Store) Root() string { return s.root }
 func (s *Store) Syncs() int64 { return s.fs.Syncs() }
 
 // The paths below are built only from names and digests that were
-// validated (ValidateName, ParseDigest) or that pier generated itself.
+// validated (oci.ValidateName, oci.ParseDigest) or that pier generated itself.
 
 func (s *Store) repoDir(repo string) string { return filepath.Join(s.root, filepath.FromSlash(repo)) }
 

@@ -9,12 +9,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pier-oci/pier/store/disk"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // TransferReport counts what an export or import moved.
@@ -46,7 +46,7 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 			return rep, err
 		}
 		desc.Annotations = nil
-		if !IsDigest(ref) {
+		if !oci.IsDigest(ref) {
 			desc.Annotations = map[string]string{ispec.AnnotationRefName: ref}
 		}
 		roots = []ispec.Descriptor{desc}
@@ -72,7 +72,7 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 		}
 		rep.Blobs++
 		rep.Bytes += n
-		if IsManifestType(desc.MediaType) {
+		if oci.IsManifestType(desc.MediaType) {
 			rep.Manifests++
 		}
 	}
@@ -163,14 +163,14 @@ func (g *graph) readManifest(d digest.Digest) ([]byte, error) {
 	if g.s != nil {
 		return g.s.readManifestBlob(g.repo, d)
 	}
-	if _, err := ParseDigest(d.String()); err != nil {
+	if _, err := oci.ParseDigest(d.String()); err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(filepath.Join(g.layout, "blobs", d.Algorithm().String(), d.Encoded()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s is not in the layout", ErrManifestBlobUnknown, d)
 	}
-	if len(b) > MaxManifestSize || d.Algorithm().FromBytes(b) != d {
+	if len(b) > oci.MaxManifestSize || d.Algorithm().FromBytes(b) != d {
 		return nil, fmt.Errorf("%w: manifest %s in the layout does not match its digest", ErrDigestMismatch, d)
 	}
 	return b, nil
@@ -203,7 +203,7 @@ func (g *graph) add(desc ispec.Descriptor) error {
 		g.blobs[m.Config.Digest] = *m.Config
 	}
 	for _, l := range m.Layers {
-		if strings.HasPrefix(l.MediaType, mediaTypeNondistributable) || l.MediaType == MediaTypeDockerForeignLayer {
+		if oci.IsForeignLayer(l.MediaType) {
 			continue // never pushed: fetched from elsewhere
 		}
 		g.blobs[l.Digest] = l
@@ -297,7 +297,7 @@ func (s *Store) Import(ctx context.Context, dir, repo string) (TransferReport, e
 }
 
 func (s *Store) importBlob(ctx context.Context, dir, repo string, desc ispec.Descriptor) (int64, error) {
-	if _, err := ParseDigest(desc.Digest.String()); err != nil {
+	if _, err := oci.ParseDigest(desc.Digest.String()); err != nil {
 		return 0, err
 	}
 	if info, err := s.StatBlob(ctx, repo, desc.Digest); err == nil {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/oci"
 )
 
 const (
@@ -150,7 +152,7 @@ func (s *Store) dedupeArrival(ctx context.Context, path string) {
 	repo := s.repoOfBlobPath(path)
 	alg := digest.Algorithm(filepath.Base(filepath.Dir(path)))
 	d := digest.NewDigestFromEncoded(alg, filepath.Base(path))
-	if ValidateName(repo) != nil || d.Validate() != nil || !fi.Mode().IsRegular() {
+	if oci.ValidateName(repo) != nil || d.Validate() != nil || !fi.Mode().IsRegular() {
 		return
 	}
 	var st ReconcileStats

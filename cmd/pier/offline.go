@@ -14,6 +14,7 @@ import (
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/gc"
+	"github.com/pier-oci/pier/store/oci"
 	"github.com/pier-oci/pier/store/scrub"
 )
 
@@ -141,7 +142,7 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 // layout in dir. It only reads, so it runs beside a serving pier.
 func exportCommand(path, ref, dir string, stdout, stderr io.Writer) int {
 	repo, tag := splitRef(ref)
-	if err := store.ValidateName(repo); err != nil {
+	if err := oci.ValidateName(repo); err != nil {
 		fmt.Fprintf(stderr, "pier: export: %v\n", err)
 		return 2
 	}
@@ -162,7 +163,7 @@ func exportCommand(path, ref, dir string, stdout, stderr io.Writer) int {
 // importCommand adds the OCI layout in dir to repo through the store's
 // commit path. It writes, so it needs the root to itself.
 func importCommand(path, dir, repo string, stdout, stderr io.Writer) int {
-	if err := store.ValidateName(repo); err != nil {
+	if err := oci.ValidateName(repo); err != nil {
 		fmt.Fprintf(stderr, "pier: import: %v\n", err)
 		return 2
 	}

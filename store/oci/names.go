@@ -1,8 +1,13 @@
-package store
+// Package oci holds the grammar of the OCI Distribution and Image specs
+// that every layer of pier checks input against: repository names, tags,
+// digests and manifest media types. It is a leaf: it knows no storage,
+// no HTTP and no configuration, so any of them may import it.
+package oci
 
 import (
 	"crypto/sha256" // registers sha256 with go-digest
 	_ "crypto/sha512"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -10,17 +15,25 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// The grammar of the Distribution Spec. Names reach the filesystem as
-// directory paths, so nothing else may pass: no "..", no leading "/", no
-// empty component, no upper case.
+// Errors for input that breaks the grammar, wrapped with detail.
+var (
+	ErrNameInvalid       = errors.New("invalid repository name")
+	ErrTagInvalid        = errors.New("invalid tag")
+	ErrDigestInvalid     = errors.New("invalid digest")
+	ErrDigestUnsupported = errors.New("unsupported digest algorithm")
+)
+
+// The grammar of the Distribution Spec. Names reach storage as key
+// prefixes (directory paths), so nothing else may pass: no "..", no
+// leading "/", no empty component, no upper case.
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 )
 
-// maxNameLength bounds a repository name; the spec lets registries cap it
+// MaxNameLength bounds a repository name; the spec lets registries cap it
 // and 255 keeps every path well below PATH_MAX.
-const maxNameLength = 255
+const MaxNameLength = 255
 
 // reservedComponents are names an OCI layout, or pier's root, already uses
 // for itself. A repository named "a/blobs" would live inside repository
@@ -35,8 +48,8 @@ var reservedComponents = map[string]bool{
 // ValidateName checks a repository name from the network before it is used
 // as a path.
 func ValidateName(name string) error {
-	if len(name) > maxNameLength {
-		return fmt.Errorf("%w: longer than %d characters", ErrNameInvalid, maxNameLength)
+	if len(name) > MaxNameLength {
+		return fmt.Errorf("%w: longer than %d characters", ErrNameInvalid, MaxNameLength)
 	}
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("%w: %q does not match the spec's name grammar", ErrNameInvalid, name)
@@ -72,9 +85,9 @@ func ParseDigest(s string) (digest.Digest, error) {
 	return "", fmt.Errorf("%w: algorithm %q is not supported (use sha256 or sha512)", ErrDigestUnsupported, d.Algorithm())
 }
 
-// validDigest reports whether d, read from a file rather than the network,
-// is one pier can build a path from and hash with.
-func validDigest(d digest.Digest) bool {
+// ValidDigest reports whether d, read from storage rather than the
+// network, is one pier can build a path from and hash with.
+func ValidDigest(d digest.Digest) bool {
 	_, err := ParseDigest(string(d))
 	return err == nil
 }
@@ -83,8 +96,8 @@ func validDigest(d digest.Digest) bool {
 // tag (tags cannot contain ':').
 func IsDigest(ref string) bool { return strings.Contains(ref, ":") }
 
-// sha256Of is the digest of b, for content pier creates itself.
-func sha256Of(b []byte) digest.Digest {
+// SHA256Of is the digest of b, for content pier creates itself.
+func SHA256Of(b []byte) digest.Digest {
 	sum := sha256.Sum256(b)
 	return digest.NewDigestFromBytes(digest.SHA256, sum[:])
 }

@@ -1,4 +1,4 @@
-package store
+package oci
 
 import (
 	"errors"
@@ -88,21 +88,6 @@ func TestParseDigest(t *testing.T) {
 		_, err := ParseDigest(tc.in)
 		if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
 			t.Errorf("ParseDigest(%q) = %v, want %v", tc.in, err, tc.wantErr)
-		}
-	}
-}
-
-func TestTagOf(t *testing.T) {
-	for ref, want := range map[string]string{
-		"v1":                       "v1",
-		"example.com/app:v1":       "v1",
-		"example.com:5000/app:1.0": "1.0",
-		"example.com:5000/app":     "",
-		"not a tag":                "",
-	} {
-		got, ok := tagOf(descWithRef(ref))
-		if got != want || ok != (want != "") {
-			t.Errorf("tagOf(%q) = %q,%v want %q", ref, got, ok, want)
 		}
 	}
 }
