@@ -23,6 +23,8 @@ import (
 )
 
 var (
+	bucketPier       = []byte("pier") // pier's own marks; zot ignores the bucket
+	keyComplete      = []byte("complete")
 	bucketBlobs      = []byte("blobs")
 	bucketOriginal   = []byte("original")
 	bucketDuplicates = []byte("duplicates")
@@ -237,6 +239,33 @@ func remove(tx *bolt.Tx, d digest.Digest, path string) error {
 		return orig.Put([]byte(next), []byte{})
 	}
 	return nil
+}
+
+// Complete reports whether MarkComplete was called on this file.
+func (c *Cache) Complete(ctx context.Context) (bool, error) {
+	done := false
+	err := c.guard(func() error {
+		return c.db.View(func(tx *bolt.Tx) error {
+			if b := tx.Bucket(bucketPier); b != nil {
+				done = b.Get(keyComplete) != nil
+			}
+			return nil
+		})
+	})
+	return done, err
+}
+
+// MarkComplete records that the index was built from the whole store.
+func (c *Cache) MarkComplete(ctx context.Context) error {
+	return c.guard(func() error {
+		return c.db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists(bucketPier)
+			if err != nil {
+				return err
+			}
+			return b.Put(keyComplete, []byte{1})
+		})
+	})
 }
 
 // Close closes the database file.

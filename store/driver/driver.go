@@ -1,0 +1,252 @@
+// Package driver is the contract between the store and a storage backend:
+// a small, key-level interface in the spirit of distribution's
+// storagedriver. A driver knows keys, bytes, atomicity and durability; it
+// knows nothing of OCI (what a manifest, a tag or a repository is). The
+// store writes OCI semantics once, against this contract, and every
+// backend (the local disk, s3) passes the same suite, drivertest.
+//
+// # Keys
+//
+// A key is a slash-separated path relative to the driver's root, in zot's
+// layout, so a directory and a bucket hold the same tree:
+//
+//	<repo>/oci-layout
+//	<repo>/index.json
+//	<repo>/blobs/<alg>/<hex>
+//	<repo>/.uploads/<id>
+//	.pier/...                 pier's own state (never a repository)
+//
+// Keys are built by the store from names and digests it has validated;
+// drivers check them again (ValidKey) and refuse anything else with
+// ErrInvalidKey, so no key can name anything outside the root. A driver
+// never follows a link out of its root.
+//
+// # Durability
+//
+// A driver opened with durability on (zot's commit) returns from every
+// write only once what it wrote survives a power cut: the data and the
+// name that points at it. Without it writes are still atomic (a reader
+// sees the old object or the new one, never a mix), just not forced.
+//
+// # Optional abilities
+//
+// What only some backends can do is an optional interface, asserted at run
+// time as net/http does with http.Flusher: Linker (hard links, for local
+// dedupe), Notifier (change notification), Toucher, Redirector, Spacer,
+// SyncCounter. The store degrades, never fails, where one is missing.
+package driver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+	"time"
+)
+
+// Errors a driver returns, wrapped with detail. The store maps them to its
+// own errors, and those to the spec's in one place.
+var (
+	// ErrNotFound: no object at the key (a key through an object, like
+	// "a/index.json/x", is not found either).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: Create of a key that already exists.
+	ErrExists = errors.New("already exists")
+	// ErrConflict: a conditional write found another version in place.
+	ErrConflict = errors.New("changed by another writer")
+	// ErrTooLarge: ReadFile of an object larger than the limit.
+	ErrTooLarge = errors.New("object too large")
+	// ErrInvalidKey: a key that is not a clean relative path.
+	ErrInvalidKey = errors.New("invalid key")
+	// ErrReadOnly: a write to a driver opened (or found) read-only.
+	ErrReadOnly = errors.New("storage is read-only")
+	// ErrNoSpace: the backend is full (ENOSPC, EDQUOT, a quota). Nothing
+	// partial is left behind by the failed write.
+	ErrNoSpace = errors.New("no space left on storage")
+	// ErrUnavailable: the backend cannot be reached or answered with a
+	// server error; the operation may succeed if retried later.
+	ErrUnavailable = errors.New("storage unavailable")
+	// ErrUnsupported: an optional ability the backend does not have here
+	// (a hard link across filesystems, say); callers fall back.
+	ErrUnsupported = errors.New("not supported by this storage")
+)
+
+// Info describes an object.
+type Info struct {
+	Key  string
+	Size int64
+	// ModTime is when the object's content was last written: locally the
+	// mtime, on s3 LastModified. An upload's idleness is measured from it.
+	ModTime time.Time
+	// Changed is when the object last changed in any way, including
+	// getting its current name or a new link: locally the ctime (which no
+	// tool can set back), on s3 LastModified. Garbage collection ages
+	// blobs from it.
+	Changed time.Time
+	// Version changes whenever the object at the key is replaced: locally
+	// device, inode, ctime and size; on s3 the ETag. Two Stat calls that
+	// return the same Version saw the same object. Conditional writes and
+	// the store's caches compare it.
+	Version string
+	// ID is shared by keys that are the same stored object (hard links):
+	// device and inode locally; empty where the backend has no such thing.
+	ID string
+	// Links is the number of keys that share ID (1 where there is none).
+	Links int
+	// IsDir is set on List entries that are directories (prefixes).
+	IsDir bool
+}
+
+// Driver is a storage backend. Implementations are safe for concurrent use.
+type Driver interface {
+	// String names the backend for logs: "local /var/lib/pier",
+	// "s3 bucket/prefix".
+	String() string
+
+	// ReadOnly reports whether every write is refused with ErrReadOnly. It
+	// is decided once, when the driver is opened.
+	ReadOnly() bool
+
+	// Stat describes the object at key. A key that names only a directory
+	// (prefix) is ErrNotFound.
+	Stat(ctx context.Context, key string) (Info, error)
+
+	// Open opens the object at key for reading. The reader is seekable;
+	// locally it is an *os.File, so that net/http can send it with
+	// sendfile. An upload that was closed (Writer.Close) can be read.
+	Open(ctx context.Context, key string) (io.ReadSeekCloser, Info, error)
+
+	// ReadFile reads a small object whole. An object larger than limit is
+	// ErrTooLarge; nothing beyond limit is read.
+	ReadFile(ctx context.Context, key string, limit int64) ([]byte, Info, error)
+
+	// WriteFile replaces the object at key with data, atomically and (with
+	// durability on) durably, creating what the key needs (directories).
+	WriteFile(ctx context.Context, key string, data []byte) (Info, error)
+
+	// ReplaceFile is WriteFile only if the object at key is still the one
+	// version names; with version "" only if there is no object at key.
+	// Otherwise it is ErrConflict and nothing changes. Several processes
+	// may share a backend (replicas on one bucket): this compare-and-swap
+	// is how they change the same small object without losing an update.
+	ReplaceFile(ctx context.Context, key string, data []byte, version string) (Info, error)
+
+	// Create starts a new upload at key, empty; ErrExists if there is an
+	// object there already.
+	Create(ctx context.Context, key string) (Writer, error)
+
+	// Append reopens the upload at key to add to its end; ErrNotFound if
+	// there is none. An upload outlives the process that started it.
+	Append(ctx context.Context, key string) (Writer, error)
+
+	// Copy makes dst a copy of src (server-side where the backend can),
+	// atomically and durably; an existing dst is replaced.
+	Copy(ctx context.Context, src, dst string) error
+
+	// Move renames src to dst, atomically where the backend can (locally
+	// a rename; on s3 a copy, then a delete), and durably: after it
+	// returns, src is gone and dst is there across a power cut. An
+	// existing dst is replaced.
+	Move(ctx context.Context, src, dst string) error
+
+	// Delete removes the objects at keys, durably. A key with no object is
+	// not an error. Directories emptied by it are left (see Prune).
+	Delete(ctx context.Context, keys ...string) error
+
+	// Prune removes the directory dir if it is empty; where the backend
+	// has no directories it does nothing. It never removes anything else.
+	Prune(ctx context.Context, dir string) error
+
+	// List returns the entries directly below dir ("" is the root),
+	// sorted by key: objects with their Info, and directories (prefixes)
+	// with IsDir set. A dir with nothing below it is an empty list, not an
+	// error.
+	List(ctx context.Context, dir string) ([]Info, error)
+
+	// Walk calls fn for every entry below dir, depth first in key order,
+	// as fs.WalkDir does: fn returning fs.SkipDir for a directory skips
+	// it, any other error stops the walk and is returned.
+	Walk(ctx context.Context, dir string, fn func(Info) error) error
+
+	// Close releases the driver (locally the root's process lock).
+	Close() error
+}
+
+// Writer appends to an upload. One Writer per upload at a time: the store
+// serialises the requests of one upload.
+type Writer interface {
+	io.Writer
+	// Size is the upload's length: the bytes it held when opened plus
+	// those written since.
+	Size() int64
+	// Close ends this writer and keeps the upload: what was written is
+	// stored (durably with durability on) and the next Append continues
+	// after it. A write that failed leaves the upload at its last good
+	// size, never with partial bytes of the failed write counted.
+	Close() error
+	// Commit makes the upload's content the object at dst, atomically and
+	// durably, and ends the upload; an existing dst is replaced. The
+	// caller has verified the content (the digest) before.
+	Commit(ctx context.Context, dst string) error
+	// Cancel ends the upload and removes what was written to it.
+	Cancel(ctx context.Context) error
+}
+
+// Linker is a driver that can give one object several keys (hard links):
+// local dedupe.
+type Linker interface {
+	// Link makes dst another key of the object at src, atomically:
+	// dst always names a complete object, the old one or src's. It is
+	// ErrUnsupported where the two keys cannot share an object (another
+	// filesystem, too many links, a filesystem without hard links).
+	Link(ctx context.Context, src, dst string) error
+}
+
+// Toucher is a driver that can mark an object as changed now (its Changed
+// time) without rewriting it.
+type Toucher interface {
+	Touch(ctx context.Context, key string) error
+}
+
+// Notifier is a driver that reports changes made to it by others (files
+// copied into the root by hand).
+type Notifier interface {
+	// Notify calls changed with the key of every object or directory
+	// created, written or renamed into place below the root, except below
+	// directories whose name starts with a dot, until ctx ends. It returns
+	// ErrUnsupported at once where changes cannot be watched.
+	Notify(ctx context.Context, changed func(key string, isDir bool)) error
+}
+
+// Redirector is a driver whose objects clients can fetch directly.
+type Redirector interface {
+	// RedirectURL is a URL that serves the object at key, valid for at
+	// least expiry.
+	RedirectURL(ctx context.Context, key string, expiry time.Duration) (string, error)
+}
+
+// Spacer is a driver that knows how much room is left.
+type Spacer interface {
+	// Space reports the bytes free (for writes) and the total.
+	Space() (free, total int64, err error)
+}
+
+// SyncCounter is a driver that counts the fsync calls it made (tests,
+// benchmarks).
+type SyncCounter interface {
+	Syncs() int64
+}
+
+// ValidKey reports whether key is a clean relative path: no leading or
+// trailing slash, no empty, "." or ".." element, no backslash or NUL.
+func ValidKey(key string) bool {
+	return key != "" && key != "." && fs.ValidPath(key) && !strings.ContainsAny(key, "\\\x00")
+}
+
+// Join joins key elements with slashes. It does not validate: drivers do.
+func Join(elem ...string) string { return path.Join(elem...) }
+
+// IsNotFound reports whether err is ErrNotFound.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
