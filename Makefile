@@ -8,7 +8,7 @@ VERSION := $(VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PIER_BIN := $(CURDIR)/bin/pier
 
-.PHONY: build run test unit deps e2e powercut bench vet clean cross deb FORCE
+.PHONY: build run test unit deps e2e powercut bench bench-run vet clean cross deb FORCE
 
 build: bin/pier
 
@@ -90,9 +90,15 @@ unexport CYCLES PIER_POWERCUT
 powercut: deps
 	cd test && PIER_POWERCUT=1 CYCLES=$(CYCLES) $(GO) test -count=1 -v -timeout $$((10 + $(CYCLES)))m -run '^TestPowerCut$$' ./powercut
 
-test: vet unit e2e powercut
+# Every suite, with the real servers they use (test/services.sh) up for the
+# whole run.
+test: deps
+	test/services.sh $(MAKE) vet unit e2e powercut
 
-bench: build
+bench: build deps
+	test/services.sh $(MAKE) bench-run
+
+bench-run: build
 	cd test && PIER_BIN=$(PIER_BIN) $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
 
 clean:

@@ -126,3 +126,12 @@ fi
 install_packages
 build_tools
 fetch_kernel
+
+# The real servers of test/services/ install themselves (test/services.sh).
+PIER_TOOLS_DIR="$tools_bin"
+shopt -s nullglob
+for f in "$here"/services/*.sh; do
+	# shellcheck source=/dev/null
+	source "$f"
+	"$(basename "$f" .sh)_install"
+done
