@@ -181,11 +181,16 @@ type Writer interface {
 	// Size is the upload's length: the bytes it held when opened plus
 	// those written since.
 	Size() int64
-	// Close ends this writer and keeps the upload: what was written is
-	// stored (durably with durability on) and the next Append continues
-	// after it. A write that failed leaves the upload at its last good
-	// size, never with partial bytes of the failed write counted.
+	// Close ends this writer and keeps the upload: the next Append
+	// continues after what was written. It is not forced to the disk: a
+	// power cut may shorten an unfinished upload (the client sees the
+	// shorter size and sends the rest again), never corrupt one.
 	Close() error
+	// Abort ends this writer and drops what it wrote: the upload is left
+	// as Append (or Create) found it. A chunk that failed half-way (a
+	// full disk, a client gone) is taken back whole, so the upload's
+	// size stays one the client was told.
+	Abort() error
 	// Commit makes the upload's content the object at dst, atomically and
 	// durably, and ends the upload; an existing dst is replaced. The
 	// caller has verified the content (the digest) before.

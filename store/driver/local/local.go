@@ -1,0 +1,573 @@
+// Package local is the storage driver for a directory on a local
+// filesystem (an SD card, a disk, a USB stick, NFS): keys are paths below
+// the directory.
+//
+// Every operation goes through an os.Root, so no key, and no symbolic link
+// a layout copied from elsewhere brings, reaches outside the directory.
+//
+// Durability (see durable.go) follows one protocol: write a temporary file,
+// fsync it, rename it over the final name, fsync the directory that holds
+// the name. Without the last fsync ext4 may lose the rename itself after a
+// power cut, though the data is on the disk. With durability off (zot's
+// commit: false) the fsyncs are skipped but every replacement is still a
+// rename, so readers never see a torn file.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pier-oci/pier/store/driver"
+)
+
+// Options configures a Driver.
+type Options struct {
+	// Sync makes every write durable before it returns (zot's commit).
+	Sync bool
+	// ReadOnly refuses every write. A directory on a read-only mount is
+	// read-only whatever this says (see Driver.ReadOnly).
+	ReadOnly bool
+	// Lock takes the directory's process lock (<dir>/.pier/lock) so that
+	// no other pier writes to it at the same time; Open fails with
+	// ErrBusy if another process holds it. A read-only driver takes none.
+	Lock bool
+	// TempDir is the key of the directory for temporary files, on the
+	// same filesystem as the rest ("" puts each next to its target, as a
+	// dot file). It is emptied at Open: what is in it is what a crash
+	// left.
+	TempDir string
+}
+
+// ErrBusy means another process holds the directory's lock.
+var ErrBusy = errors.New("another pier process is using this storage directory")
+
+// Driver is a local directory.
+type Driver struct {
+	dir    string // absolute
+	root   *os.Root
+	sync   bool
+	ro     bool
+	tmpDir string // key of the temporary directory, "" for in place
+	unlock func()
+
+	syncs    atomic.Int64
+	replaces keyLocks // serialises ReplaceFile per key
+}
+
+var (
+	_ driver.Driver      = (*Driver)(nil)
+	_ driver.Linker      = (*Driver)(nil)
+	_ driver.Toucher     = (*Driver)(nil)
+	_ driver.Notifier    = (*Driver)(nil)
+	_ driver.Spacer      = (*Driver)(nil)
+	_ driver.SyncCounter = (*Driver)(nil)
+)
+
+// Open opens (creating, unless read-only) the directory dir.
+func Open(dir string, opts Options) (*Driver, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
+	}
+	d := &Driver{dir: abs, sync: opts.Sync, tmpDir: opts.TempDir, unlock: func() {}}
+	d.ro = opts.ReadOnly || (readOnlyMount(abs) && existsDir(abs))
+	if !d.ro {
+		if err := d.mkdirAllOS(abs); err != nil {
+			return nil, fmt.Errorf("create storage directory %s: %w", abs, mapErr(err))
+		}
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("storage directory %s is not a directory", abs)
+	}
+	if d.root, err = os.OpenRoot(abs); err != nil {
+		return nil, fmt.Errorf("open storage directory %s: %w", abs, err)
+	}
+	if !d.ro && opts.Lock {
+		if d.unlock, err = lockDir(d.root, abs); err != nil {
+			d.root.Close()
+			return nil, err
+		}
+	}
+	if !d.ro && d.tmpDir != "" {
+		if err := d.resetTemp(); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Dir is the absolute directory the driver serves.
+func (d *Driver) Dir() string { return d.dir }
+
+func (d *Driver) String() string { return "local " + d.dir }
+
+// ReadOnly reports whether the driver was opened read-only or found its
+// directory on a read-only mount.
+func (d *Driver) ReadOnly() bool { return d.ro }
+
+// Syncs reports the fsync calls made so far.
+func (d *Driver) Syncs() int64 { return d.syncs.Load() }
+
+// Close releases the directory and its lock.
+func (d *Driver) Close() error {
+	d.unlock()
+	return d.root.Close()
+}
+
+// check validates key and, for a write, that writes are allowed.
+func (d *Driver) check(key string, write bool) error {
+	if !driver.ValidKey(key) {
+		return fmt.Errorf("%w: %q", driver.ErrInvalidKey, key)
+	}
+	if write && d.ro {
+		return fmt.Errorf("%w: %s", driver.ErrReadOnly, d.dir)
+	}
+	return nil
+}
+
+// checkDir is check for a directory key, where "" is the root.
+func (d *Driver) checkDir(dir string, write bool) error {
+	if dir == "" && !write {
+		return nil
+	}
+	return d.check(dir, write)
+}
+
+func (d *Driver) Stat(ctx context.Context, key string) (driver.Info, error) {
+	if err := d.check(key, false); err != nil {
+		return driver.Info{}, err
+	}
+	fi, err := d.root.Stat(key)
+	if err != nil {
+		return driver.Info{}, fmt.Errorf("stat %s: %w", key, mapErr(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return driver.Info{}, fmt.Errorf("stat %s: %w (not a regular file)", key, driver.ErrNotFound)
+	}
+	return infoOf(key, fi), nil
+}
+
+// Open returns an *os.File, so that net/http sends it with sendfile.
+func (d *Driver) Open(ctx context.Context, key string) (io.ReadSeekCloser, driver.Info, error) {
+	if err := d.check(key, false); err != nil {
+		return nil, driver.Info{}, err
+	}
+	f, err := d.root.Open(key)
+	if err != nil {
+		return nil, driver.Info{}, fmt.Errorf("open %s: %w", key, mapErr(err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, driver.Info{}, fmt.Errorf("stat %s: %w", key, mapErr(err))
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, driver.Info{}, fmt.Errorf("open %s: %w (not a regular file)", key, driver.ErrNotFound)
+	}
+	return f, infoOf(key, fi), nil
+}
+
+func (d *Driver) ReadFile(ctx context.Context, key string, limit int64) ([]byte, driver.Info, error) {
+	r, info, err := d.Open(ctx, key)
+	if err != nil {
+		return nil, info, err
+	}
+	defer r.Close()
+	if info.Size > limit {
+		return nil, info, fmt.Errorf("read %s: %w: %d bytes, the limit is %d", key, driver.ErrTooLarge, info.Size, limit)
+	}
+	b := make([]byte, 0, info.Size+1) // +1: room to see the file grew
+	b, err = readAtMost(r, b, limit)
+	if err != nil {
+		return nil, info, fmt.Errorf("read %s: %w", key, err)
+	}
+	return b, info, nil
+}
+
+// readAtMost appends r to b, failing with ErrTooLarge past limit bytes.
+func readAtMost(r io.Reader, b []byte, limit int64) ([]byte, error) {
+	for {
+		if int64(len(b)) > limit {
+			return nil, fmt.Errorf("%w: more than %d bytes", driver.ErrTooLarge, limit)
+		}
+		if len(b) == cap(b) {
+			b = slices.Grow(b, 512)
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			if int64(len(b)) > limit {
+				return nil, fmt.Errorf("%w: more than %d bytes", driver.ErrTooLarge, limit)
+			}
+			return b, nil
+		}
+		if err != nil {
+			return nil, mapErr(err)
+		}
+	}
+}
+
+func (d *Driver) WriteFile(ctx context.Context, key string, data []byte) (driver.Info, error) {
+	if err := d.check(key, true); err != nil {
+		return driver.Info{}, err
+	}
+	if err := d.replace(key, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		return driver.Info{}, err
+	}
+	return d.Stat(ctx, key)
+}
+
+// ReplaceFile compares and swaps under a lock of the key. The directory's
+// process lock keeps other piers out; a tool that writes into the
+// directory by hand can still race it, as it can race any reader.
+func (d *Driver) ReplaceFile(ctx context.Context, key string, data []byte, version string) (driver.Info, error) {
+	if err := d.check(key, true); err != nil {
+		return driver.Info{}, err
+	}
+	unlock := d.replaces.lock(key)
+	defer unlock()
+	cur, err := d.Stat(ctx, key)
+	switch {
+	case driver.IsNotFound(err) && version == "":
+	case err != nil && !driver.IsNotFound(err):
+		return driver.Info{}, err
+	case err != nil || cur.Version != version:
+		return driver.Info{}, fmt.Errorf("replace %s: %w", key, driver.ErrConflict)
+	}
+	return d.WriteFile(ctx, key, data)
+}
+
+func (d *Driver) Copy(ctx context.Context, src, dst string) error {
+	if err := d.check(src, false); err != nil {
+		return err
+	}
+	if err := d.check(dst, true); err != nil {
+		return err
+	}
+	in, _, err := d.Open(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return d.replace(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+}
+
+func (d *Driver) Move(ctx context.Context, src, dst string) error {
+	if err := d.check(src, true); err != nil {
+		return err
+	}
+	if err := d.check(dst, true); err != nil {
+		return err
+	}
+	if _, err := d.Stat(ctx, src); err != nil {
+		return err
+	}
+	if err := d.mkdirAll(path.Dir(dst)); err != nil {
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	if err := d.root.Rename(src, dst); err != nil {
+		return fmt.Errorf("move %s to %s: %w", src, dst, mapErr(err))
+	}
+	if err := d.syncDir(path.Dir(dst)); err != nil {
+		return err
+	}
+	return d.syncDir(path.Dir(src))
+}
+
+func (d *Driver) Delete(ctx context.Context, keys ...string) error {
+	for _, k := range keys {
+		if err := d.check(k, true); err != nil {
+			return err
+		}
+	}
+	dirs := map[string]bool{}
+	var errs []error
+	for _, k := range keys {
+		fi, err := d.root.Lstat(k)
+		if err != nil {
+			if !driver.IsNotFound(mapErr(err)) {
+				errs = append(errs, fmt.Errorf("delete %s: %w", k, mapErr(err)))
+			}
+			continue
+		}
+		if fi.IsDir() {
+			errs = append(errs, fmt.Errorf("delete %s: %w (a directory)", k, driver.ErrNotFound))
+			continue
+		}
+		if err := d.root.Remove(k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", k, mapErr(err)))
+			continue
+		}
+		dirs[path.Dir(k)] = true
+	}
+	// One fsync per directory, however many names left it.
+	for _, dir := range slices.Sorted(maps.Keys(dirs)) {
+		if err := d.syncDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Driver) Prune(ctx context.Context, dir string) error {
+	if err := d.check(dir, true); err != nil {
+		return err
+	}
+	fi, err := d.root.Lstat(dir)
+	if err != nil || !fi.IsDir() {
+		return nil
+	}
+	if err := d.root.Remove(dir); err != nil {
+		if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) || errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("prune %s: %w", dir, mapErr(err))
+	}
+	return d.syncDir(path.Dir(dir))
+}
+
+func (d *Driver) List(ctx context.Context, dir string) ([]driver.Info, error) {
+	if err := d.checkDir(dir, false); err != nil {
+		return nil, err
+	}
+	name := dir
+	if name == "" {
+		name = "."
+	}
+	f, err := d.root.Open(name)
+	if err != nil {
+		if err := mapErr(err); driver.IsNotFound(err) {
+			return nil, nil
+		} else {
+			return nil, fmt.Errorf("list %s: %w", dir, err)
+		}
+	}
+	defer f.Close()
+	entries, err := f.ReadDir(-1)
+	if err != nil {
+		if errors.Is(err, syscall.ENOTDIR) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list %s: %w", dir, mapErr(err))
+	}
+	out := make([]driver.Info, 0, len(entries))
+	for _, e := range entries {
+		key := path.Join(dir, e.Name())
+		if !driver.ValidKey(key) {
+			continue // a name no key can spell (a backslash, say): not ours
+		}
+		switch t := e.Type(); {
+		case t.IsDir():
+			out = append(out, driver.Info{Key: key, IsDir: true})
+		case t.IsRegular():
+			fi, err := e.Info()
+			if err != nil {
+				continue // gone since the listing
+			}
+			out = append(out, infoOf(key, fi))
+		case t&fs.ModeSymlink != 0:
+			// Followed only where it stays in the root; one that
+			// escapes or dangles is not listed.
+			fi, err := d.root.Stat(key)
+			if err != nil {
+				continue
+			}
+			if fi.IsDir() {
+				out = append(out, driver.Info{Key: key, IsDir: true})
+			} else if fi.Mode().IsRegular() {
+				out = append(out, infoOf(key, fi))
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b driver.Info) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+func (d *Driver) Walk(ctx context.Context, dir string, fn func(driver.Info) error) error {
+	entries, err := d.List(ctx, dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := fn(e)
+		if e.IsDir && errors.Is(err, fs.SkipDir) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if e.IsDir {
+			if err := d.Walk(ctx, e.Key, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Link makes dst a hard link to src through a temporary link renamed into
+// place, so dst never stops naming a complete file.
+func (d *Driver) Link(ctx context.Context, src, dst string) error {
+	if err := d.check(src, true); err != nil {
+		return err
+	}
+	if err := d.check(dst, true); err != nil {
+		return err
+	}
+	if err := d.mkdirAll(path.Dir(dst)); err != nil {
+		return fmt.Errorf("link %s: %w", dst, err)
+	}
+	tmp := d.tempKey(dst, ".link-")
+	if err := d.root.Link(src, tmp); err != nil {
+		if linkUnsupported(err) {
+			return fmt.Errorf("link %s to %s: %w: %v", dst, src, driver.ErrUnsupported, err)
+		}
+		return fmt.Errorf("link %s to %s: %w", dst, src, mapErr(err))
+	}
+	if err := d.root.Rename(tmp, dst); err != nil {
+		d.root.Remove(tmp)
+		if errors.Is(err, syscall.EXDEV) {
+			return fmt.Errorf("link %s to %s: %w: %v", dst, src, driver.ErrUnsupported, err)
+		}
+		return fmt.Errorf("link %s: %w", dst, mapErr(err))
+	}
+	return d.syncDir(path.Dir(dst))
+}
+
+// Touch sets the file's times to now, which also moves its ctime (the
+// Changed time garbage collection ages from).
+func (d *Driver) Touch(ctx context.Context, key string) error {
+	if err := d.check(key, true); err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := d.root.Chtimes(key, now, now); err != nil {
+		return fmt.Errorf("touch %s: %w", key, mapErr(err))
+	}
+	return nil
+}
+
+// Space reports the free and total bytes of the directory's filesystem.
+func (d *Driver) Space() (free, total int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("statfs %s: %w", d.dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
+}
+
+// infoOf describes a file from its (l)stat.
+func infoOf(key string, fi fs.FileInfo) driver.Info {
+	info := driver.Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), Changed: fi.ModTime(), Links: 1}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ctime := time.Unix(int64(st.Ctim.Sec), int64(st.Ctim.Nsec))
+		info.Changed = ctime
+		info.Links = int(st.Nlink)
+		info.ID = fmt.Sprintf("%x:%x", uint64(st.Dev), uint64(st.Ino))
+		info.Version = fmt.Sprintf("%s:%x:%x", info.ID, ctime.UnixNano(), fi.Size())
+	} else {
+		info.Version = fmt.Sprintf("%x:%x", fi.ModTime().UnixNano(), fi.Size())
+	}
+	return info
+}
+
+// mapErr turns a filesystem error into the contract's kinds, keeping the
+// original for the message.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ELOOP),
+		errors.Is(err, syscall.EISDIR), escapes(err):
+		return fmt.Errorf("%w: %v", driver.ErrNotFound, err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%w: %v", driver.ErrNoSpace, err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w: %v", driver.ErrReadOnly, err)
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("%w: %v", driver.ErrExists, err)
+	}
+	return err
+}
+
+// escapes reports os.Root's refusal of a path (or a link) that leads out
+// of the root. os does not export the error, only its text.
+func escapes(err error) bool {
+	return strings.Contains(err.Error(), "path escapes from parent")
+}
+
+// linkUnsupported reports whether a link(2) failure means "keep a copy"
+// rather than a real error: another filesystem, too many links to the
+// inode, or a filesystem without hard links (FAT on a USB stick).
+func linkUnsupported(err error) bool {
+	return errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EMLINK) ||
+		errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOTSUP)
+}
+
+// readOnlyMount reports whether dir is on a filesystem mounted read-only.
+func readOnlyMount(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Flags&unix.ST_RDONLY != 0
+}
+
+func existsDir(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
+}
+
+// keyLocks hands out a mutex per key, dropped when unused.
+type keyLocks struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	sync.Mutex
+	refs int
+}
+
+func (l *keyLocks) lock(key string) (unlock func()) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*keyLock{}
+	}
+	kl := l.locks[key]
+	if kl == nil {
+		kl = &keyLock{}
+		l.locks[key] = kl
+	}
+	kl.refs++
+	l.mu.Unlock()
+	kl.Lock()
+	return func() {
+		kl.Unlock()
+		l.mu.Lock()
+		if kl.refs--; kl.refs == 0 {
+			delete(l.locks, key)
+		}
+		l.mu.Unlock()
+	}
+}

@@ -1,0 +1,174 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/pier-oci/pier/store/driver"
+)
+
+func open(t *testing.T, dir string, opts Options) *Driver {
+	t.Helper()
+	d, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// A layout copied from elsewhere may bring links; none may lead out of
+// the root, whatever the key asks for.
+func TestLinksOutOfTheRootAreNotFollowed(t *testing.T) {
+	ctx := context.Background()
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	os.WriteFile(secret, []byte("tls key"), 0o600)
+	dir := t.TempDir()
+	d := open(t, dir, Options{})
+	os.MkdirAll(filepath.Join(dir, "app/blobs/sha256"), 0o755)
+	os.Symlink(secret, filepath.Join(dir, "app/blobs/sha256/abs"))
+	os.Symlink("../../../../"+filepath.Base(outside)+"/secret", filepath.Join(dir, "app/blobs/sha256/rel"))
+	os.Symlink(outside, filepath.Join(dir, "evil"))
+	os.WriteFile(filepath.Join(dir, "app/blobs/sha256/inside"), []byte("inside"), 0o644)
+	os.Symlink("inside", filepath.Join(dir, "app/blobs/sha256/link"))
+
+	for _, key := range []string{"app/blobs/sha256/abs", "app/blobs/sha256/rel", "evil/secret"} {
+		if _, err := d.Stat(ctx, key); !driver.IsNotFound(err) {
+			t.Errorf("Stat(%s) = %v, want ErrNotFound", key, err)
+		}
+		if f, _, err := d.Open(ctx, key); !driver.IsNotFound(err) {
+			if f != nil {
+				f.Close()
+			}
+			t.Errorf("Open(%s) = %v, want ErrNotFound", key, err)
+		}
+		if _, _, err := d.ReadFile(ctx, key, 1<<20); !driver.IsNotFound(err) {
+			t.Errorf("ReadFile(%s) = %v, want ErrNotFound", key, err)
+		}
+	}
+	entries, err := d.List(ctx, "app/blobs/sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, e := range entries {
+		keys = append(keys, e.Key)
+	}
+	if want := []string{"app/blobs/sha256/inside", "app/blobs/sha256/link"}; !slices.Equal(keys, want) {
+		t.Errorf("List = %v, want %v (links out of the root left out)", keys, want)
+	}
+	if b, _, err := d.ReadFile(ctx, "app/blobs/sha256/link", 100); err != nil || string(b) != "inside" {
+		t.Errorf("a link inside the root: %q, %v", b, err)
+	}
+	// Writing through a link that leaves the root fails too.
+	if _, err := d.WriteFile(ctx, "evil/planted", []byte("x")); err == nil {
+		t.Error("WriteFile through a link out of the root succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
+		t.Error("a file was written outside the root")
+	}
+}
+
+func TestInvalidKeysTouchNothing(t *testing.T) {
+	ctx := context.Background()
+	d := open(t, t.TempDir(), Options{})
+	for _, key := range []string{"", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a/", "a\\b", "a\x00b"} {
+		if _, err := d.WriteFile(ctx, key, []byte("x")); !errors.Is(err, driver.ErrInvalidKey) {
+			t.Errorf("WriteFile(%q) = %v, want ErrInvalidKey", key, err)
+		}
+		if _, err := d.Stat(ctx, key); !errors.Is(err, driver.ErrInvalidKey) {
+			t.Errorf("Stat(%q) = %v, want ErrInvalidKey", key, err)
+		}
+	}
+}
+
+func TestReplaceFileIsACompareAndSwap(t *testing.T) {
+	ctx := context.Background()
+	d := open(t, t.TempDir(), Options{Sync: true, TempDir: ".pier/tmp"})
+	first, err := d.ReplaceFile(ctx, "a/index.json", []byte("1"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ReplaceFile(ctx, "a/index.json", []byte("x"), ""); !errors.Is(err, driver.ErrConflict) {
+		t.Errorf("create over an existing object: %v, want ErrConflict", err)
+	}
+	second, err := d.ReplaceFile(ctx, "a/index.json", []byte("2"), first.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Version == first.Version {
+		t.Error("a replace kept the version")
+	}
+	if _, err := d.ReplaceFile(ctx, "a/index.json", []byte("3"), first.Version); !errors.Is(err, driver.ErrConflict) {
+		t.Errorf("replace of a stale version: %v, want ErrConflict", err)
+	}
+	if b, _, _ := d.ReadFile(ctx, "a/index.json", 10); string(b) != "2" {
+		t.Errorf("content %q, want 2", b)
+	}
+}
+
+// A chunk that fails half-way is taken back whole.
+func TestAbortReturnsTheUploadToItsSize(t *testing.T) {
+	ctx := context.Background()
+	d := open(t, t.TempDir(), Options{})
+	w, err := d.Create(ctx, "a/.uploads/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("hello "))
+	w.Close()
+	w, err = d.Append(ctx, "a/.uploads/u")
+	if err != nil || w.Size() != 6 {
+		t.Fatalf("Append: size %v, %v", w, err)
+	}
+	w.Write(bytes.Repeat([]byte("x"), 1000))
+	if err := w.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := d.Stat(ctx, "a/.uploads/u"); err != nil || info.Size != 6 {
+		t.Errorf("after Abort: %+v, %v; want 6 bytes", info, err)
+	}
+}
+
+func TestTempDirIsClearedAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	d := open(t, dir, Options{TempDir: ".pier/tmp"})
+	d.Close()
+	os.WriteFile(filepath.Join(dir, ".pier/tmp/.tmp-left-by-a-crash"), []byte("x"), 0o644)
+	open(t, dir, Options{TempDir: ".pier/tmp"})
+	if entries, _ := os.ReadDir(filepath.Join(dir, ".pier/tmp")); len(entries) != 0 {
+		t.Errorf("temporary directory holds %d leftovers", len(entries))
+	}
+}
+
+func TestLockKeepsASecondWriterOut(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir, Options{Lock: true})
+	if _, err := Open(dir, Options{Lock: true}); !errors.Is(err, ErrBusy) {
+		t.Errorf("second Open: %v, want ErrBusy", err)
+	}
+	ro := open(t, dir, Options{Lock: true, ReadOnly: true}) // readers take no lock
+	if _, err := ro.WriteFile(context.Background(), "x", nil); !errors.Is(err, driver.ErrReadOnly) {
+		t.Errorf("write to a read-only driver: %v", err)
+	}
+}
+
+func TestLinkSharesTheObject(t *testing.T) {
+	ctx := context.Background()
+	d := open(t, t.TempDir(), Options{Sync: true, TempDir: ".pier/tmp"})
+	d.WriteFile(ctx, "a/blobs/sha256/x", []byte("content"))
+	if err := d.Link(ctx, "a/blobs/sha256/x", "b/blobs/sha256/x"); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := d.Stat(ctx, "a/blobs/sha256/x")
+	b, _ := d.Stat(ctx, "b/blobs/sha256/x")
+	if a.ID == "" || a.ID != b.ID || a.Links != 2 {
+		t.Errorf("after Link: %+v and %+v", a, b)
+	}
+}
