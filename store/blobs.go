@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
-	"github.com/pier-oci/pier/store/disk"
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -25,41 +22,28 @@ type BlobInfo struct {
 }
 
 // StatBlob reports whether repo holds blob d. Like every read it has no
-// side effect: it never creates the repository or any file.
+// side effect: it never creates the repository or any object.
 func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
-	fi, err := os.Stat(s.blobPath(repo, d))
+	info, err := s.drv.Stat(ctx, blobKey(repo, d))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || isNotDir(err) {
-			return BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
-		}
-		return BlobInfo{}, fmt.Errorf("stat blob %s in %s: %w", d, repo, err)
+		return BlobInfo{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
 	}
-	if !fi.Mode().IsRegular() {
-		return BlobInfo{}, fmt.Errorf("%w: %s in %s is not a regular file", ErrBlobUnknown, d, repo)
-	}
-	return BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+	return BlobInfo{Digest: d, Size: info.Size, ModTime: info.ModTime}, nil
 }
 
-// OpenBlob opens blob d of repo for reading. Locally the reader is an
-// *os.File, so the HTTP layer serves it with sendfile and ranges.
+// OpenBlob opens blob d of repo for reading, after checking it against d
+// if this version of it never was. Locally the reader is an *os.File, so
+// the HTTP layer serves it with sendfile and ranges.
 func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, error) {
-	f, err := os.Open(s.blobPath(repo, d))
+	f, info, err := s.drv.Open(ctx, blobKey(repo, d))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
-			return nil, BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
-		}
-		return nil, BlobInfo{}, fmt.Errorf("open blob %s in %s: %w", d, repo, err)
+		return nil, BlobInfo{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
 	}
-	fi, err := f.Stat()
-	if err != nil {
+	if err := s.ensureVerified(ctx, repo, d, f, info); err != nil {
 		f.Close()
-		return nil, BlobInfo{}, fmt.Errorf("stat blob %s in %s: %w", d, repo, err)
+		return nil, BlobInfo{}, err
 	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, BlobInfo{}, fmt.Errorf("%w: %s in %s is not a regular file", ErrBlobUnknown, d, repo)
-	}
-	return f, BlobInfo{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+	return f, BlobInfo{Digest: d, Size: info.Size, ModTime: info.ModTime}, nil
 }
 
 // DeleteBlob removes blob d from repo. A blob that a manifest of the
@@ -75,22 +59,20 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 	if _, err := s.StatBlob(ctx, repo, d); err != nil {
 		return err
 	}
-	by, err := s.referencedBy(repo, d)
+	by, err := s.referencedBy(ctx, repo, d)
 	if err != nil {
 		return err
 	}
 	if by != "" {
 		return fmt.Errorf("%w: %s is used by manifest %s; delete the manifest first", ErrBlobReferenced, d, by)
 	}
-	path := s.blobPath(repo, d)
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("delete blob %s in %s: %w", d, repo, err)
+	key := blobKey(repo, d)
+	if err := s.drv.Delete(ctx, key); err != nil {
+		return fromDriver(err, nil, "delete blob %s in %s", d, repo)
 	}
+	s.views.drop(repo)
 	if s.dedupe != nil {
-		s.dedupe.forget(ctx, d, path)
-	}
-	if err := s.fs.SyncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("delete blob %s in %s: %w", d, repo, err)
+		s.dedupe.Forget(d, key)
 	}
 	s.log.Info("blob deleted", "repo", repo, "digest", d)
 	return nil
@@ -100,8 +82,8 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 // no source repository.
 func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 	if s.dedupe != nil {
-		for _, p := range s.dedupe.copies(ctx, d) {
-			repo := s.repoOfBlobPath(p)
+		for _, key := range s.dedupe.Copies(ctx, d) {
+			repo := repoOfBlobKey(key)
 			if oci.ValidateName(repo) != nil {
 				continue
 			}
@@ -122,109 +104,94 @@ func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 	return "", fmt.Errorf("%w: %s", ErrBlobUnknown, d)
 }
 
-// MountBlob makes blob d of repository from available in repo, as a hard
-// link when the filesystem allows it, else as a copy. It reports
-// ErrBlobUnknown when from does not hold d, so the caller can fall back to
-// an ordinary upload as the spec asks.
+// MountBlob makes blob d of repository from available in repo: a hard
+// link where the driver has them and the two keys can share an object,
+// else a copy (server-side on s3). It reports ErrBlobUnknown when from does
+// not hold d, so the caller can fall back to an ordinary upload as the
+// spec asks.
 func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Digest) error {
-	src, err := s.StatBlob(ctx, from, d)
+	srcKey := blobKey(from, d)
+	src, err := s.drv.Stat(ctx, srcKey)
 	if err != nil {
-		return err
+		return fromDriver(err, ErrBlobUnknown, "%s in %s", d, from)
 	}
-	if err := s.ensureRepo(repo); err != nil {
+	if err := s.ensureRepo(ctx, repo); err != nil {
 		return err
 	}
 	unlock := s.locks.rlock(repo)
 	defer unlock()
-	dst := s.blobPath(repo, d)
-	if _, err := os.Stat(dst); err == nil {
-		s.refresh(dst)
-		return s.syncExisting(dst)
-	}
-	if err := s.fs.MkdirAll(filepath.Dir(dst)); err != nil {
-		return fmt.Errorf("mount blob %s into %s: %w", d, repo, err)
-	}
-	err = s.fs.Link(s.blobPath(from, d), dst, s.uploadsDir(repo))
-	copied := errors.Is(err, disk.ErrLinkUnsupported)
-	if copied {
-		if s.dedupe != nil {
-			s.dedupe.linkFailed(err)
+	dst := blobKey(repo, d)
+	if _, err := s.drv.Stat(ctx, dst); err == nil {
+		if err := s.syncExisting(ctx, dst); err != nil {
+			return err
 		}
-		err = s.fs.Copy(s.blobPath(from, d), dst, s.uploadsDir(repo))
+		s.refresh(ctx, dst, d)
+		return nil
+	}
+	copied := true
+	if l, ok := s.drv.(driver.Linker); ok {
+		err = l.Link(ctx, srcKey, dst)
+		copied = errors.Is(err, driver.ErrUnsupported)
+		if copied && s.dedupe != nil {
+			s.dedupe.LinkFailed(err)
+		}
+	}
+	if copied {
+		err = s.drv.Copy(ctx, srcKey, dst)
 	}
 	if err != nil {
-		return fmt.Errorf("mount blob %s from %s into %s: %w", d, from, repo, err)
+		return fromDriver(err, ErrBlobUnknown, "mount blob %s from %s into %s", d, from, repo)
+	}
+	// A link or a copy of checked content is checked content: dst's new
+	// version (the link's also src's) joins the set.
+	if s.verified.has(src.Version, d) {
+		if after, err := s.drv.Stat(ctx, dst); err == nil {
+			s.verified.add(after.Version, d)
+		}
 	}
 	if s.dedupe != nil {
-		s.dedupe.record(ctx, d, dst)
+		s.dedupe.Record(d, dst)
 	}
 	s.log.Info("blob mounted", "repo", repo, "from", from, "digest", d, "bytes", src.Size, "copied", copied)
 	return nil
 }
 
-// commitBlob moves a verified upload file into repo's blobs. With dedupe
-// the blob becomes a hard link to a copy already under the root and the
-// upload is dropped. If the blob is already there the upload is dropped
-// too: blobs are immutable, and rewriting one would break the links that
-// share it. The caller has synced the file.
-func (s *Store) commitBlob(ctx context.Context, repo, uploadPath string, d digest.Digest, size int64) error {
-	unlock := s.locks.rlock(repo)
-	defer unlock()
-	dst := s.blobPath(repo, d)
-	if _, err := os.Stat(dst); err == nil {
-		s.refresh(dst)
-		if err := s.syncExisting(dst); err != nil {
-			return err
-		}
-		return os.Remove(uploadPath)
-	}
-	if err := s.fs.MkdirAll(filepath.Dir(dst)); err != nil {
-		return fmt.Errorf("commit blob %s: %w", d, err)
-	}
-	if s.dedupe != nil && s.dedupe.linkExisting(ctx, d, size, uploadPath, dst, s.uploadsDir(repo)) {
-		s.dedupe.record(ctx, d, dst)
-		return os.Remove(uploadPath)
-	}
-	if err := s.fs.Rename(uploadPath, dst); err != nil {
-		return fmt.Errorf("commit blob %s: %w", d, err)
-	}
-	if s.dedupe != nil {
-		s.dedupe.record(ctx, d, dst)
-	}
-	return nil
-}
-
 // syncExisting makes sure a blob found already in place is durable before
 // a second push of it is acknowledged: the push that put it there may
-// still be between its rename and its directory fsync.
-func (s *Store) syncExisting(path string) error {
-	if err := s.fs.SyncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("commit blob: %w", err)
+// still be between its rename and its directory fsync, and a layout
+// copied in by another tool may not be on the disk at all.
+func (s *Store) syncExisting(ctx context.Context, key string) error {
+	if sy, ok := s.drv.(driver.Syncer); ok {
+		if err := sy.Sync(ctx, key); err != nil {
+			return fromDriver(err, nil, "sync existing blob")
+		}
 	}
 	return nil
 }
 
 // refresh marks a blob as just pushed again, so that garbage collection
 // gives the push that re-sent it a full gcDelay to send its manifest.
-func (s *Store) refresh(path string) {
-	now := time.Now()
-	if err := os.Chtimes(path, now, now); err != nil {
-		s.log.Warn("cannot refresh blob time", "path", path, "err", err)
+func (s *Store) refresh(ctx context.Context, key string, d digest.Digest) {
+	t, ok := s.drv.(driver.Toucher)
+	if !ok {
+		return
+	}
+	before, _ := s.drv.Stat(ctx, key)
+	if err := t.Touch(ctx, key); err != nil {
+		s.log.Warn("cannot refresh blob time", "key", key, "err", err)
+		return
+	}
+	if s.verified.has(before.Version, d) {
+		if after, err := s.drv.Stat(ctx, key); err == nil {
+			s.verified.add(after.Version, d)
+		}
 	}
 }
 
-// isNotDir reports ENOTDIR, which a path through a regular file (a
-// repository name that crosses a file) produces instead of ENOENT.
-func isNotDir(err error) bool { return errors.Is(err, unix.ENOTDIR) }
-
-// readAllLimited reads r up to limit bytes and fails beyond it.
-func readAllLimited(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+// repoOfBlobKey is the repository of <repo>/blobs/<alg>/<hex>.
+func repoOfBlobKey(key string) string {
+	if i := strings.LastIndex(key, "/blobs/"); i > 0 {
+		return key[:i]
 	}
-	if int64(len(b)) > limit {
-		return nil, ErrManifestTooLarge
-	}
-	return b, nil
+	return ""
 }

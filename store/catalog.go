@@ -2,56 +2,37 @@ package store
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
 	"slices"
 	"strings"
 
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
-// Repositories lists the repositories of the store, sorted: every directory
-// below the root that holds an index.json and whose path is a valid
-// repository name. Layouts nest (repository "a/b" lives inside "a"), so the
-// walk continues below a repository but never into its blobs or hidden
-// directories.
+// Repositories lists the repositories of the store, sorted: every
+// directory (prefix) that holds an index.json and whose key is a valid
+// repository name. Layouts nest (repository "a/b" lives inside "a"), so
+// the walk continues below a repository but never into its blobs or dot
+// directories (uploads, pier's own state).
 func (s *Store) Repositories(ctx context.Context) ([]string, error) {
 	var repos []string
-	err := filepath.WalkDir(s.root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if path == s.root {
-				return err
+	err := s.drv.Walk(ctx, "", func(e driver.Info) error {
+		name := path.Base(e.Key)
+		if e.IsDir {
+			if strings.HasPrefix(name, ".") || name == "blobs" || oci.ValidateName(e.Key) != nil {
+				return fs.SkipDir
 			}
-			return nil // a directory vanished or is unreadable: skip it
-		}
-		if !d.IsDir() {
-			return nil
-		}
-		if path == s.root {
 			return ctx.Err()
 		}
-		name := d.Name()
-		if strings.HasPrefix(name, ".") || name == "blobs" {
-			return filepath.SkipDir
-		}
-		rel, err := filepath.Rel(s.root, path)
-		if err != nil {
-			return nil
-		}
-		repo := filepath.ToSlash(rel)
-		if oci.ValidateName(repo) != nil {
-			return filepath.SkipDir
-		}
-		if _, err := os.Stat(filepath.Join(path, "index.json")); err == nil {
+		if repo := path.Dir(e.Key); name == "index.json" && repo != "." && oci.ValidateName(repo) == nil {
 			repos = append(repos, repo)
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("list repositories: %w", err)
+	if err != nil {
+		return nil, fromDriver(err, nil, "list repositories")
 	}
 	slices.Sort(repos)
 	return repos, nil

@@ -16,12 +16,7 @@ import (
 
 func newDedupeStore(t *testing.T, root string) *Store {
 	t.Helper()
-	s, err := New(Options{Root: root, Dedupe: true, Commit: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return openStore(t, root, true, true)
 }
 
 func inode(t *testing.T, path string) uint64 {
@@ -84,8 +79,8 @@ func TestStaleCacheEntriesAreDropped(t *testing.T) {
 	os.WriteFile(s.blobPath("b", d), []byte("truncated"), 0o644) // wrong size
 	pushBlob(t, s, "c", "x", data)
 	assertBlob(t, s, "c", d, data)
-	copies := s.dedupe.copies(ctx, d)
-	if len(copies) != 1 || copies[0] != s.blobPath("c", d) {
+	copies := s.dedupe.Copies(ctx, d)
+	if len(copies) != 1 || copies[0] != blobKey("c", d) {
 		t.Fatalf("cache still names stale paths: %v", copies)
 	}
 }
@@ -124,7 +119,7 @@ func TestCacheLossAndCorruption(t *testing.T) {
 				t.Fatal("the rebuilt cache does not dedupe new pushes")
 			}
 			if damage == "corrupt" {
-				matches, _ := filepath.Glob(cachePath + ".corrupt-*")
+				matches, _ := filepath.Glob(filepath.Join(root, StateDir, "cache.db.corrupt-*"))
 				if len(matches) != 1 {
 					t.Fatalf("corrupt cache not kept aside: %v", matches)
 				}
@@ -133,10 +128,10 @@ func TestCacheLossAndCorruption(t *testing.T) {
 				s2.Close()
 				for i := range 3 {
 					os.Remove(matches[0])
-					os.WriteFile(cachePath+fmt.Sprintf(".corrupt-%d", i), []byte("old"), 0o600)
+					os.WriteFile(filepath.Join(root, StateDir, fmt.Sprintf("cache.db.corrupt-%d", i)), []byte("old"), 0o600)
 					os.WriteFile(cachePath, bytes.Repeat([]byte("garbage!"), 1024), 0o600)
 					newDedupeStore(t, root).Close()
-					if matches, _ = filepath.Glob(cachePath + ".corrupt-*"); len(matches) != 1 {
+					if matches, _ = filepath.Glob(filepath.Join(root, StateDir, "cache.db.corrupt-*")); len(matches) != 1 {
 						t.Fatalf("copies of corrupt caches kept: %v", matches)
 					}
 				}
@@ -149,12 +144,13 @@ func TestCacheLossAndCorruption(t *testing.T) {
 // pass touches nothing (no rewrites, no mtime changes on every boot).
 func TestReconcileLinksOnceAndThenOnlyLooks(t *testing.T) {
 	root := t.TempDir()
-	plain, _ := New(Options{Root: root})
+	plain := openStore(t, root, false, false)
 	shared := randomBytes(t, 30_000)
 	for _, r := range []string{"r1", "r2", "r3"} {
 		pushBlob(t, plain, r, "x", shared)
 		pushBlob(t, plain, r, "x", randomBytes(t, 1000))
 	}
+	plain.Close()
 	s := newDedupeStore(t, root)
 	st, err := s.Reconcile(ctx)
 	if err != nil {
@@ -185,10 +181,11 @@ func TestReconcileLinksOnceAndThenOnlyLooks(t *testing.T) {
 // copy over it instead of spreading the damage.
 func TestReconcileKeepsTheGoodCopy(t *testing.T) {
 	root := t.TempDir()
-	plain, _ := New(Options{Root: root})
+	plain := openStore(t, root, false, false)
 	data := randomBytes(t, 10_000)
 	d := pushBlob(t, plain, "a", "x", data).Digest
 	pushBlob(t, plain, "b", "x", data)
+	plain.Close()
 	s := newDedupeStore(t, root)
 	s.Reconcile(ctx) // records a as original, links b to it
 	// Now give b a separate, rotten copy and a a good one.
@@ -199,7 +196,7 @@ func TestReconcileKeepsTheGoodCopy(t *testing.T) {
 	os.Remove(s.blobPath("a", d))
 	os.WriteFile(s.blobPath("a", d), data, 0o644)
 	// Make the rotten one the cache's original.
-	s.dedupe.forget(ctx, d, s.blobPath("a", d))
+	s.dedupe.Forget(d, blobKey("a", d))
 	s.Reconcile(ctx)
 	assertBlob(t, s, "a", d, data)
 	assertBlob(t, s, "b", d, data)

@@ -2,7 +2,9 @@ package store
 
 import (
 	"errors"
+	"fmt"
 
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -22,6 +24,10 @@ var (
 	ErrManifestBlobUnknown = errors.New("manifest references a blob not in the repository")
 	ErrManifestReferenced  = errors.New("manifest is referenced by an index")
 	ErrReadOnly            = errors.New("storage is read-only")
+	// ErrNoSpace: the storage is full; nothing partial was kept.
+	ErrNoSpace = errors.New("storage is full")
+	// ErrUnavailable: the storage backend cannot be reached right now.
+	ErrUnavailable = errors.New("storage unavailable")
 )
 
 // The grammar's errors, under the store's names so that callers map every
@@ -32,3 +38,25 @@ var (
 	ErrDigestInvalid     = oci.ErrDigestInvalid
 	ErrDigestUnsupported = oci.ErrDigestUnsupported
 )
+
+// fromDriver gives a driver error its store meaning: a missing object is
+// notFound (ErrBlobUnknown, ErrManifestUnknown…), a full or unreachable
+// backend ErrNoSpace or ErrUnavailable. Other errors stay as they are
+// (a 500, logged).
+func fromDriver(err, notFound error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	what := fmt.Sprintf(format, args...)
+	switch {
+	case errors.Is(err, driver.ErrNotFound) && notFound != nil:
+		return fmt.Errorf("%w: %s", notFound, what)
+	case errors.Is(err, driver.ErrNoSpace):
+		return fmt.Errorf("%w: %s: %v", ErrNoSpace, what, err)
+	case errors.Is(err, driver.ErrUnavailable):
+		return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+	case errors.Is(err, driver.ErrReadOnly):
+		return fmt.Errorf("%w: %s: %v", ErrReadOnly, what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

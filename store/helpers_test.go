@@ -12,6 +12,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pier-oci/pier/store/cache"
+	"github.com/pier-oci/pier/store/cache/boltdb"
+	"github.com/pier-oci/pier/store/driver/local"
 )
 
 var (
@@ -21,12 +24,41 @@ var (
 
 func newStore(t *testing.T, commit bool) *Store {
 	t.Helper()
-	s, err := New(Options{Root: t.TempDir(), Commit: commit})
+	return openStore(t, t.TempDir(), commit, false)
+}
+
+// openStore opens a store on a local directory, as pier serve does, with
+// a BoltDB dedupe index in it when dedupe is set.
+func openStore(t *testing.T, root string, commit, dedupe bool) *Store {
+	t.Helper()
+	drv, err := local.Open(root, local.Options{Sync: commit, Lock: true, TempDir: StateDir + "/tmp"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var c cache.Cache
+	if dedupe {
+		bc, _, err := boltdb.OpenOrReplace(filepath.Join(root, "cache.db"), filepath.Join(root, StateDir), commit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c = bc
+	}
+	s, err := New(Options{Driver: drv, Cache: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// Paths of a local store, for tests that look at or damage the disk.
+func (s *Store) Root() string                                 { return s.drv.(*local.Driver).Dir() }
+func (s *Store) path(key string) string                       { return filepath.Join(s.Root(), filepath.FromSlash(key)) }
+func (s *Store) blobPath(repo string, d digest.Digest) string { return s.path(blobKey(repo, d)) }
+func (s *Store) indexPath(repo string) string                 { return s.path(indexKey(repo)) }
+func (s *Store) repoDir(repo string) string                   { return s.path(repo) }
+func (s *Store) uploadPath(repo, id string) string            { return s.path(uploadKey(repo, id)) }
+func (s *Store) cachePath() string                            { return filepath.Join(s.Root(), "cache.db") }
 
 // pushBlob stores data in repo and returns its descriptor.
 func pushBlob(t *testing.T, s *Store, repo, mediaType string, data []byte) ispec.Descriptor {

@@ -96,15 +96,14 @@ func TestManifestWithUnusableReferences(t *testing.T) {
 			bad, _ := json.Marshal(m)
 			d := oci.SHA256Of(bad)
 			os.WriteFile(s.blobPath("odd", d), bad, 0o644) // as another tool would have
-			x, err := s.readIndex("odd")
-			if err != nil {
-				t.Fatal(err)
-			}
-			x.Manifests = append(x.Manifests, ispec.Descriptor{
-				MediaType: ispec.MediaTypeImageManifest, Digest: d, Size: int64(len(bad)),
-				Annotations: map[string]string{ispec.AnnotationRefName: "bad"},
+			err := s.updateIndex(ctx, "odd", func(x *repoIndex, _ string) (bool, error) {
+				x.Manifests = append(x.Manifests, ispec.Descriptor{
+					MediaType: ispec.MediaTypeImageManifest, Digest: d, Size: int64(len(bad)),
+					Annotations: map[string]string{ispec.AnnotationRefName: "bad"},
+				})
+				return true, nil
 			})
-			if err := s.writeIndex("odd", x); err != nil {
+			if err != nil {
 				t.Fatal(err)
 			}
 			defer func() {
@@ -132,7 +131,7 @@ func TestManifestWithUnusableReferences(t *testing.T) {
 
 func blobCount(t *testing.T, s *Store, repo string) int {
 	t.Helper()
-	blobs, err := s.listBlobs(repo)
+	blobs, err := s.listBlobs(ctx, repo)
 	if err != nil {
 		t.Fatal(err)
 	}

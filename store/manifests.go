@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
@@ -63,7 +60,7 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 	if err := s.checkRequired(ctx, repo, m); err != nil {
 		return PutResult{}, err
 	}
-	if err := s.ensureRepo(repo); err != nil {
+	if err := s.ensureRepo(ctx, repo); err != nil {
 		return PutResult{}, err
 	}
 
@@ -72,18 +69,13 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 	if err := s.checkRequired(ctx, repo, m); err != nil {
 		return PutResult{}, err
 	}
-	if err := s.writeBlobBytes(repo, d, body); err != nil {
-		return PutResult{}, err
-	}
-	x, err := s.readIndex(repo)
-	if err != nil {
+	if err := s.writeBlobBytes(ctx, repo, d, body); err != nil {
 		return PutResult{}, err
 	}
 	desc := ispec.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(body))}
-	if x.setTags(desc, tags) {
-		if err := s.writeIndex(repo, x); err != nil {
-			return PutResult{}, err
-		}
+	err = s.updateIndex(ctx, repo, func(x *repoIndex, _ string) (bool, error) { return x.setTags(desc, tags), nil })
+	if err != nil {
+		return PutResult{}, err
 	}
 	res := PutResult{Digest: d}
 	if m.Subject != nil {
@@ -115,14 +107,14 @@ func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc) 
 // there are none. A tag that moves leaves its old manifest addressable by
 // digest. It reports whether anything changed.
 func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
-	changed := false
 	if len(tags) == 0 {
 		if x.findDigest(desc.Digest) < 0 {
 			x.Manifests = append(x.Manifests, untagged(desc))
-			changed = true
+			return true
 		}
-		return changed
+		return false
 	}
+	changed := false
 	for _, t := range tags {
 		if i := x.find(t); i >= 0 {
 			if x.Manifests[i].Digest == desc.Digest {
@@ -151,54 +143,66 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 
 // writeBlobBytes stores small content pier holds in memory (a manifest) as
 // blob d, unless it is already there.
-func (s *Store) writeBlobBytes(repo string, d digest.Digest, body []byte) error {
-	path := s.blobPath(repo, d)
-	if _, err := os.Stat(path); err == nil {
+func (s *Store) writeBlobBytes(ctx context.Context, repo string, d digest.Digest, body []byte) error {
+	key := blobKey(repo, d)
+	if _, err := s.drv.Stat(ctx, key); err == nil {
 		return nil
 	}
-	if err := s.fs.MkdirAll(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("store manifest %s: %w", d, err)
+	info, err := s.drv.WriteFile(ctx, key, body)
+	if err != nil {
+		return fromDriver(err, nil, "store manifest %s", d)
 	}
-	if err := s.fs.WriteFile(path, s.uploadsDir(repo), body); err != nil {
-		return fmt.Errorf("store manifest %s: %w", d, err)
-	}
+	s.verified.add(info.Version, d)
 	return nil
 }
 
 // GetManifest returns the manifest ref (a tag or a digest) of repo. A
 // digest is found among index.json's entries or, for layouts made by other
 // tools that list only the top index, among the children of those entries.
-// Content that no longer matches its digest is never served.
+// Content that no longer matches its digest is never served, nor a
+// manifest whose blobs are not all here (a layout being copied in).
 func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, error) {
-	desc, err := s.resolve(repo, ref)
+	v, err := s.view(ctx, repo)
+	if errors.Is(err, ErrNameUnknown) {
+		return Manifest{}, fmt.Errorf("%w: %s: %v", ErrManifestUnknown, ref, err)
+	}
 	if err != nil {
 		return Manifest{}, err
 	}
-	body, err := s.readManifestBlob(repo, desc.Digest)
+	desc, err := s.resolve(ctx, repo, v.index, ref)
 	if err != nil {
 		return Manifest{}, err
 	}
-	m, err := decodeStored(body)
+	if m, ok := v.servable(desc.Digest); ok {
+		return m, nil
+	}
+	body, err := s.readManifestBlob(ctx, repo, desc.Digest)
+	if err != nil {
+		return Manifest{}, err
+	}
+	doc, err := decodeStored(body)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("%w: %s cannot be served: %v", ErrManifestUnknown, desc.Digest, err)
 	}
-	if err := s.checkComplete(repo, m); err != nil {
+	if err := s.checkComplete(ctx, repo, doc); err != nil {
 		return Manifest{}, err
 	}
 	mt := desc.MediaType
 	if mt == "" {
-		mt = m.MediaType
+		mt = doc.MediaType
 	}
 	if mt == "" {
 		mt = ispec.MediaTypeImageManifest
 	}
-	return Manifest{Digest: desc.Digest, MediaType: mt, Body: body}, nil
+	m := Manifest{Digest: desc.Digest, MediaType: mt, Body: body}
+	s.views.remember(v, m)
+	return m, nil
 }
 
 // checkComplete refuses to serve a manifest whose blobs (or child
 // manifests) are not all here at their full size: a layout being copied in
 // is never half-served, and a client never starts a pull it cannot finish.
-func (s *Store) checkComplete(repo string, m *manifestDoc) error {
+func (s *Store) checkComplete(ctx context.Context, repo string, m *manifestDoc) error {
 	if m.MediaType == "" && m.Manifests != nil {
 		m.MediaType = ispec.MediaTypeImageIndex
 	}
@@ -209,23 +213,16 @@ func (s *Store) checkComplete(repo string, m *manifestDoc) error {
 		if _, err := oci.ParseDigest(string(need.Digest)); err != nil {
 			return fmt.Errorf("%w: it references an invalid digest %q", ErrManifestUnknown, need.Digest)
 		}
-		fi, err := os.Stat(s.blobPath(repo, need.Digest))
-		if err != nil || !fi.Mode().IsRegular() || fi.Size() != need.Size {
+		info, err := s.drv.Stat(ctx, blobKey(repo, need.Digest))
+		if err != nil || info.Size != need.Size {
 			return fmt.Errorf("%w: its blob %s is missing or incomplete", ErrManifestUnknown, need.Digest)
 		}
 	}
 	return nil
 }
 
-// resolve finds the index entry (or child descriptor) for ref.
-func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
-	x, err := s.readIndex(repo)
-	if errors.Is(err, ErrNameUnknown) {
-		return ispec.Descriptor{}, fmt.Errorf("%w: %s: %v", ErrManifestUnknown, ref, err)
-	}
-	if err != nil {
-		return ispec.Descriptor{}, err
-	}
+// resolve finds the index entry (or child descriptor) for ref in x.
+func (s *Store) resolve(ctx context.Context, repo string, x *repoIndex, ref string) (ispec.Descriptor, error) {
 	if !oci.IsDigest(ref) {
 		if err := oci.ValidateTag(ref); err != nil {
 			return ispec.Descriptor{}, err
@@ -242,7 +239,7 @@ func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
 	if i := x.findDigest(d); i >= 0 {
 		return x.Manifests[i], nil
 	}
-	if child, ok := s.findChild(repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
+	if child, ok := s.findChild(ctx, repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
 		return child, nil
 	}
 	return ispec.Descriptor{}, fmt.Errorf("%w: %s", ErrManifestUnknown, d)
@@ -252,7 +249,7 @@ func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
 const maxIndexDepth = 8
 
 // findChild searches the children of the indexes among descs for d.
-func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest, seen map[digest.Digest]bool) (ispec.Descriptor, bool) {
+func (s *Store) findChild(ctx context.Context, repo string, descs []ispec.Descriptor, d digest.Digest, seen map[digest.Digest]bool) (ispec.Descriptor, bool) {
 	if len(seen) > 1000 {
 		return ispec.Descriptor{}, false
 	}
@@ -261,7 +258,7 @@ func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest
 			continue
 		}
 		seen[desc.Digest] = true
-		m, err := s.loadManifest(repo, desc.Digest)
+		m, err := s.loadManifest(ctx, repo, desc.Digest)
 		if err != nil {
 			continue
 		}
@@ -270,7 +267,7 @@ func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest
 				return c, true
 			}
 		}
-		if c, ok := s.findChild(repo, m.Manifests, d, seen); ok {
+		if c, ok := s.findChild(ctx, repo, m.Manifests, d, seen); ok {
 			return c, true
 		}
 	}
@@ -278,32 +275,25 @@ func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest
 }
 
 // readManifestBlob reads a manifest's bytes and checks them against d.
-func (s *Store) readManifestBlob(repo string, d digest.Digest) ([]byte, error) {
+func (s *Store) readManifestBlob(ctx context.Context, repo string, d digest.Digest) ([]byte, error) {
 	if !oci.ValidDigest(d) {
 		return nil, fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
 	}
-	f, err := os.Open(s.blobPath(repo, d))
+	body, info, err := s.drv.ReadFile(ctx, blobKey(repo, d), oci.MaxManifestSize)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s is listed but its blob is missing", ErrManifestUnknown, d)
-		}
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
-	}
-	defer f.Close()
-	body, err := readAllLimited(f, oci.MaxManifestSize)
-	if err != nil {
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+		return nil, fromDriver(err, ErrManifestUnknown, "%s is listed but its blob is missing or too large", d)
 	}
 	if got := d.Algorithm().FromBytes(body); got != d {
 		s.log.Error("stored manifest does not match its digest; not serving it", "repo", repo, "digest", d, "actual", got)
-		return nil, fmt.Errorf("%w: %s is corrupt on disk", ErrManifestUnknown, d)
+		return nil, fmt.Errorf("%w: %s is corrupt on the storage", ErrManifestUnknown, d)
 	}
+	s.verified.add(info.Version, d)
 	return body, nil
 }
 
 // loadManifest reads and decodes a stored manifest.
-func (s *Store) loadManifest(repo string, d digest.Digest) (*manifestDoc, error) {
-	body, err := s.readManifestBlob(repo, d)
+func (s *Store) loadManifest(ctx context.Context, repo string, d digest.Digest) (*manifestDoc, error) {
+	body, err := s.readManifestBlob(ctx, repo, d)
 	if err != nil {
 		return nil, err
 	}
@@ -334,45 +324,47 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 	}
 	unlock := s.locks.lock(repo)
 	defer unlock()
-	x, err := s.readIndex(repo)
+	err := s.updateIndex(ctx, repo, func(x *repoIndex, _ string) (bool, error) {
+		if !isDigest {
+			i := x.find(ref)
+			if i < 0 {
+				return false, fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
+			}
+			old := x.Manifests[i]
+			x.remove(i)
+			x.keepAddressable(old)
+			return true, nil
+		}
+		kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })
+		if len(kept) == len(x.Manifests) {
+			if _, ok := s.findChild(ctx, repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
+				return false, fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
+			}
+			return false, fmt.Errorf("%w: %s", ErrManifestUnknown, d)
+		}
+		if _, ok := s.findChild(ctx, repo, kept, d, map[digest.Digest]bool{}); ok {
+			return false, fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
+		}
+		x.Manifests = kept
+		return true, nil
+	})
 	if errors.Is(err, ErrNameUnknown) {
 		return fmt.Errorf("%w: %s", ErrManifestUnknown, ref)
 	}
 	if err != nil {
 		return err
 	}
-	if !isDigest {
-		i := x.find(ref)
-		if i < 0 {
-			return fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
-		}
-		old := x.Manifests[i]
-		x.remove(i)
-		x.keepAddressable(old)
-		s.log.Info("tag deleted", "repo", repo, "tag", ref, "digest", old.Digest)
-		return s.writeIndex(repo, x)
+	if isDigest {
+		s.log.Info("manifest deleted", "repo", repo, "digest", d)
+	} else {
+		s.log.Info("tag deleted", "repo", repo, "tag", ref)
 	}
-	kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })
-	if len(kept) == len(x.Manifests) {
-		if _, ok := s.findChild(repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
-			return fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
-		}
-		return fmt.Errorf("%w: %s", ErrManifestUnknown, d)
-	}
-	if _, ok := s.findChild(repo, kept, d, map[digest.Digest]bool{}); ok {
-		return fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
-	}
-	x.Manifests = kept
-	if err := s.writeIndex(repo, x); err != nil {
-		return err
-	}
-	s.log.Info("manifest deleted", "repo", repo, "digest", d)
 	return nil
 }
 
 // Tags lists repo's tags, sorted.
 func (s *Store) Tags(ctx context.Context, repo string) ([]string, error) {
-	x, err := s.readIndex(repo)
+	x, err := s.readIndex(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -388,8 +380,8 @@ func (s *Store) Tags(ctx context.Context, repo string) ([]string, error) {
 
 // referencedBy returns a manifest of repo that references d (as config,
 // layer or child, or d itself when it is a listed manifest), or "".
-func (s *Store) referencedBy(repo string, d digest.Digest) (digest.Digest, error) {
-	x, err := s.readIndex(repo)
+func (s *Store) referencedBy(ctx context.Context, repo string, d digest.Digest) (digest.Digest, error) {
+	x, err := s.readIndex(ctx, repo)
 	if errors.Is(err, ErrNameUnknown) {
 		return "", nil
 	}
@@ -407,7 +399,7 @@ func (s *Store) referencedBy(repo string, d digest.Digest) (digest.Digest, error
 				continue
 			}
 			seen[desc.Digest] = true
-			m, err := s.loadManifest(repo, desc.Digest)
+			m, err := s.loadManifest(ctx, repo, desc.Digest)
 			if err != nil {
 				continue
 			}

@@ -216,7 +216,7 @@ func TestMountSharesAndDeleteIsolates(t *testing.T) {
 	if err := s.MountBlob(ctx, "c", "a", desc.Digest); !errors.Is(err, ErrBlobUnknown) {
 		t.Fatalf("mount from a repo without the blob: %v", err)
 	}
-	if s.repoExists("c") {
+	if s.repoExists(ctx, "c") {
 		t.Fatal("a failed mount created the repository")
 	}
 }
@@ -313,7 +313,7 @@ func TestConcurrentPushesOfSameTagAndBlob(t *testing.T) {
 		t.Fatalf("index has %d entries, %d tagged latest; want 2 and 1", len(idx.Manifests), tagged)
 	}
 	assertBlob(t, s, "app", digest.FromBytes(shared), shared)
-	entries, _ := os.ReadDir(s.uploadsDir("app"))
+	entries, _ := os.ReadDir(s.path(uploadsDir("app")))
 	if len(entries) != 0 {
 		t.Fatalf("%d files left in .uploads", len(entries))
 	}

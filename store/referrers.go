@@ -14,7 +14,7 @@ import (
 // those of one artifactType. A repository or subject that is not known has
 // no referrers: the answer is an empty list, not an error.
 func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]ispec.Descriptor, error) {
-	x, err := s.readIndex(repo)
+	v, err := s.view(ctx, repo)
 	if errors.Is(err, ErrNameUnknown) {
 		return []ispec.Descriptor{}, nil
 	}
@@ -22,28 +22,45 @@ func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest, art
 		return nil, err
 	}
 	out := []ispec.Descriptor{}
+	for _, r := range s.referrersOf(ctx, repo, v)[d] {
+		if artifactType == "" || r.ArtifactType == artifactType {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// referrersOf maps each subject to the manifests of the view that refer to
+// it. It reads every manifest of the repository once per version of
+// index.json, not once per query.
+func (s *Store) referrersOf(ctx context.Context, repo string, v *repoView) map[digest.Digest][]ispec.Descriptor {
+	v.refMu.Lock()
+	defer v.refMu.Unlock()
+	if v.referrers != nil {
+		return v.referrers
+	}
+	bySubject := map[digest.Digest][]ispec.Descriptor{}
 	seen := map[digest.Digest]bool{}
-	for _, desc := range x.Manifests {
+	for _, desc := range v.index.Manifests {
 		if seen[desc.Digest] || !oci.IsManifestType(desc.MediaType) && desc.MediaType != "" {
 			continue
 		}
 		seen[desc.Digest] = true
-		m, err := s.loadManifest(repo, desc.Digest)
+		m, err := s.loadManifest(ctx, repo, desc.Digest)
 		if err != nil {
 			s.log.Warn("referrers: cannot read manifest", "repo", repo, "digest", desc.Digest, "err", err)
 			continue
 		}
-		if m.Subject == nil || m.Subject.Digest != d {
+		if m.Subject == nil {
 			continue
 		}
 		if m.MediaType == "" {
 			m.MediaType = desc.MediaType
 		}
-		r := m.referrerDescriptor(desc.Digest, desc.Size)
-		if artifactType != "" && r.ArtifactType != artifactType {
-			continue
-		}
-		out = append(out, r)
+		bySubject[m.Subject.Digest] = append(bySubject[m.Subject.Digest], m.referrerDescriptor(desc.Digest, desc.Size))
 	}
-	return out, nil
+	if ctx.Err() == nil { // a walk cut short is not kept for the next query
+		v.referrers = bySubject
+	}
+	return bySubject
 }

@@ -5,15 +5,12 @@ import (
 	"errors"
 	"hash"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
-	"syscall"
+	"path"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -58,9 +55,10 @@ func (r ScrubReport) Failed() bool {
 	return false
 }
 
-// HashedInodes remembers, across repositories, the verdict on files that
-// are hard links (shared by dedupe), so a pass reads each such inode once.
-type HashedInodes map[[2]uint64]bool
+// HashedInodes remembers, across repositories, the verdict on objects
+// that have several keys (hard links shared by dedupe), so a pass reads
+// each such object once. The key is the object's ID and version.
+type HashedInodes map[string]bool
 
 // ScrubRepo re-hashes, with each digest's own algorithm, every blob that
 // a manifest of repo reaches: the manifests themselves, configs, layers,
@@ -70,7 +68,7 @@ type HashedInodes map[[2]uint64]bool
 // heals it. Blobs nothing references are reported as such.
 func (s *Store) ScrubRepo(ctx context.Context, repo string, pace Pacer, inodes HashedInodes) (ScrubReport, error) {
 	rep := ScrubReport{Repo: repo}
-	x, err := s.readIndex(repo)
+	x, err := s.readIndex(ctx, repo)
 	if err != nil {
 		return rep, err
 	}
@@ -87,7 +85,7 @@ func (s *Store) ScrubRepo(ctx context.Context, repo string, pace Pacer, inodes H
 		}
 		rep.Results = append(rep.Results, res)
 	}
-	blobs, err := s.listBlobs(repo)
+	blobs, err := s.listBlobs(ctx, repo)
 	if err != nil {
 		return rep, err
 	}
@@ -127,7 +125,7 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 		fail(res, st, d)
 		return
 	}
-	m, err := sc.s.loadManifest(sc.repo, d)
+	m, err := sc.s.loadManifest(ctx, sc.repo, d)
 	if errors.Is(err, ErrManifestInvalid) {
 		// It hashes fine but references digests no blob can have: the
 		// image cannot be pulled.
@@ -147,7 +145,7 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 		sc.visitManifest(ctx, c.Digest, res, depth+1)
 	}
 	if m.Subject != nil {
-		if _, err := os.Stat(sc.s.blobPath(sc.repo, m.Subject.Digest)); err == nil {
+		if _, err := sc.s.drv.Stat(ctx, blobKey(sc.repo, m.Subject.Digest)); err == nil {
 			sc.visitManifest(ctx, m.Subject.Digest, res, depth+1)
 		}
 	}
@@ -157,7 +155,7 @@ func (sc *scrubber) visitBlob(ctx context.Context, desc ispec.Descriptor, res *S
 	st, seen := sc.verdict[desc.Digest]
 	if !seen {
 		st = sc.check(ctx, desc.Digest)
-		if st == ScrubMissing && (oci.IsForeignLayer(desc.MediaType)) {
+		if st == ScrubMissing && oci.IsForeignLayer(desc.MediaType) {
 			st = ScrubOK // foreign layers are fetched from elsewhere by design
 		}
 		sc.verdict[desc.Digest] = st
@@ -178,29 +176,24 @@ func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
 }
 
 // hash checks one blob against its digest and returns the verdict with
-// the file it read.
-func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, os.FileInfo) {
+// the object it read (nil when there was none).
+func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, *driver.Info) {
 	if ctx.Err() != nil {
 		return ScrubOK, nil // stopping: the pass is abandoned, report nothing false
 	}
-	f, err := os.Open(sc.s.blobPath(sc.repo, d))
+	f, info, err := sc.s.drv.Open(ctx, blobKey(sc.repo, d))
 	if err != nil {
 		return ScrubMissing, nil
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return ScrubMissing, nil
-	}
-	var key [2]uint64
-	shared := false
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
-		key, shared = [2]uint64{uint64(st.Dev), uint64(st.Ino)}, true
+	shared := info.ID != "" && info.Links > 1
+	key := info.ID + " " + info.Version
+	if shared {
 		if good, seen := sc.inodes[key]; seen {
 			if good {
-				return ScrubOK, fi
+				return ScrubOK, &info
 			}
-			return ScrubCorrupt, fi
+			return ScrubCorrupt, &info
 		}
 	}
 	h := d.Algorithm().Hash()
@@ -209,19 +202,20 @@ func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, os.FileI
 	sc.rep.Bytes += n
 	if err != nil {
 		if ctx.Err() != nil {
-			return ScrubOK, fi
+			return ScrubOK, &info
 		}
 		sc.s.log.Warn("scrub: cannot read blob", "repo", sc.repo, "digest", d, "err", err)
-		return ScrubCorrupt, fi
+		return ScrubCorrupt, &info
 	}
 	good := digest.NewDigest(d.Algorithm(), h) == d
 	if shared {
 		sc.inodes[key] = good
 	}
 	if !good {
-		return ScrubCorrupt, fi
+		return ScrubCorrupt, &info
 	}
-	return ScrubOK, fi
+	sc.s.verified.add(info.Version, d)
+	return ScrubOK, &info
 }
 
 // copyPaced hashes r in chunks, letting the pacer throttle between them.
@@ -247,66 +241,50 @@ func (sc *scrubber) copyPaced(ctx context.Context, h hash.Hash, r io.Reader) (in
 	}
 }
 
-func (s *Store) quarantineDir() string { return filepath.Join(s.root, ".quarantine") }
+// quarantineDir is where corrupt blobs go, out of every layout.
+const quarantineDir = ".quarantine"
 
-// quarantine moves a corrupt blob of repo, and every path that shares its
-// inode (dedupe links in other repositories), to <root>/.quarantine/<repo>/
-// so that none is ever served again. hashed is the file scrub read: the
-// hash ran without a lock, so a path is moved only if it still names that
-// very file (not a good copy linked or pushed over it meanwhile).
-func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, hashed os.FileInfo) {
+// quarantine moves a corrupt blob of repo, and every key that shares its
+// object (dedupe links in other repositories), to
+// .quarantine/<repo>/<alg>/<hex> so that none is ever served again; a
+// re-push heals it. hashed is the object scrub read: the hash ran without
+// a lock, so a key is moved only if it still names that very object (not
+// a good copy linked or pushed over it meanwhile).
+func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, hashed *driver.Info) {
 	if hashed == nil {
 		return
 	}
-	path := s.blobPath(repo, d)
-	paths := []string{path}
-	if s.dedupe != nil {
-		for _, p := range s.dedupe.copies(ctx, d) {
-			if ofi, err := os.Stat(p); err == nil && p != path && os.SameFile(hashed, ofi) {
-				paths = append(paths, p)
+	key := blobKey(repo, d)
+	keys := []string{key}
+	if s.dedupe != nil && hashed.ID != "" {
+		for _, k := range s.dedupe.Copies(ctx, d) {
+			if info, err := s.drv.Stat(ctx, k); err == nil && k != key && info.ID == hashed.ID {
+				keys = append(keys, k)
 			}
 		}
 	}
-	for _, p := range paths {
-		owner := s.repoOfBlobPath(p)
+	for _, k := range keys {
+		owner := repoOfBlobKey(k)
 		if oci.ValidateName(owner) != nil {
 			continue
 		}
 		unlock := s.locks.lock(owner)
-		if cur, err := os.Lstat(p); err != nil || !os.SameFile(hashed, cur) {
+		if cur, err := s.drv.Stat(ctx, k); err != nil || !driver.SameObject(cur, *hashed) {
 			unlock()
-			continue // gone, or replaced by another file since it was hashed
+			continue // gone, or replaced by another object since it was hashed
 		}
-		dst := filepath.Join(s.quarantineDir(), filepath.FromSlash(owner), d.Algorithm().String(), d.Encoded())
-		err := s.fs.MkdirAll(filepath.Dir(dst))
-		if err == nil {
-			err = s.fs.Rename(p, dst)
-		}
-		if err == nil {
-			err = s.fs.SyncDir(filepath.Dir(p))
-		}
+		dst := path.Join(quarantineDir, owner, d.Algorithm().String(), d.Encoded())
+		err := s.drv.Move(ctx, k, dst)
+		s.views.drop(owner)
 		unlock()
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err != nil && !driver.IsNotFound(err) {
 			s.log.Error("scrub: cannot quarantine corrupt blob", "repo", owner, "digest", d, "err", err)
 			continue
 		}
 		if s.dedupe != nil {
-			s.dedupe.forget(ctx, d, p)
+			s.dedupe.Forget(d, k)
 		}
 		s.log.Error("scrub: corrupt blob quarantined; it is no longer served, a re-push heals it",
 			"repo", owner, "digest", d, "moved_to", dst)
 	}
-}
-
-// repoOfBlobPath is the repository of <root>/<repo>/blobs/<alg>/<hex>.
-func (s *Store) repoOfBlobPath(path string) string {
-	rel, err := filepath.Rel(s.root, path)
-	if err != nil {
-		return ""
-	}
-	rel = filepath.ToSlash(rel)
-	if i := strings.LastIndex(rel, "/blobs/"); i > 0 {
-		return rel[:i]
-	}
-	return rel
 }

@@ -1,89 +1,75 @@
-// Package store keeps OCI content in a directory of OCI Image Layouts, one
-// per repository: <root>/<repo>/{oci-layout,index.json,blobs/<alg>/<hex>}.
-// Uploads in progress live in <root>/<repo>/.uploads/ until their digest is
-// verified, then are renamed into blobs/. index.json is the record of which
+// Package store keeps OCI content on a storage driver, one OCI Image
+// Layout per repository: <repo>/{oci-layout,index.json,blobs/<alg>/<hex>}.
+// Uploads in progress live in <repo>/.uploads/ until their digest is
+// verified, then become blobs. index.json is the record of which
 // manifests exist and which tags point at them; it is only ever replaced
-// whole, so a reader never sees it torn.
+// whole, with a compare-and-swap, so a reader never sees it torn and two
+// writers (two replicas on one bucket) never lose each other's change.
 //
-// The store knows OCI semantics and nothing of HTTP.
+// The store knows OCI semantics and nothing of HTTP or of the backend: the
+// same code runs on a local directory and on a bucket (store/driver).
 package store
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"path"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store/cache"
-	"github.com/pier-oci/pier/store/disk"
+	"github.com/pier-oci/pier/store/dedupe"
+	"github.com/pier-oci/pier/store/driver"
 )
 
 // Options configures a Store.
 type Options struct {
-	// Root is the directory holding the repositories (zot's rootDirectory).
-	Root string
-	// Commit fsyncs every write before it is acknowledged (zot's commit).
-	Commit bool
-	// Dedupe stores content that is already somewhere under the root as a
-	// hard link to it (zot's dedupe), found through a cache.
-	Dedupe bool
-	// Cache is the dedupe index to use; when nil and Dedupe is set, a
-	// BoltDB file <Root>/cache.db.
+	// Driver holds the content. The store owns it from now on: Close
+	// closes it. Whether the store is read-only is the driver's.
+	Driver driver.Driver
+	// Cache is the dedupe index (zot's cache driver); nil turns dedupe
+	// off. The store owns it from now on.
 	Cache cache.Cache
-	// ReadOnly serves the root without writing anything to it: no cache, no
-	// uploads, no lock file; pushes and deletes are refused. A root on a
-	// read-only filesystem is read-only whatever this says.
-	ReadOnly bool
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
 }
 
-// Store is the OCI content of one root directory. It is safe for concurrent
-// use; writes to one repository never wait on another repository.
+// Store is the OCI content of one root. It is safe for concurrent use;
+// writes to one repository never wait on another repository.
 type Store struct {
-	root    string
-	fs      *disk.FS
-	log     *slog.Logger
-	locks   *repoLocks
-	uploads *uploadTable
-	dedupe  *deduper // nil when dedupe is off
-	ro      bool     // read-only root
+	drv      driver.Driver
+	log      *slog.Logger
+	locks    *repoLocks
+	uploads  *uploadTable
+	views    *viewCache
+	verified *verifiedSet
+	dedupe   *dedupe.Deduper // nil when dedupe is off
+	ro       bool
 }
 
-// New opens (creating if needed) the store rooted at opts.Root.
+// New opens the store on opts.Driver.
 func New(opts Options) (*Store, error) {
-	root, err := filepath.Abs(opts.Root)
-	if err != nil {
-		return nil, fmt.Errorf("store root %q: %w", opts.Root, err)
+	if opts.Driver == nil {
+		return nil, fmt.Errorf("store: no driver")
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		root:    root,
-		fs:      &disk.FS{Sync: opts.Commit},
+		drv:     opts.Driver,
 		log:     log,
 		locks:   newRepoLocks(),
 		uploads: newUploadTable(),
-		ro:      opts.ReadOnly || disk.ReadOnlyFS(root),
+		views:   newViewCache(),
+		ro:      opts.Driver.ReadOnly(),
 	}
-	if !s.ro {
-		if err := s.fs.MkdirAll(root); err != nil {
-			return nil, fmt.Errorf("create store root: %w", err)
-		}
-	}
-	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("store root %s is not a directory", root)
-	}
-	if opts.Dedupe && !s.ro {
-		d, err := newDeduper(s, opts.Cache)
-		if err != nil {
-			return nil, err
-		}
-		s.dedupe = d
+	s.verified = loadVerified(context.Background(), s.drv, log)
+	if opts.Cache != nil && !s.ro {
+		s.dedupe = dedupe.New(dedupe.Options{Driver: s.drv, Cache: opts.Cache, Repos: (*dedupeHost)(s), Logger: log})
+	} else if opts.Cache != nil {
+		opts.Cache.Close()
 	}
 	return s, nil
 }
@@ -91,41 +77,92 @@ func New(opts Options) (*Store, error) {
 // ReadOnly reports whether the store refuses every write.
 func (s *Store) ReadOnly() bool { return s.ro }
 
+// Driver is the backend the store is on.
+func (s *Store) Driver() driver.Driver { return s.drv }
+
+// String names the store's backend for logs and status lines.
+func (s *Store) String() string { return s.drv.String() }
+
 // writable is ErrReadOnly for a read-only store.
 func (s *Store) writable() error {
 	if s.ro {
-		return fmt.Errorf("%w: %s is served read-only", ErrReadOnly, s.root)
+		return fmt.Errorf("%w: %s is served read-only", ErrReadOnly, s.drv)
 	}
 	return nil
 }
 
-// Close releases the store's cache. Requests must have stopped.
+// Close releases the store's cache and driver. Requests must have
+// stopped.
 func (s *Store) Close() error {
+	var err error
 	if s.dedupe != nil {
-		return s.dedupe.close()
+		err = s.dedupe.Close()
 	}
-	return nil
+	if !s.ro {
+		s.verified.save(context.Background(), s.drv, s.log)
+	}
+	if cerr := s.drv.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
-// Root is the absolute directory the store lives in.
-func (s *Store) Root() string { return s.root }
-
-// Syncs reports the fsync calls made so far (for tests and benchmarks).
-func (s *Store) Syncs() int64 { return s.fs.Syncs() }
-
-// The paths below are built only from names and digests that were
-// validated (oci.ValidateName, oci.ParseDigest) or that pier generated itself.
-
-func (s *Store) repoDir(repo string) string { return filepath.Join(s.root, filepath.FromSlash(repo)) }
-
-func (s *Store) uploadsDir(repo string) string { return filepath.Join(s.repoDir(repo), ".uploads") }
-
-func (s *Store) blobPath(repo string, d digest.Digest) string {
-	return filepath.Join(s.repoDir(repo), "blobs", d.Algorithm().String(), d.Encoded())
+// Syncs reports the fsync calls made so far, where the driver counts them
+// (for tests and benchmarks).
+func (s *Store) Syncs() int64 {
+	if c, ok := s.drv.(driver.SyncCounter); ok {
+		return c.Syncs()
+	}
+	return 0
 }
 
-func (s *Store) indexPath(repo string) string { return filepath.Join(s.repoDir(repo), "index.json") }
+// The keys below are built only from names and digests that were
+// validated (oci.ValidateName, oci.ParseDigest) or that pier generated
+// itself; the driver checks them again.
 
-// pierDir holds pier's own state in the root (reconcile progress, scrub
-// results); like every dot directory it is never taken for a repository.
-func (s *Store) pierDir() string { return filepath.Join(s.root, ".pier") }
+func indexKey(repo string) string   { return repo + "/index.json" }
+func layoutKey(repo string) string  { return repo + "/oci-layout" }
+func uploadsDir(repo string) string { return repo + "/.uploads" }
+
+func uploadKey(repo, id string) string { return repo + "/.uploads/" + id }
+
+func blobsDir(repo string, alg digest.Algorithm) string { return repo + "/blobs/" + alg.String() }
+
+func blobKey(repo string, d digest.Digest) string {
+	return repo + "/blobs/" + d.Algorithm().String() + "/" + d.Encoded()
+}
+
+// StateDir is where the store keeps its own state under the root
+// (verified blobs, scrub results, the dedupe pass's progress); like every
+// dot directory it is never taken for a repository.
+const StateDir = ".pier"
+
+// stateKey is the key of one of the store's own state files.
+func stateKey(name string) string { return path.Join(StateDir, name) }
+
+// ReadState reads one of the store's state files (by name, under
+// StateDir); a missing one is driver.ErrNotFound.
+func (s *Store) ReadState(ctx context.Context, name string) ([]byte, error) {
+	b, _, err := s.drv.ReadFile(ctx, stateKey(name), 16<<20)
+	return b, err
+}
+
+// WriteState replaces one of the store's state files.
+func (s *Store) WriteState(ctx context.Context, name string, data []byte) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	_, err := s.drv.WriteFile(ctx, stateKey(name), data)
+	return err
+}
+
+// Ping asks the storage one cheap question (a stat of the store's own
+// state directory), for a watchdog: it fails when the storage does not
+// answer.
+func (s *Store) Ping(ctx context.Context) error {
+	_, err := s.drv.Stat(ctx, stateKey("lock"))
+	if err == nil || driver.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

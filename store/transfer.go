@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/pier-oci/pier/store/disk"
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -26,14 +23,15 @@ type TransferReport struct {
 }
 
 // Export writes repo (or the one manifest ref names, a tag or a digest)
-// as an OCI Image Layout in dir, for the way out of an air-gapped site: the
+// as an OCI Image Layout into out (a directory on a USB stick, opened
+// with durability on), for the way out of an air-gapped site: the
 // manifests, everything they reach, and the referrers (signatures, SBOMs)
 // of what is exported. Every blob is checked against its digest on the
-// way and fsynced; index.json is written last, so dir is a valid layout
-// only once it is complete. Export only reads the store.
-func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferReport, error) {
+// way; index.json is written last, so out holds a valid layout only once
+// it is complete. Export only reads the store.
+func (s *Store) Export(ctx context.Context, repo, ref string, out driver.Driver) (TransferReport, error) {
 	var rep TransferReport
-	x, err := s.readIndex(repo)
+	x, err := s.readIndex(ctx, repo)
 	if err != nil {
 		return rep, err
 	}
@@ -41,7 +39,7 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 	if ref == "" {
 		roots = x.Manifests
 	} else {
-		desc, err := s.resolve(repo, ref)
+		desc, err := s.resolve(ctx, repo, x, ref)
 		if err != nil {
 			return rep, err
 		}
@@ -51,7 +49,8 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 		}
 		roots = []ispec.Descriptor{desc}
 	}
-	g := &graph{s: s, repo: repo, manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
+	g := &graph{ctx: ctx, read: func(d digest.Digest) ([]byte, error) { return s.readManifestBlob(ctx, repo, d) },
+		manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
 	for _, d := range roots {
 		if err := g.add(d); err != nil {
 			return rep, err
@@ -59,14 +58,8 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 	}
 	roots = append(roots, g.referrers(x.Manifests)...)
 
-	out := &disk.FS{Sync: true} // a USB stick is pulled out right after
-	for _, sub := range []string{"blobs/sha256", "blobs/sha512"} {
-		if err := out.MkdirAll(filepath.Join(dir, sub)); err != nil {
-			return rep, fmt.Errorf("export: %w", err)
-		}
-	}
 	for d, desc := range g.blobs {
-		n, err := s.exportBlob(out, repo, d, dir)
+		n, err := s.exportBlob(ctx, out, repo, d)
 		if err != nil {
 			return rep, err
 		}
@@ -85,14 +78,14 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 		}
 		idx.Manifests = append(idx.Manifests, d)
 	}
-	if err := out.WriteFile(filepath.Join(dir, "oci-layout"), dir, layoutFile); err != nil {
+	if _, err := out.WriteFile(ctx, "oci-layout", layoutFile); err != nil {
 		return rep, fmt.Errorf("export: %w", err)
 	}
 	body, err := json.Marshal(idx)
 	if err != nil {
 		return rep, err
 	}
-	if err := out.WriteFile(filepath.Join(dir, "index.json"), dir, body); err != nil {
+	if _, err := out.WriteFile(ctx, "index.json", body); err != nil {
 		return rep, fmt.Errorf("export: %w", err)
 	}
 	return rep, nil
@@ -115,62 +108,72 @@ func withoutPierAnnotations(a map[string]string) map[string]string {
 	return out
 }
 
-// exportBlob copies one blob into the layout at dir, verifying it.
-func (s *Store) exportBlob(out *disk.FS, repo string, d digest.Digest, dir string) (int64, error) {
-	dst := filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
-	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() && fileHasDigest(dst, d) {
-		return fi.Size(), nil // an earlier, interrupted export already wrote it
+// exportBlob copies one blob into the layout, verifying it.
+func (s *Store) exportBlob(ctx context.Context, out driver.Driver, repo string, d digest.Digest) (int64, error) {
+	dst := "blobs/" + d.Algorithm().String() + "/" + d.Encoded()
+	if info, err := out.Stat(ctx, dst); err == nil && hasDigest(ctx, out, dst, d) {
+		return info.Size, nil // an earlier, interrupted export already wrote it
 	}
-	f, _, err := s.OpenBlob(context.Background(), repo, d)
+	f, _, err := s.OpenBlob(ctx, repo, d)
 	if err != nil {
 		return 0, fmt.Errorf("export blob %s: %w", d, err)
 	}
 	defer f.Close()
+	tmp := "blobs/.export-" + d.Encoded()
+	w, err := out.Create(ctx, tmp)
+	if errors.Is(err, driver.ErrExists) {
+		out.Delete(ctx, tmp)
+		w, err = out.Create(ctx, tmp)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("export blob %s: %w", d, err)
+	}
 	h := d.Algorithm().Hash()
-	var n int64
-	err = out.WriteFrom(dst, dir, func(w io.Writer) error {
-		var err error
-		n, err = io.Copy(io.MultiWriter(w, h), f)
-		if err == nil && digest.NewDigest(d.Algorithm(), h) != d {
-			return fmt.Errorf("%w: blob %s of %s is corrupt in the store (run pier scrub)", ErrDigestMismatch, d, repo)
-		}
-		return err
-	})
-	return n, err
+	n, err := io.Copy(io.MultiWriter(w, h), ctxReader{ctx, f})
+	if err == nil && digest.NewDigest(d.Algorithm(), h) != d {
+		err = fmt.Errorf("%w: blob %s of %s is corrupt in the store (run pier scrub)", ErrDigestMismatch, d, repo)
+	}
+	if err == nil {
+		err = w.Commit(ctx, dst)
+	}
+	if err != nil {
+		w.Cancel(ctx)
+		return 0, fmt.Errorf("export blob %s: %w", d, err)
+	}
+	return n, nil
 }
 
-func fileHasDigest(path string, d digest.Digest) bool {
-	f, err := os.Open(path)
+func hasDigest(ctx context.Context, drv driver.Driver, key string, d digest.Digest) bool {
+	f, _, err := drv.Open(ctx, key)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	got, err := d.Algorithm().FromReader(f)
+	got, err := d.Algorithm().FromReader(ctxReader{ctx, f})
 	return err == nil && got == d
 }
 
 // graph is what a set of manifests reaches in one repository (or layout).
 type graph struct {
-	s         *Store // the store to read from; nil when reading a layout
-	repo      string
-	layout    string // the layout directory when s is nil
+	ctx       context.Context
+	read      func(digest.Digest) ([]byte, error) // a manifest's bytes, checked against its digest
 	manifests map[digest.Digest]*manifestDoc
 	blobs     map[digest.Digest]ispec.Descriptor
 	order     []ispec.Descriptor // manifests, children before parents
 }
 
-func (g *graph) readManifest(d digest.Digest) ([]byte, error) {
-	if g.s != nil {
-		return g.s.readManifestBlob(g.repo, d)
-	}
+func (g *graph) readManifest(d digest.Digest) ([]byte, error) { return g.read(d) }
+
+// layoutManifest reads manifest d from a layout, checked against d.
+func layoutManifest(ctx context.Context, layout driver.Driver, d digest.Digest) ([]byte, error) {
 	if _, err := oci.ParseDigest(d.String()); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(g.layout, "blobs", d.Algorithm().String(), d.Encoded()))
+	b, _, err := layout.ReadFile(ctx, "blobs/"+d.Algorithm().String()+"/"+d.Encoded(), oci.MaxManifestSize)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s is not in the layout", ErrManifestBlobUnknown, d)
+		return nil, fmt.Errorf("%w: %s is not in the layout (or too large): %v", ErrManifestBlobUnknown, d, err)
 	}
-	if len(b) > oci.MaxManifestSize || d.Algorithm().FromBytes(b) != d {
+	if d.Algorithm().FromBytes(b) != d {
 		return nil, fmt.Errorf("%w: manifest %s in the layout does not match its digest", ErrDigestMismatch, d)
 	}
 	return b, nil
@@ -241,25 +244,26 @@ func (g *graph) referrers(candidates []ispec.Descriptor) []ispec.Descriptor {
 	return out
 }
 
-// Import adds the content and tags of the OCI layout in dir to repo
+// Import adds the content and tags of the OCI layout in layout to repo
 // through the normal commit path: every blob is verified against its
 // digest and deduped, every manifest validated, children before their
 // index. Tags come from org.opencontainers.image.ref.name (a full
 // reference such as example.com/app:v1 gives v1).
-func (s *Store) Import(ctx context.Context, dir, repo string) (TransferReport, error) {
+func (s *Store) Import(ctx context.Context, layout driver.Driver, repo string) (TransferReport, error) {
 	var rep TransferReport
 	if err := s.writable(); err != nil {
 		return rep, err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	b, _, err := layout.ReadFile(ctx, "index.json", maxIndexSize)
 	if err != nil {
-		return rep, fmt.Errorf("import: %s is not an OCI layout: %w", dir, err)
+		return rep, fmt.Errorf("import: %s is not an OCI layout: %w", layout, err)
 	}
 	var idx ispec.Index
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return rep, fmt.Errorf("import: %s/index.json: %w", dir, err)
+		return rep, fmt.Errorf("import: %s/index.json: %w", layout, err)
 	}
-	g := &graph{layout: dir, manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
+	g := &graph{ctx: ctx, read: func(d digest.Digest) ([]byte, error) { return layoutManifest(ctx, layout, d) },
+		manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
 	for _, d := range idx.Manifests {
 		if err := g.add(d); err != nil {
 			return rep, fmt.Errorf("import: %w", err)
@@ -269,7 +273,7 @@ func (s *Store) Import(ctx context.Context, dir, repo string) (TransferReport, e
 		if _, isManifest := g.manifests[d]; isManifest {
 			continue // pushed as manifests below
 		}
-		n, err := s.importBlob(ctx, dir, repo, desc)
+		n, err := s.importBlob(ctx, layout, repo, desc)
 		if err != nil {
 			return rep, err
 		}
@@ -296,15 +300,15 @@ func (s *Store) Import(ctx context.Context, dir, repo string) (TransferReport, e
 	return rep, nil
 }
 
-func (s *Store) importBlob(ctx context.Context, dir, repo string, desc ispec.Descriptor) (int64, error) {
+func (s *Store) importBlob(ctx context.Context, layout driver.Driver, repo string, desc ispec.Descriptor) (int64, error) {
 	if _, err := oci.ParseDigest(desc.Digest.String()); err != nil {
 		return 0, err
 	}
 	if info, err := s.StatBlob(ctx, repo, desc.Digest); err == nil {
 		return info.Size, nil
 	}
-	f, err := os.Open(filepath.Join(dir, "blobs", desc.Digest.Algorithm().String(), desc.Digest.Encoded()))
-	if errors.Is(err, fs.ErrNotExist) {
+	f, _, err := layout.Open(ctx, "blobs/"+desc.Digest.Algorithm().String()+"/"+desc.Digest.Encoded())
+	if driver.IsNotFound(err) {
 		return 0, fmt.Errorf("import: %w: %s is not in the layout", ErrBlobUnknown, desc.Digest)
 	}
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/driver/local"
 )
 
 // Export then import round-trips digests, tags and referrers, through a
@@ -28,7 +30,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	src.DeleteManifest(ctx, "app", "sig-untagged") // the signature is untagged, reachable only as a referrer
 
 	dir := filepath.Join(t.TempDir(), "usb", "app-v1")
-	rep, err := src.Export(ctx, "app", "v1", dir)
+	rep, err := src.Export(ctx, "app", "v1", dirDriver(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +42,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 
 	dst := newDedupeStore(t, t.TempDir())
-	if _, err := dst.Import(ctx, dir, "mirror/app"); err != nil {
+	if _, err := dst.Import(ctx, dirDriver(t, dir), "mirror/app"); err != nil {
 		t.Fatal(err)
 	}
 	m, err := dst.GetManifest(ctx, "mirror/app", "v1")
@@ -69,7 +71,10 @@ func TestExportRefusesCorruptBlobs(t *testing.T) {
 	body := imageManifest(t, s, "app", "1")
 	putManifest(t, s, "app", "v1", body)
 	flipByte(s.blobPath("app", blobsOf(t, body)[1]))
-	if _, err := s.Export(ctx, "app", "", filepath.Join(t.TempDir(), "out")); !errors.Is(err, ErrDigestMismatch) {
+	// Found on the way out, whether by the first check of the changed
+	// file or by the export's own hash.
+	_, err := s.Export(ctx, "app", "", dirDriver(t, filepath.Join(t.TempDir(), "out")))
+	if !errors.Is(err, ErrDigestMismatch) && !errors.Is(err, ErrBlobUnknown) {
 		t.Fatalf("export of a corrupt blob: %v", err)
 	}
 }
@@ -79,15 +84,27 @@ func TestImportRefusesDamagedLayouts(t *testing.T) {
 	body := imageManifest(t, s, "app", "1")
 	putManifest(t, s, "app", "v1", body)
 	dir := filepath.Join(t.TempDir(), "out")
-	if _, err := s.Export(ctx, "app", "", dir); err != nil {
+	if _, err := s.Export(ctx, "app", "", dirDriver(t, dir)); err != nil {
 		t.Fatal(err)
 	}
 	flipByte(filepath.Join(dir, "blobs", "sha256", blobsOf(t, body)[1].Encoded()))
 	dst := newStore(t, false)
-	if _, err := dst.Import(ctx, dir, "app"); !errors.Is(err, ErrDigestMismatch) {
+	if _, err := dst.Import(ctx, dirDriver(t, dir), "app"); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("import of a damaged layout: %v", err)
 	}
 	if _, err := dst.GetManifest(ctx, "app", "v1"); err == nil {
 		t.Fatal("a damaged import left a tag behind")
 	}
+}
+
+// dirDriver opens a plain directory (a USB stick) as pier export and
+// import do.
+func dirDriver(t *testing.T, dir string) driver.Driver {
+	t.Helper()
+	d, err := local.Open(dir, local.Options{Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }

@@ -4,24 +4,24 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/driver"
 )
 
-// An upload is a file <repo>/.uploads/<id> that grows by appends until its
-// digest is given. Its sha256 is computed while the bytes stream in, so a
-// monolithic or chunked push reads the data once; the hash state lives in
-// memory only, and is rebuilt from the file when it is missing (after a
-// restart) or out of step with the file (after a failed write).
+// An upload is an object <repo>/.uploads/<id> that grows by appends until
+// its digest is given. Its sha256 is computed while the bytes stream in,
+// so a monolithic or chunked push reads the data once; the hash state
+// lives in memory only, and is rebuilt from the upload when it is missing
+// (after a restart, or on another replica) or out of step.
 
 var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
@@ -44,8 +44,8 @@ var hashBufs = sync.Pool{New: func() any { b := make([]byte, hashBufSize); retur
 
 // uploadSession is the in-memory part of an upload.
 type uploadSession struct {
-	mu     sync.Mutex // serialises writes to one upload
-	sha    hash.Hash  // sha256 of the first hashed bytes of the file
+	mu     sync.Mutex // serialises the requests of one upload
+	sha    hash.Hash  // sha256 of the first hashed bytes of the upload
 	hashed int64
 }
 
@@ -83,66 +83,62 @@ func newUploadID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// uploadPath validates id (it comes from the network) and returns its file.
-func (s *Store) uploadPath(repo, id string) (string, error) {
+// checkUploadID validates id, which comes from the network.
+func checkUploadID(id string) error {
 	if !uploadIDRE.MatchString(id) {
-		return "", fmt.Errorf("%w: %q", ErrUploadUnknown, id)
+		return fmt.Errorf("%w: %q", ErrUploadUnknown, id)
 	}
-	return filepath.Join(s.uploadsDir(repo), id), nil
+	return nil
 }
 
 // NewUpload starts an upload session in repo, creating the repository if
 // needed, and returns its id.
 func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
 	id := newUploadID()
-	f, err := s.createUpload(repo, id)
+	w, err := s.createUpload(ctx, repo, id)
 	if err != nil {
 		return "", err
 	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("start upload in %s: %w", repo, err)
+	if err := w.Close(); err != nil {
+		return "", fromDriver(err, nil, "start upload in %s", repo)
 	}
 	return id, nil
 }
 
-// createUpload makes the file of a new upload, creating the repository if
-// needed. An empty repository may be removed (by GC, or by the clean-up of
-// a push that failed) between its creation and the upload's, so the file
-// is made under the repository's lock once the repository is seen to be
+// createUpload makes a new upload, creating the repository if needed. An
+// empty repository may be removed (by GC, or by the clean-up of a push
+// that failed) between its creation and the upload's, so the upload is
+// made under the repository's lock once the repository is seen to be
 // there; after that the upload itself keeps it.
-func (s *Store) createUpload(repo, id string) (*os.File, error) {
+func (s *Store) createUpload(ctx context.Context, repo, id string) (driver.Writer, error) {
 	for attempt := 0; ; attempt++ {
-		if err := s.ensureRepo(repo); err != nil {
+		if err := s.ensureRepo(ctx, repo); err != nil {
 			return nil, err
 		}
 		unlock := s.locks.rlock(repo)
-		if !s.repoExists(repo) && attempt < 3 {
+		if !s.repoExists(ctx, repo) && attempt < 3 {
 			unlock()
 			continue
 		}
-		f, err := os.OpenFile(filepath.Join(s.uploadsDir(repo), id), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+		w, err := s.drv.Create(ctx, uploadKey(repo, id))
 		unlock()
 		if err != nil {
-			return nil, fmt.Errorf("start upload in %s: %w", repo, err)
+			return nil, fromDriver(err, nil, "start upload in %s", repo)
 		}
-		return f, nil
+		return w, nil
 	}
 }
 
 // UploadSize returns how many bytes upload id of repo holds.
 func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) {
-	path, err := s.uploadPath(repo, id)
-	if err != nil {
+	if err := checkUploadID(id); err != nil {
 		return 0, err
 	}
-	fi, err := os.Stat(path)
+	info, err := s.drv.Stat(ctx, uploadKey(repo, id))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
-			return 0, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
-		}
-		return 0, fmt.Errorf("stat upload %s: %w", id, err)
+		return 0, fromDriver(err, ErrUploadUnknown, "upload %s", id)
 	}
-	return fi.Size(), nil
+	return info.Size, nil
 }
 
 // OffsetError is ErrUploadOffset with the upload's current size, which the
@@ -156,28 +152,94 @@ func (e *OffsetError) Unwrap() error { return ErrUploadOffset }
 
 // WriteUpload appends r to upload id. When start is not negative it must
 // equal the upload's current size (chunks arrive in order), else an
-// *OffsetError is returned and nothing is written. It returns the new size.
+// *OffsetError is returned and nothing is written. A chunk that fails
+// half-way (the client went away, the disk filled) is taken back whole.
+// It returns the new size.
 func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
-	o, err := s.openUpload(repo, id)
+	o, err := s.openUpload(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
-	defer o.close()
-	u, f, size := o.session, o.file, o.size
-	if start >= 0 && start != size {
+	defer o.session.mu.Unlock()
+	if size := o.w.Size(); start >= 0 && start != size {
+		o.w.Close()
 		return 0, &OffsetError{Size: size}
 	}
-	return s.appendUpload(u, f, size, r)
+	if err := s.appendChunk(o, r); err != nil {
+		return 0, err
+	}
+	size := o.w.Size()
+	if err := o.w.Close(); err != nil {
+		return 0, fromDriver(err, ErrUploadUnknown, "upload %s", id)
+	}
+	return size, nil
 }
 
-// appendUpload copies r to the end of f, hashing what is written while the
-// hash is in step with the file. The hash runs on its own goroutine, a few
-// buffers behind the reads and writes, so a push costs the slower of hashing
-// and I/O rather than their sum; it is done with the last byte before
+// openedUpload is an upload held for writing: its session locked and a
+// writer open on it.
+type openedUpload struct {
+	session *uploadSession
+	w       driver.Writer
+	repo    string
+	id      string
+	key     string // in the session table
+}
+
+// openUpload validates id, locks its session and opens its writer. The
+// caller unlocks the session.
+func (s *Store) openUpload(ctx context.Context, repo, id string) (*openedUpload, error) {
+	if err := checkUploadID(id); err != nil {
+		return nil, err
+	}
+	key := repo + "\x00" + id
+	u := s.uploads.get(key)
+	u.mu.Lock()
+	w, err := s.drv.Append(ctx, uploadKey(repo, id))
+	if err != nil {
+		u.mu.Unlock()
+		s.uploads.drop(key)
+		return nil, fromDriver(err, ErrUploadUnknown, "upload %s", id)
+	}
+	return &openedUpload{session: u, w: w, repo: repo, id: id, key: key}, nil
+}
+
+// appendChunk copies r to the end of the upload, hashing it when the hash
+// is in step with the upload. On failure the chunk is taken back whole
+// and the hash returned to where it was.
+func (s *Store) appendChunk(o *openedUpload, r io.Reader) error {
+	u := o.session
+	var saved []byte
+	if u.hashed == o.w.Size() {
+		saved, _ = u.sha.(encoding.BinaryMarshaler).MarshalBinary()
+	}
+	hashedBefore := u.hashed
+	err := appendUpload(u, o.w, r)
+	if err == nil {
+		return nil
+	}
+	if aerr := o.w.Abort(); aerr != nil {
+		s.log.Warn("cannot take back a failed chunk; the upload is dropped", "repo", o.repo, "upload", o.id, "err", aerr)
+		s.drv.Delete(context.Background(), uploadKey(o.repo, o.id))
+		s.uploads.drop(o.key)
+		return err
+	}
+	if saved != nil && u.sha.(encoding.BinaryUnmarshaler).UnmarshalBinary(saved) == nil {
+		u.hashed = hashedBefore
+	} else {
+		u.sha.Reset()
+		u.hashed = -1 // out of step: the commit hashes the upload again
+	}
+	return err
+}
+
+// appendUpload copies r to w, hashing what is written while the hash is in
+// step with the upload. The hash runs on its own goroutine, a few buffers
+// behind the reads and writes, so a push costs the slower of hashing and
+// I/O rather than their sum; it is done with the last byte before
 // appendUpload returns.
-func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Reader) (int64, error) {
-	if u.hashed != size {
-		return appendUnhashed(f, size, r) // the commit will hash the file again
+func appendUpload(u *uploadSession, w driver.Writer, r io.Reader) error {
+	if u.hashed != w.Size() {
+		return appendUnhashed(w, r) // the commit will hash the upload again
 	}
 	free := make(chan *[]byte, hashDepth)
 	for range hashDepth {
@@ -204,184 +266,185 @@ func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Read
 	for {
 		bufp := <-free
 		n, rerr := io.ReadFull(r, *bufp)
-		w, werr := 0, error(nil)
+		w0, werr := 0, error(nil)
 		if n > 0 {
-			w, werr = f.Write((*bufp)[:n])
-			size += int64(w)
+			w0, werr = w.Write((*bufp)[:n])
 		}
-		written <- (*bufp)[:w] // hashed, and handed back to free, in order
+		written <- (*bufp)[:w0] // hashed, and handed back to free, in order
 		if werr != nil {
-			return size, fmt.Errorf("write upload: %w", werr)
+			return fromDriver(werr, nil, "write upload")
 		}
 		switch {
 		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
-			return size, nil
+			return nil
 		case rerr != nil:
-			return size, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, rerr)
+			return fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, rerr)
 		}
 	}
 }
 
-// appendUnhashed copies r to the end of f.
-func appendUnhashed(f *os.File, size int64, r io.Reader) (int64, error) {
+// appendUnhashed copies r to w.
+func appendUnhashed(w driver.Writer, r io.Reader) error {
 	bufp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bufp)
 	for {
 		n, rerr := r.Read(*bufp)
 		if n > 0 {
-			w, werr := f.Write((*bufp)[:n])
-			size += int64(w)
-			if werr != nil {
-				return size, fmt.Errorf("write upload: %w", werr)
+			if _, werr := w.Write((*bufp)[:n]); werr != nil {
+				return fromDriver(werr, nil, "write upload")
 			}
 		}
 		if rerr == io.EOF {
-			return size, nil
+			return nil
 		}
 		if rerr != nil {
-			return size, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, rerr)
+			return fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, rerr)
 		}
 	}
-}
-
-// openedUpload is an upload held for writing: its session locked and its
-// file open for appending.
-type openedUpload struct {
-	session   *uploadSession
-	file      *os.File
-	size      int64
-	path, key string
-}
-
-func (o *openedUpload) close() {
-	o.file.Close()
-	o.session.mu.Unlock()
-}
-
-// openUpload validates id, locks its session and opens its file.
-func (s *Store) openUpload(repo, id string) (*openedUpload, error) {
-	path, err := s.uploadPath(repo, id)
-	if err != nil {
-		return nil, err
-	}
-	key := repo + "\x00" + id
-	u := s.uploads.get(key)
-	u.mu.Lock()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err == nil {
-		var fi os.FileInfo
-		if fi, err = f.Stat(); err == nil {
-			return &openedUpload{session: u, file: f, size: fi.Size(), path: path, key: key}, nil
-		}
-		f.Close()
-	}
-	u.mu.Unlock()
-	s.uploads.drop(key)
-	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
-		return nil, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
-	}
-	return nil, fmt.Errorf("open upload %s: %w", id, err)
 }
 
 // CommitUpload appends r (the optional last chunk) to upload id, checks the
 // whole content against d and, when it matches, makes it blob d of repo
 // durably. A mismatch deletes the upload and changes nothing else.
 func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, d digest.Digest) (BlobInfo, error) {
-	o, err := s.openUpload(repo, id)
+	o, err := s.openUpload(ctx, repo, id)
 	if err != nil {
 		return BlobInfo{}, err
 	}
-	defer o.close()
-	return s.commitOpened(ctx, repo, id, o, r, d)
+	defer o.session.mu.Unlock()
+	return s.commitOpened(ctx, o, r, d)
 }
 
-// commitOpened is CommitUpload of an upload already held.
-func (s *Store) commitOpened(ctx context.Context, repo, id string, o *openedUpload, r io.Reader, d digest.Digest) (BlobInfo, error) {
-	u, f, size, path, key := o.session, o.file, o.size, o.path, o.key
-	var err error
+// commitOpened is CommitUpload of an upload already held. The writer is
+// ended whatever happens.
+func (s *Store) commitOpened(ctx context.Context, o *openedUpload, r io.Reader, d digest.Digest) (BlobInfo, error) {
 	if r != nil {
-		if size, err = s.appendUpload(u, f, size, r); err != nil {
+		if err := s.appendChunk(o, r); err != nil {
 			return BlobInfo{}, err
 		}
 	}
-	got, err := uploadDigest(u, path, size, d.Algorithm())
+	size := o.w.Size()
+	got, err := s.uploadDigest(ctx, o, d.Algorithm())
 	if err != nil {
+		o.w.Close()
 		return BlobInfo{}, err
 	}
 	if got != d {
-		s.uploads.drop(key)
-		f.Close()
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn("cannot remove rejected upload", "repo", repo, "upload", id, "err", err)
+		s.uploads.drop(o.key)
+		if err := o.w.Cancel(ctx); err != nil {
+			s.log.Warn("cannot remove rejected upload", "repo", o.repo, "upload", o.id, "err", err)
 		}
 		return BlobInfo{}, fmt.Errorf("%w: uploaded content is %s, not %s", ErrDigestMismatch, got, d)
 	}
-	if err := s.fs.SyncFile(f); err != nil {
+	if err := s.commitBlob(ctx, o, d, size); err != nil {
 		return BlobInfo{}, err
 	}
-	if err := f.Close(); err != nil {
-		return BlobInfo{}, fmt.Errorf("close upload %s: %w", id, err)
-	}
-	if err := s.commitBlob(ctx, repo, path, d, size); err != nil {
-		return BlobInfo{}, err
-	}
-	s.uploads.drop(key)
-	s.log.Debug("blob committed", "repo", repo, "digest", d, "bytes", size)
+	s.uploads.drop(o.key)
+	s.log.Debug("blob committed", "repo", o.repo, "digest", d, "bytes", size)
 	return BlobInfo{Digest: d, Size: size}, nil
 }
 
 // uploadDigest returns the digest of the upload's content with algorithm
-// alg, from the running hash when it covers the whole file, else by reading
-// the file again.
-func uploadDigest(u *uploadSession, path string, size int64, alg digest.Algorithm) (digest.Digest, error) {
-	if alg == digest.SHA256 && u.hashed == size {
+// alg, from the running hash when it covers the whole upload, else by
+// reading the upload again (its writer is reopened after).
+func (s *Store) uploadDigest(ctx context.Context, o *openedUpload, alg digest.Algorithm) (digest.Digest, error) {
+	u := o.session
+	if alg == digest.SHA256 && u.hashed == o.w.Size() {
 		return digest.NewDigest(alg, u.sha), nil
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("rehash upload: %w", err)
+	if err := o.w.Close(); err != nil {
+		return "", fromDriver(err, ErrUploadUnknown, "rehash upload %s", o.id)
 	}
-	defer f.Close()
-	dg, err := alg.FromReader(f)
+	f, _, err := s.drv.Open(ctx, uploadKey(o.repo, o.id))
 	if err != nil {
-		return "", fmt.Errorf("rehash upload: %w", err)
+		return "", fromDriver(err, ErrUploadUnknown, "rehash upload %s", o.id)
+	}
+	dg, err := alg.FromReader(ctxReader{ctx, f})
+	f.Close()
+	if err != nil {
+		return "", fromDriver(err, nil, "rehash upload %s", o.id)
+	}
+	if o.w, err = s.drv.Append(ctx, uploadKey(o.repo, o.id)); err != nil {
+		return "", fromDriver(err, ErrUploadUnknown, "rehash upload %s", o.id)
 	}
 	return dg, nil
+}
+
+// commitBlob makes a verified upload blob d of repo. With dedupe the blob
+// becomes a link to a copy already in the store and the upload is
+// dropped. If the blob is already there the upload is dropped too: blobs
+// are immutable, and rewriting one would break the links that share it.
+// A per-blob lock orders concurrent pushes of one blob, so the second is
+// acknowledged only once the first's blob is durable.
+func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest, size int64) error {
+	unlock := s.locks.rlock(o.repo)
+	defer unlock()
+	dst := blobKey(o.repo, d)
+	unlockBlob := s.locks.lock("\x00blob " + dst)
+	defer unlockBlob()
+	if _, err := s.drv.Stat(ctx, dst); err == nil {
+		if err := s.syncExisting(ctx, dst); err != nil {
+			return err
+		}
+		s.refresh(ctx, dst, d)
+		return o.w.Cancel(ctx)
+	}
+	if s.dedupe != nil {
+		if s.dedupe.LinkExisting(ctx, d, size, uploadKey(o.repo, o.id), dst) {
+			if err := o.w.Cancel(ctx); err != nil {
+				s.log.Warn("cannot remove an upload after linking its blob", "repo", o.repo, "upload", o.id, "err", err)
+			}
+			if after, err := s.drv.Stat(ctx, dst); err == nil {
+				s.verified.add(after.Version, d) // compared byte for byte with the verified upload
+			}
+			s.dedupe.Record(d, dst)
+			return nil
+		}
+	}
+	if err := o.w.Commit(ctx, dst); err != nil {
+		return fromDriver(err, nil, "commit blob %s", d)
+	}
+	if info, err := s.drv.Stat(ctx, dst); err == nil {
+		s.verified.add(info.Version, d)
+	}
+	if s.dedupe != nil {
+		s.dedupe.Record(d, dst)
+	}
+	return nil
 }
 
 // PutBlob stores r as blob d of repo in one step (a monolithic upload).
 // The upload is held from its creation to its commit, so that garbage
 // collection (with gcDelay 0 every upload is old enough) cannot take it.
 func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader) (BlobInfo, error) {
-	existed := s.repoExists(repo)
+	existed := s.repoExists(ctx, repo)
 	id := newUploadID()
-	path := filepath.Join(s.uploadsDir(repo), id)
 	key := repo + "\x00" + id
 	u := s.uploads.get(key)
 	u.mu.Lock()
-	f, err := s.createUpload(repo, id)
+	defer u.mu.Unlock()
+	w, err := s.createUpload(ctx, repo, id)
 	if err != nil {
-		u.mu.Unlock()
 		s.uploads.drop(key)
 		return BlobInfo{}, err
 	}
-	o := &openedUpload{session: u, file: f, path: path, key: key}
-	info, err := s.commitOpened(ctx, repo, id, o, r, d)
-	if err != nil && !errors.Is(err, ErrDigestMismatch) {
+	o := &openedUpload{session: u, w: w, repo: repo, id: id, key: key}
+	info, err := s.commitOpened(ctx, o, r, d)
+	if err != nil {
 		s.uploads.drop(key)
-		os.Remove(path)
-	}
-	o.close()
-	if err != nil && !existed {
-		s.dropIfEmpty(repo) // a failed push creates no repository
+		if !errors.Is(err, ErrDigestMismatch) { // a mismatch removed it already
+			s.drv.Delete(context.WithoutCancel(ctx), uploadKey(repo, id))
+		}
+		if !existed {
+			s.dropIfEmpty(context.WithoutCancel(ctx), repo) // a failed push creates no repository
+		}
 	}
 	return info, err
 }
 
 // CancelUpload abandons upload id of repo.
 func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
-	path, err := s.uploadPath(repo, id)
-	if err != nil {
+	if err := checkUploadID(id); err != nil {
 		return err
 	}
 	key := repo + "\x00" + id
@@ -389,11 +452,12 @@ func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	s.uploads.drop(key)
-	if err := os.Remove(path); err != nil {
-		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
-			return fmt.Errorf("%w: %s", ErrUploadUnknown, id)
-		}
-		return fmt.Errorf("cancel upload %s: %w", id, err)
+	k := uploadKey(repo, id)
+	if _, err := s.drv.Stat(ctx, k); err != nil {
+		return fromDriver(err, ErrUploadUnknown, "upload %s", id)
+	}
+	if err := s.drv.Delete(ctx, k); err != nil {
+		return fromDriver(err, nil, "cancel upload %s", id)
 	}
 	return nil
 }

@@ -116,11 +116,12 @@ func TestDigestMismatchDeletesUploadAndChangesNothing(t *testing.T) {
 // file again rather than trust a fresh (empty) hash state.
 func TestUploadResumesAfterRestart(t *testing.T) {
 	root := t.TempDir()
-	s1, _ := New(Options{Root: root})
+	s1 := openStore(t, root, false, false)
 	id, _ := s1.NewUpload(ctx, "app")
 	s1.WriteUpload(ctx, "app", id, 0, strings.NewReader("first half, "))
 
-	s2, _ := New(Options{Root: root})
+	s1.Close()
+	s2 := openStore(t, root, false, false)
 	size, err := s2.UploadSize(ctx, "app", id)
 	if err != nil || size != 12 {
 		t.Fatalf("size after restart = %d, %v", size, err)
@@ -192,8 +193,9 @@ func TestPushingAnExistingBlobKeepsTheFile(t *testing.T) {
 }
 
 // A second push of a blob that is already in place is acknowledged only
-// after the directory entry naming it is fsynced: the first push may still
-// be between its rename and its own directory fsync.
+// after the blob and the directory entry naming it are fsynced: the first
+// push may still be between its rename and its own directory fsync, and a
+// layout copied in by another tool may not be on the disk at all.
 func TestRepushSyncsTheExistingEntry(t *testing.T) {
 	s := newStore(t, true)
 	data := randomBytes(t, 4096)
@@ -201,6 +203,6 @@ func TestRepushSyncsTheExistingEntry(t *testing.T) {
 	before := s.Syncs()
 	pushBlob(t, s, "r", "x", data)
 	if got := s.Syncs() - before; got < 2 {
-		t.Fatalf("re-push made %d fsyncs; want the upload file and the blob directory (2)", got)
+		t.Fatalf("re-push made %d fsyncs; want the blob and its directory (2)", got)
 	}
 }

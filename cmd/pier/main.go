@@ -17,7 +17,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/pier-oci/pier/store/disk"
+	"github.com/pier-oci/pier/store/driver/local"
 )
 
 // version is stamped by the build (-ldflags "-X main.version=...").
@@ -108,7 +108,7 @@ func versionString() string {
 		}
 	}
 	v := fmt.Sprintf("pier %s%s %s %s/%s", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	if disk.SyncDisabled() {
+	if local.SyncDisabled() {
 		v += " (TEST BUILD pier_nosync: never fsyncs, loses acknowledged writes on power loss)"
 	}
 	return v

@@ -13,9 +13,9 @@ import (
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
-	"github.com/pier-oci/pier/store/gc"
+	"github.com/pier-oci/pier/store/driver/local"
+	"github.com/pier-oci/pier/store/jobs"
 	"github.com/pier-oci/pier/store/oci"
-	"github.com/pier-oci/pier/store/scrub"
 )
 
 // offlineJob is a store opened for a one-off job (pier gc, pier scrub).
@@ -60,7 +60,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	tw := table(stdout, "REPOSITORY", "MANIFESTS", "REFERRERS", "STALE ENTRIES", "BLOBS", "UPLOADS", "FREED", "REMOVED")
-	var total gc.Totals
+	var total jobs.GCTotals
 	failed := false
 	for _, r := range job.roots {
 		if !r.cfg.GC {
@@ -69,7 +69,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "pier: gc is off for root %s (storage.gc false); skipped\n", rootName(r.key))
 			continue
 		}
-		t, err := gc.Pass(ctx, r.st, r.cfg.GCDelay, job.log, func(rep store.CollectReport) {
+		t, err := jobs.CollectAll(ctx, r.st, r.cfg.GCDelay, job.log, func(rep store.CollectReport) {
 			removed := ""
 			if rep.RepoRemoved {
 				removed = "repository"
@@ -109,10 +109,10 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 		sc.MaxBytesPerSecond = s.MaxBytesPerSecond // the throttle applies even when the schedule is off
 	}
 	tw := table(stdout, "REPOSITORY", "REFERENCE", "STATUS", "AFFECTED BLOB")
-	var total scrub.Result
+	var total jobs.ScrubResult
 	failed := false
 	for _, r := range job.roots {
-		res, err := scrub.Pass(ctx, r.st, sc, job.log, func(rep store.ScrubReport) {
+		res, err := jobs.ScrubAll(ctx, r.st, sc, job.log, func(rep store.ScrubReport) {
 			for _, x := range rep.Results {
 				tw.Row(x.Repo, x.Reference, x.Status, x.Digest)
 			}
@@ -124,7 +124,7 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 			continue
 		}
 		if !r.st.ReadOnly() {
-			if err := scrub.SaveResult(r.st.Root(), res); err != nil {
+			if err := jobs.SaveScrubResult(ctx, r.st, res); err != nil {
 				fmt.Fprintf(stderr, "pier: scrub: keeping the result: %v\n", err)
 			}
 		}
@@ -151,7 +151,14 @@ func exportCommand(path, ref, dir string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer job.close()
-	rep, err := job.ctl.StoreFor(repo).Export(context.Background(), repo, tag, dir)
+	// A USB stick is pulled out right after: every write is durable.
+	out, err := local.Open(dir, local.Options{Sync: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "pier: export %s: %v\n", ref, err)
+		return 1
+	}
+	defer out.Close()
+	rep, err := job.ctl.StoreFor(repo).Export(context.Background(), repo, tag, out)
 	if err != nil {
 		fmt.Fprintf(stderr, "pier: export %s: %v\n", ref, err)
 		return 1
@@ -173,7 +180,14 @@ func importCommand(path, dir, repo string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer job.close()
-	rep, err := job.ctl.StoreFor(repo).Import(context.Background(), dir, repo)
+	// Read through a driver, so no link in the layout leads out of it.
+	layout, err := local.Open(dir, local.Options{ReadOnly: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "pier: import %s: %v\n", dir, err)
+		return 1
+	}
+	defer layout.Close()
+	rep, err := job.ctl.StoreFor(repo).Import(context.Background(), layout, repo)
 	if err != nil {
 		fmt.Fprintf(stderr, "pier: import %s: %v\n", dir, err)
 		return 1

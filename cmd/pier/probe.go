@@ -7,10 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/httpapi"
+	"github.com/pier-oci/pier/store"
 )
 
 // selfCheck is what the watchdog asks before each ping: the storage root
@@ -18,7 +18,7 @@ import (
 // listener (so a wedged accept loop is caught, not just a wedged handler).
 // With client certificates required (mutual TLS) pier has none to present,
 // so the handler is asked in process instead.
-func selfCheck(root string, ln net.Listener, tlsCfg *configs.TLSConfig, handler http.Handler) func(context.Context) error {
+func selfCheck(st *store.Store, ln net.Listener, tlsCfg *configs.TLSConfig, handler http.Handler) func(context.Context) error {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	var urls []string // where to reach the listener, the one that answered last first
 	if tlsCfg == nil || tlsCfg.CACert == "" {
@@ -33,7 +33,7 @@ func selfCheck(root string, ln net.Listener, tlsCfg *configs.TLSConfig, handler 
 		}
 	}
 	return func(ctx context.Context) error {
-		if _, err := os.Stat(root); err != nil {
+		if err := st.Ping(ctx); err != nil {
 			return fmt.Errorf("storage root: %w", err)
 		}
 		if urls == nil {

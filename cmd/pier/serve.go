@@ -19,8 +19,8 @@ import (
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/httpapi"
-	"github.com/pier-oci/pier/store/disk"
-	"github.com/pier-oci/pier/store/gc"
+	"github.com/pier-oci/pier/store/driver/local"
+	"github.com/pier-oci/pier/store/jobs"
 	"github.com/pier-oci/pier/sysd"
 )
 
@@ -50,7 +50,7 @@ func serve(path string, stderr io.Writer) int {
 	for _, w := range warnings {
 		log.Warn("config: "+w.Message, "key", w.Key)
 	}
-	if disk.SyncDisabled() {
+	if local.SyncDisabled() {
 		log.Error("TEST BUILD (pier_nosync): writes are never fsynced; acknowledged data is lost on power loss")
 	}
 
@@ -88,7 +88,7 @@ type server struct {
 	notify *sysd.Notifier
 	api    *httpapi.API
 	status *status
-	jobs   *jobs
+	jobs   *supervisor
 	probe  func(context.Context) error // the watchdog's self-check
 	hup    <-chan os.Signal            // SIGHUP, caught since start
 }
@@ -110,11 +110,11 @@ func (s *server) run(ctx context.Context) error {
 	}
 	st := rs[0].st
 	s.api = httpapi.New(ctl, s.log)
-	s.status = &status{ctl: ctl, root: st.Root()}
+	s.status = &status{ctl: ctl, st: st}
 	s.jobs = startJobs(rs, s.log)
 	defer s.jobs.stop()
 	s.applyJobs()
-	s.probe = selfCheck(st.Root(), lns[0], s.cfg.HTTP.TLS, s.api)
+	s.probe = selfCheck(st, lns[0], s.cfg.HTTP.TLS, s.api)
 
 	servers := make([]*http.Server, len(lns))
 	errc := make(chan error, len(lns))
@@ -129,7 +129,7 @@ func (s *server) run(ctx context.Context) error {
 		s.log.Info("pier serving", "version", version, "addr", ln.Addr().String(), "tls", s.cfg.HTTP.TLS != nil)
 	}
 	for _, r := range rs {
-		s.log.Info("storage root", "root", rootName(r.key), "dir", r.st.Root(), "read_only", r.st.ReadOnly(),
+		s.log.Info("storage root", "root", rootName(r.key), "storage", r.st.String(), "read_only", r.st.ReadOnly(),
 			"commit", r.cfg.Commit, "dedupe", r.cfg.Dedupe, "gc", r.cfg.GC)
 	}
 	s.status.countRepos(ctx)
@@ -247,7 +247,7 @@ func (s *server) applyJobs() {
 			cfg.GC = false // nothing is ever removed from a read-only root
 		}
 		sched := gcSchedule(cfg)
-		sched.Observe = func(running bool, t gc.Totals) {
+		sched.Observe = func(running bool, t jobs.GCTotals) {
 			s.status.observeGC(running, t)
 			s.notify.Status(s.status.line())
 		}

@@ -5,18 +5,16 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/pier-oci/pier/store"
-	"github.com/pier-oci/pier/store/gc"
-	"github.com/pier-oci/pier/store/scrub"
+	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/jobs"
 )
 
 // status is the one human line systemd shows for pier ("systemctl status"):
 // what is served, how full the disk is, what gc and scrub are doing.
 type status struct {
 	ctl       *store.Controller
-	root      string // the default root: its disk and scrub result are shown
+	st        *store.Store // the default root: its disk and scrub result are shown
 	repos     atomic.Int64
 	gcRunning atomic.Int32 // roots collecting right now
 }
@@ -30,7 +28,7 @@ func (s *status) countRepos(ctx context.Context) {
 }
 
 // observeGC is the collector's hook.
-func (s *status) observeGC(running bool, t gc.Totals) {
+func (s *status) observeGC(running bool, t jobs.GCTotals) {
 	if running {
 		s.gcRunning.Add(1)
 		return
@@ -41,16 +39,15 @@ func (s *status) observeGC(running bool, t gc.Totals) {
 
 func (s *status) line() string {
 	disk := "disk usage unknown"
-	var fs unix.Statfs_t
-	if unix.Statfs(s.root, &fs) == nil && fs.Blocks > 0 {
-		free := int64(fs.Bavail) * int64(fs.Bsize)
-		used := 100 - 100*float64(fs.Bavail)/float64(fs.Blocks)
-		disk = fmt.Sprintf("disk %.0f%% full, %s free", used, humanBytes(free))
+	if sp, ok := s.st.Driver().(driver.Spacer); ok {
+		if free, total, err := sp.Space(); err == nil && total > 0 {
+			disk = fmt.Sprintf("disk %.0f%% full, %s free", 100-100*float64(free)/float64(total), humanBytes(free))
+		}
 	}
 	gcState := "gc idle"
 	if s.gcRunning.Load() > 0 {
 		gcState = "gc running"
 	}
-	last, ok := scrub.LoadResult(s.root)
-	return fmt.Sprintf("serving %d repositories; %s; %s; %s", s.repos.Load(), disk, gcState, scrub.Describe(last, ok))
+	last, ok := jobs.LoadScrubResult(context.Background(), s.st)
+	return fmt.Sprintf("serving %d repositories; %s; %s; %s", s.repos.Load(), disk, gcState, jobs.DescribeScrub(last, ok))
 }

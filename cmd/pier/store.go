@@ -3,13 +3,15 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
-	"github.com/pier-oci/pier/store/disk"
-	"github.com/pier-oci/pier/store/gc"
-	"github.com/pier-oci/pier/store/scrub"
+	"github.com/pier-oci/pier/store/cache"
+	"github.com/pier-oci/pier/store/cache/boltdb"
+	"github.com/pier-oci/pier/store/driver/local"
+	"github.com/pier-oci/pier/store/jobs"
 )
 
 // root is one storage root of the config: the default one (key "") or a
@@ -39,6 +41,7 @@ func roots(cfg *configs.Config) []root {
 // (a read-only root gets none: nothing may be written there), and routes
 // them behind one controller. readOnly opens them all read-only, for jobs
 // that only read and may run beside a serving pier. close releases them.
+// Whether a root is read-only is decided once, by its driver.
 func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root, ctl *store.Controller, close func(), err error) {
 	var closers []func()
 	close = func() {
@@ -50,28 +53,7 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 	subs := map[string]*store.Store{}
 	for i := range rs {
 		r := &rs[i]
-		ro := readOnly || r.cfg.ReadOnly
-		if !ro && disk.ReadOnlyFS(r.cfg.RootDirectory) {
-			// Meant for a write-protected stick, but also what a root
-			// outside /var/lib/pier looks like under the packaged unit's
-			// ProtectSystem=strict: say so, since every push will fail.
-			log.Warn("storage root is on a read-only filesystem: serving it read-only, pushes and deletes are refused; "+
-				"if it should be writable under systemd, add it to ReadWritePaths= (systemctl edit pier)",
-				"root", rootName(r.key), "dir", r.cfg.RootDirectory)
-			ro = true
-		}
-		if !ro {
-			unlock, err := store.LockRoot(r.cfg.RootDirectory)
-			if err != nil {
-				close()
-				return nil, nil, nil, err
-			}
-			closers = append(closers, unlock)
-		}
-		r.st, err = store.New(store.Options{
-			Root: r.cfg.RootDirectory, Commit: r.cfg.Commit, Dedupe: r.cfg.Dedupe, ReadOnly: ro,
-			Logger: log.With("root", rootName(r.key)),
-		})
+		r.st, err = openStore(r, readOnly, log)
 		if err != nil {
 			close()
 			return nil, nil, nil, fmt.Errorf("%s: %w", rootName(r.key), err)
@@ -85,6 +67,43 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 	return rs, store.NewController(rs[0].st, subs), close, nil
 }
 
+// openStore opens one root: its driver, its dedupe index, its store.
+func openStore(r *root, readOnly bool, log *slog.Logger) (*store.Store, error) {
+	ro := readOnly || r.cfg.ReadOnly
+	drv, err := local.Open(r.cfg.RootDirectory, local.Options{Sync: r.cfg.Commit, ReadOnly: ro, Lock: true, TempDir: store.StateDir + "/tmp"})
+	if err != nil {
+		return nil, err
+	}
+	if drv.ReadOnly() && !ro {
+		// Meant for a write-protected stick, but also what a root
+		// outside /var/lib/pier looks like under the packaged unit's
+		// ProtectSystem=strict: say so, since every push will fail.
+		log.Warn("storage root is on a read-only filesystem: serving it read-only, pushes and deletes are refused; "+
+			"if it should be writable under systemd, add it to ReadWritePaths= (systemctl edit pier)",
+			"root", rootName(r.key), "dir", r.cfg.RootDirectory)
+	}
+	slog := log.With("root", rootName(r.key))
+	var c cache.Cache
+	if r.cfg.Dedupe && !drv.ReadOnly() {
+		if c, err = openBoltCache(drv.Dir(), r.cfg.Commit, slog); err != nil {
+			drv.Close()
+			return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", drv.Dir(), err)
+		}
+	}
+	return store.New(store.Options{Driver: drv, Cache: c, Logger: slog})
+}
+
+// openBoltCache opens <root>/cache.db; a damaged one is moved aside into
+// the root's state directory and a new one started (the store rebuilds it
+// from the disk).
+func openBoltCache(dir string, sync bool, log *slog.Logger) (*boltdb.Cache, error) {
+	bc, damage, err := boltdb.OpenOrReplace(filepath.Join(dir, "cache.db"), filepath.Join(dir, store.StateDir), sync)
+	if damage != nil {
+		log.Warn("dedupe cache is damaged; moved aside, starting a new one and rebuilding it from the disk in the background", "err", damage)
+	}
+	return bc, err
+}
+
 // rootName names a root in logs: "default" or the subpath key.
 func rootName(key string) string {
 	if key == "" {
@@ -94,17 +113,17 @@ func rootName(key string) string {
 }
 
 // gcSchedule maps zot's gc keys onto the collector's schedule.
-func gcSchedule(sc configs.StoreConfig) gc.Schedule {
-	return gc.Schedule{Enabled: sc.GC, Delay: sc.GCDelay, Interval: sc.GCInterval, Once: sc.GCOnce}
+func gcSchedule(sc configs.StoreConfig) jobs.GCSchedule {
+	return jobs.GCSchedule{Enabled: sc.GC, Delay: sc.GCDelay, Interval: sc.GCInterval, Once: sc.GCOnce}
 }
 
 // scrubConfig is the scrub extension's settings, or ok=false when off.
-func scrubConfig(cfg *configs.Config) (c scrub.Config, ok bool) {
+func scrubConfig(cfg *configs.Config) (c jobs.ScrubConfig, ok bool) {
 	s := cfg.Extensions.Scrub
 	if s == nil || !s.Enable {
-		return scrub.Config{}, false
+		return jobs.ScrubConfig{}, false
 	}
-	return scrub.Config{Interval: s.Interval, MaxBytesPerSecond: s.MaxBytesPerSecond}, true
+	return jobs.ScrubConfig{Interval: s.Interval, MaxBytesPerSecond: s.MaxBytesPerSecond}, true
 }
 
 func humanBytes(n int64) string {

@@ -6,15 +6,14 @@ import (
 	"sync"
 
 	"github.com/pier-oci/pier/store"
-	"github.com/pier-oci/pier/store/gc"
-	"github.com/pier-oci/pier/store/scrub"
+	"github.com/pier-oci/pier/store/jobs"
 )
 
-// jobs runs pier's background work for every storage root (dedupe
+// supervisor runs pier's background work for every storage root (dedupe
 // reconcile and watch, gc, scrub) and restarts gc and scrub with new
 // settings on a reload. Every job stops with its context; stop waits for
 // all of them.
-type jobs struct {
+type supervisor struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    *slog.Logger
@@ -29,25 +28,24 @@ type rootJobs struct {
 	st          *store.Store
 	stopGC      func()
 	stopScrub   func()
-	gcSchedule  gc.Schedule
-	scrubConfig scrub.Config
+	gcSchedule  jobs.GCSchedule
+	scrubConfig jobs.ScrubConfig
 	scrubOn     bool
 }
 
-func startJobs(rs []root, log *slog.Logger) *jobs {
+func startJobs(rs []root, log *slog.Logger) *supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &jobs{ctx: ctx, cancel: cancel, log: log, roots: map[string]*rootJobs{}}
+	j := &supervisor{ctx: ctx, cancel: cancel, log: log, roots: map[string]*rootJobs{}}
 	for _, r := range rs {
 		st := r.st
 		j.roots[r.key] = &rootJobs{st: st}
-		j.wg.Go(func() { st.RunDedupe(ctx) })
-		j.wg.Go(func() { st.Watch(ctx) })
+		j.wg.Go(func() { st.Run(ctx) })
 	}
 	return j
 }
 
 // run starts fn as a job of its own, returning what stops and awaits it.
-func (j *jobs) run(fn func(context.Context)) func() {
+func (j *supervisor) run(fn func(context.Context)) func() {
 	ctx, cancel := context.WithCancel(j.ctx)
 	done := make(chan struct{})
 	j.wg.Go(func() { defer close(done); fn(ctx) })
@@ -55,7 +53,7 @@ func (j *jobs) run(fn func(context.Context)) func() {
 }
 
 // setGC (re)starts collection of one root on a schedule, unless unchanged.
-func (j *jobs) setGC(key string, s gc.Schedule) {
+func (j *supervisor) setGC(key string, s jobs.GCSchedule) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	r := j.roots[key]
@@ -67,11 +65,11 @@ func (j *jobs) setGC(key string, s gc.Schedule) {
 	}
 	r.gcSchedule = s
 	log := j.log.With("root", rootName(key))
-	r.stopGC = j.run(func(ctx context.Context) { gc.Run(ctx, r.st, s, log) })
+	r.stopGC = j.run(func(ctx context.Context) { jobs.RunGC(ctx, r.st, s, log) })
 }
 
 // setScrub (re)starts scrubbing of one root, or stops it when on is false.
-func (j *jobs) setScrub(key string, c scrub.Config, on bool) {
+func (j *supervisor) setScrub(key string, c jobs.ScrubConfig, on bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	r := j.roots[key]
@@ -85,16 +83,16 @@ func (j *jobs) setScrub(key string, c scrub.Config, on bool) {
 	r.scrubConfig, r.scrubOn = c, on
 	if on {
 		log := j.log.With("root", rootName(key))
-		r.stopScrub = j.run(func(ctx context.Context) { scrub.Run(ctx, r.st, c, log) })
+		r.stopScrub = j.run(func(ctx context.Context) { jobs.RunScrub(ctx, r.st, c, log) })
 	}
 }
 
-func sameSchedule(a, b gc.Schedule) bool {
+func sameSchedule(a, b jobs.GCSchedule) bool {
 	return a.Enabled == b.Enabled && a.Delay == b.Delay && a.Interval == b.Interval && a.Once == b.Once
 }
 
 // stop ends every job and waits for them.
-func (j *jobs) stop() {
+func (j *supervisor) stop() {
 	j.cancel()
 	j.wg.Wait()
 }

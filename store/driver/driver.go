@@ -32,8 +32,8 @@
 //
 // What only some backends can do is an optional interface, asserted at run
 // time as net/http does with http.Flusher: Linker (hard links, for local
-// dedupe), Notifier (change notification), Toucher, Redirector, Spacer,
-// SyncCounter. The store degrades, never fails, where one is missing.
+// dedupe), Notifier (change notification), Syncer, Toucher, Redirector,
+// Spacer, SyncCounter. The store degrades, never fails, where one is missing.
 package driver
 
 import (
@@ -209,6 +209,15 @@ type Linker interface {
 	Link(ctx context.Context, src, dst string) error
 }
 
+// Syncer is a driver whose objects can be visible before they are
+// durable (a local file another process wrote, or a rename whose
+// directory is not synced yet).
+type Syncer interface {
+	// Sync makes the object at key and the name that points at it
+	// durable.
+	Sync(ctx context.Context, key string) error
+}
+
 // Toucher is a driver that can mark an object as changed now (its Changed
 // time) without rewriting it.
 type Toucher interface {
@@ -255,3 +264,13 @@ func Join(elem ...string) string { return path.Join(elem...) }
 
 // IsNotFound reports whether err is ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// SameObject reports whether two Infos describe the same stored object:
+// the same ID where the backend has IDs (two keys of one hard-linked
+// file), else the same version.
+func SameObject(a, b Info) bool {
+	if a.ID != "" || b.ID != "" {
+		return a.ID == b.ID
+	}
+	return a.Version == b.Version
+}

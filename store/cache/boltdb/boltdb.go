@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -74,6 +76,32 @@ func Open(path string, sync bool) (*Cache, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
 	}
 	return c, nil
+}
+
+// OpenOrReplace opens the cache at path. A damaged file is moved into
+// asideDir (only the latest one is kept, so that a cache that keeps
+// breaking cannot fill the card) and a new, empty cache is started, for
+// the store to rebuild; damage then says what was wrong with the old one.
+func OpenOrReplace(path, asideDir string, sync bool) (c *Cache, damage, err error) {
+	c, err = Open(path, sync)
+	if !errors.Is(err, ErrCorrupt) {
+		return c, nil, err
+	}
+	damage = err
+	if old, gerr := filepath.Glob(filepath.Join(asideDir, filepath.Base(path)+".corrupt-*")); gerr == nil {
+		for _, o := range old {
+			os.RemoveAll(o)
+		}
+	}
+	if err := os.MkdirAll(asideDir, 0o755); err != nil {
+		return nil, damage, fmt.Errorf("move damaged cache aside: %w", err)
+	}
+	aside := filepath.Join(asideDir, fmt.Sprintf("%s.corrupt-%d", filepath.Base(path), time.Now().Unix()))
+	if err := os.Rename(path, aside); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, damage, fmt.Errorf("move damaged cache aside: %w", err)
+	}
+	c, err = Open(path, sync)
+	return c, damage, err
 }
 
 // guard turns a panic inside bbolt (which it raises on some corrupt pages)

@@ -109,12 +109,29 @@ func tempName(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// tempKey is a new temporary key for content bound for target.
+// tempKey is a new temporary key for content bound for target: in the
+// temporary directory when that is on target's filesystem (a rename or a
+// link cannot cross filesystems, and a layout may be a mount of its own
+// inside the root), else beside target.
 func (d *Driver) tempKey(target, prefix string) string {
-	if d.tmpDir != "" {
+	if d.tmpDir != "" && d.sameDevice(path.Dir(target)) {
 		return path.Join(d.tmpDir, tempName(prefix))
 	}
 	return path.Join(path.Dir(target), tempName(prefix))
+}
+
+// sameDevice reports whether the directory dir (which exists) is on the
+// temporary directory's filesystem.
+func (d *Driver) sameDevice(dir string) bool {
+	if dir == "" {
+		dir = "."
+	}
+	fi, err := d.root.Stat(dir)
+	if err != nil {
+		return true // the operation itself will say what is wrong
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return !ok || uint64(st.Dev) == d.tmpDev
 }
 
 // createTemp creates a new empty temporary file for target, readable by
@@ -135,13 +152,7 @@ func (d *Driver) replace(target string, produce func(io.Writer) error) error {
 	if err := d.mkdirAll(path.Dir(target)); err != nil {
 		return fmt.Errorf("write %s: %w", target, err)
 	}
-	err := d.replaceVia(d.tempKey(target, ".tmp-"), target, produce)
-	if errors.Is(err, syscall.EXDEV) && d.tmpDir != "" {
-		// The target is on another filesystem than the temporary
-		// directory: write beside it instead.
-		err = d.replaceVia(path.Join(path.Dir(target), tempName(".tmp-")), target, produce)
-	}
-	if err != nil {
+	if err := d.replaceVia(d.tempKey(target, ".tmp-"), target, produce); err != nil {
 		return fmt.Errorf("write %s: %w", target, mapErr(err))
 	}
 	return nil
@@ -183,6 +194,13 @@ func (d *Driver) resetTemp() error {
 	}
 	if err := d.mkdirAll(d.tmpDir); err != nil {
 		return fmt.Errorf("create %s: %w", d.tmpDir, err)
+	}
+	fi, err := d.root.Stat(d.tmpDir)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", d.tmpDir, mapErr(err))
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		d.tmpDev = uint64(st.Dev)
 	}
 	return nil
 }

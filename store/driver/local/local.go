@@ -63,6 +63,7 @@ type Driver struct {
 	sync   bool
 	ro     bool
 	tmpDir string // key of the temporary directory, "" for in place
+	tmpDev uint64 // its filesystem
 	unlock func()
 
 	syncs    atomic.Int64
@@ -74,6 +75,7 @@ var (
 	_ driver.Linker      = (*Driver)(nil)
 	_ driver.Toucher     = (*Driver)(nil)
 	_ driver.Notifier    = (*Driver)(nil)
+	_ driver.Syncer      = (*Driver)(nil)
 	_ driver.Spacer      = (*Driver)(nil)
 	_ driver.SyncCounter = (*Driver)(nil)
 )
@@ -449,12 +451,26 @@ func (d *Driver) Link(ctx context.Context, src, dst string) error {
 	}
 	if err := d.root.Rename(tmp, dst); err != nil {
 		d.root.Remove(tmp)
-		if errors.Is(err, syscall.EXDEV) {
-			return fmt.Errorf("link %s to %s: %w: %v", dst, src, driver.ErrUnsupported, err)
-		}
 		return fmt.Errorf("link %s: %w", dst, mapErr(err))
 	}
 	return d.syncDir(path.Dir(dst))
+}
+
+// Sync fsyncs the file at key and its directory.
+func (d *Driver) Sync(ctx context.Context, key string) error {
+	if err := d.check(key, true); err != nil {
+		return err
+	}
+	f, err := d.root.Open(key)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", key, mapErr(err))
+	}
+	err = d.syncFile(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	return d.syncDir(path.Dir(key))
 }
 
 // Touch sets the file's times to now, which also moves its ctime (the

@@ -1,10 +1,9 @@
-package scrub
+package jobs
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"log/slog"
 	"os"
 	"strconv"
 	"testing"
@@ -15,14 +14,9 @@ import (
 	"github.com/pier-oci/pier/store"
 )
 
-var quiet = slog.New(slog.DiscardHandler)
-
 func storeWithBlob(t *testing.T, size int) *store.Store {
 	t.Helper()
-	st, err := store.New(store.Options{Root: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := newStore(t)
 	data := make([]byte, size)
 	rand.Read(data)
 	// An unreferenced blob is not hashed; give the bytes a manifest.
@@ -46,7 +40,7 @@ func storeWithBlob(t *testing.T, size int) *store.Store {
 func TestThrottle(t *testing.T) {
 	st := storeWithBlob(t, 1<<20)
 	start := time.Now()
-	res, err := Pass(context.Background(), st, Config{MaxBytesPerSecond: 2 << 20}, quiet, nil)
+	res, err := ScrubAll(context.Background(), st, ScrubConfig{MaxBytesPerSecond: 2 << 20}, quiet, nil)
 	if err != nil || res.Bytes < 1<<20 || res.Failed() {
 		t.Fatalf("pass: %+v %v", res, err)
 	}
@@ -54,12 +48,12 @@ func TestThrottle(t *testing.T) {
 		t.Fatalf("1 MiB at 2 MiB/s took %v", el)
 	}
 	start = time.Now()
-	Pass(context.Background(), st, Config{MaxBytesPerSecond: 16 << 20, Busy: func() bool { return true }}, quiet, nil)
+	ScrubAll(context.Background(), st, ScrubConfig{MaxBytesPerSecond: 16 << 20, Busy: func() bool { return true }}, quiet, nil)
 	if el := time.Since(start); el < 450*time.Millisecond {
 		t.Fatalf("busy: 1 MiB at 16/8 MiB/s took %v", el)
 	}
 	start = time.Now()
-	Pass(context.Background(), st, Config{}, quiet, nil)
+	ScrubAll(context.Background(), st, ScrubConfig{}, quiet, nil)
 	if el := time.Since(start); el > 400*time.Millisecond {
 		t.Fatalf("unthrottled pass took %v", el)
 	}
@@ -68,20 +62,20 @@ func TestThrottle(t *testing.T) {
 // Run keeps its result on the disk and schedules from it.
 func TestRunKeepsResultAndSchedule(t *testing.T) {
 	st := storeWithBlob(t, 1000)
-	if _, ok := LoadResult(st.Root()); ok {
+	if _, ok := LoadScrubResult(context.Background(), st); ok {
 		t.Fatal("a result before any pass")
 	}
-	old := Result{Started: time.Now().Add(-2 * time.Hour), Finished: time.Now().Add(-2 * time.Hour), Complete: true}
-	if err := SaveResult(st.Root(), old); err != nil {
+	old := ScrubResult{Started: time.Now().Add(-2 * time.Hour), Finished: time.Now().Add(-2 * time.Hour), Complete: true}
+	if err := SaveScrubResult(context.Background(), st, old); err != nil {
 		t.Fatal(err)
 	}
 	// Interval 1h, last pass 2h ago: due now.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	go Run(ctx, st, Config{Interval: time.Hour}, quiet)
+	go RunScrub(ctx, st, ScrubConfig{Interval: time.Hour}, quiet)
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
-		if r, ok := LoadResult(st.Root()); ok && r.Started.After(old.Started) {
+		if r, ok := LoadScrubResult(context.Background(), st); ok && r.Started.After(old.Started) {
 			if r.OK != 1 || !r.Complete {
 				t.Fatalf("result = %+v", r)
 			}
@@ -95,16 +89,16 @@ func TestRunKeepsResultAndSchedule(t *testing.T) {
 func TestResultCountsDamage(t *testing.T) {
 	st := storeWithBlob(t, 5000)
 	// Damage the layer (the only blob over 1000 bytes).
-	entries, _ := os.ReadDir(st.Root() + "/app/blobs/sha256")
+	entries, _ := os.ReadDir(dirOf(st) + "/app/blobs/sha256")
 	for _, e := range entries {
-		p := st.Root() + "/app/blobs/sha256/" + e.Name()
+		p := dirOf(st) + "/app/blobs/sha256/" + e.Name()
 		b, _ := os.ReadFile(p)
 		if len(b) > 1000 {
 			b[0] ^= 1
 			os.WriteFile(p, b, 0o644)
 		}
 	}
-	res, err := Pass(context.Background(), st, Config{}, quiet, nil)
+	res, err := ScrubAll(context.Background(), st, ScrubConfig{}, quiet, nil)
 	if err != nil || res.Corrupt != 1 || res.Unreferenced != 0 || !res.Failed() || len(res.Affected) != 1 {
 		t.Fatalf("result = %+v, %v", res, err)
 	}

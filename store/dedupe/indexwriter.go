@@ -1,4 +1,4 @@
-package store
+package dedupe
 
 import (
 	"slices"
@@ -43,9 +43,9 @@ type queued struct {
 }
 
 const (
-	// indexBatchDelay is how long changes gather before a write with
-	// commit on: it bounds the cache's fsyncs to twenty a second
-	// however fast blobs arrive.
+	// indexBatchDelay is how long changes gather before a write: it
+	// bounds the cache's transactions (and, with commit on, its fsyncs)
+	// to ten a second however fast blobs arrive.
 	indexBatchDelay = 100 * time.Millisecond
 	// maxQueuedChanges bounds the queue's memory (a GC pass over a large
 	// store removes many paths); past it, producers wait for the writer.

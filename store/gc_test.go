@@ -361,7 +361,7 @@ func TestCollectRacingPushes(t *testing.T) {
 		t.Fatal("no push succeeded")
 	}
 	for _, r := range []string{"r0", "r1", "r2", "r3"} {
-		x, err := s.readIndex(r)
+		x, err := s.readIndex(ctx, r)
 		if errors.Is(err, ErrNameUnknown) {
 			continue
 		}

@@ -1,4 +1,4 @@
-package gc
+package jobs
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/driver/local"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -41,10 +42,15 @@ func count(st *store.Store, repo string, ds []digest.Digest) int {
 
 func newStore(t *testing.T) *store.Store {
 	t.Helper()
-	st, err := store.New(store.Options{Root: t.TempDir()})
+	drv, err := local.Open(t.TempDir(), local.Options{Lock: true, TempDir: store.StateDir + "/tmp"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	st, err := store.New(store.Options{Driver: drv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
 	return st
 }
 
@@ -53,7 +59,7 @@ func TestPassVisitsEveryRepository(t *testing.T) {
 	a := orphans(t, st, "a", 3)
 	b := orphans(t, st, "b/c", 2)
 	var seen []string
-	tot, err := Pass(context.Background(), st, 0, quiet, func(r store.CollectReport) { seen = append(seen, r.Repo) })
+	tot, err := CollectAll(context.Background(), st, 0, quiet, func(r store.CollectReport) { seen = append(seen, r.Repo) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,14 +72,14 @@ func TestPassVisitsEveryRepository(t *testing.T) {
 func TestSchedule(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		sched    Schedule
+		sched    GCSchedule
 		runFor   time.Duration
 		wantGone bool
 	}{
-		{"gc off", Schedule{Enabled: false, Interval: 10 * time.Millisecond}, 200 * time.Millisecond, false},
-		{"periodic", Schedule{Enabled: true, Interval: 50 * time.Millisecond}, 300 * time.Millisecond, true},
-		{"once after gcDelay", Schedule{Enabled: true, Once: true, Delay: 50 * time.Millisecond}, 300 * time.Millisecond, true},
-		{"not before the interval", Schedule{Enabled: true, Interval: time.Hour}, 200 * time.Millisecond, false},
+		{"gc off", GCSchedule{Enabled: false, Interval: 10 * time.Millisecond}, 200 * time.Millisecond, false},
+		{"periodic", GCSchedule{Enabled: true, Interval: 50 * time.Millisecond}, 300 * time.Millisecond, true},
+		{"once after gcDelay", GCSchedule{Enabled: true, Once: true, Delay: 50 * time.Millisecond}, 300 * time.Millisecond, true},
+		{"not before the interval", GCSchedule{Enabled: true, Interval: time.Hour}, 200 * time.Millisecond, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStore(t)
@@ -81,7 +87,7 @@ func TestSchedule(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), tc.runFor)
 			defer cancel()
 			done := make(chan struct{})
-			go func() { Run(ctx, st, tc.sched, quiet); close(done) }()
+			go func() { RunGC(ctx, st, tc.sched, quiet); close(done) }()
 			<-ctx.Done()
 			<-done
 			if gone := count(st, "app", ds) == 0; gone != tc.wantGone {
@@ -97,7 +103,7 @@ func TestOnceRunsOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
-	go func() { Run(ctx, st, Schedule{Enabled: true, Once: true}, quiet); close(done) }()
+	go func() { RunGC(ctx, st, GCSchedule{Enabled: true, Once: true}, quiet); close(done) }()
 	<-done // Run returns after its one pass
 	late := orphans(t, st, "app", 1)
 	time.Sleep(50 * time.Millisecond)
@@ -105,3 +111,6 @@ func TestOnceRunsOnce(t *testing.T) {
 		t.Fatal("a second pass ran")
 	}
 }
+
+// dirOf is the directory of a store opened by newStore.
+func dirOf(st *store.Store) string { return st.Driver().(*local.Driver).Dir() }

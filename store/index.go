@@ -2,13 +2,11 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -31,16 +30,16 @@ type repoIndex struct {
 	ispec.Index
 	// unusable are entries whose digest pier cannot use (malformed, or an
 	// algorithm it lacks), from a layout written elsewhere. They are never
-	// served or walked, since a path built from them could point anywhere,
+	// served or walked, since a key built from them could name anything,
 	// and are written back unchanged when pier rewrites the index.
 	unusable []ispec.Descriptor
 }
 
 // decodeIndex parses index.json and sets aside entries with an unusable
 // digest.
-func decodeIndex(r io.Reader) (*repoIndex, error) {
+func decodeIndex(b []byte) (*repoIndex, error) {
 	var x repoIndex
-	if err := json.NewDecoder(r).Decode(&x.Index); err != nil {
+	if err := json.Unmarshal(b, &x.Index); err != nil {
 		return nil, err
 	}
 	usable := x.Manifests[:0:0]
@@ -55,6 +54,25 @@ func decodeIndex(r io.Reader) (*repoIndex, error) {
 		x.Manifests = usable
 	}
 	return &x, nil
+}
+
+// encode is the index as it is written: pier's usable entries, then the
+// unusable ones it keeps for their owner.
+func (x *repoIndex) encode() ([]byte, error) {
+	out := x.Index
+	out.SchemaVersion = 2
+	out.MediaType = ispec.MediaTypeImageIndex
+	out.Manifests = append(slices.Clip(x.Manifests), x.unusable...)
+	if out.Manifests == nil {
+		out.Manifests = []ispec.Descriptor{}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&out); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // tagOf returns the tag a descriptor in index.json carries. Tools write the
@@ -100,7 +118,7 @@ func (x *repoIndex) findDigest(d digest.Digest) int {
 
 // remove drops entry i, keeping the order of the rest.
 func (x *repoIndex) remove(i int) {
-	x.Manifests = append(x.Manifests[:i], x.Manifests[i+1:]...)
+	x.Manifests = slices.Delete(x.Manifests, i, i+1)
 }
 
 // keepAddressable adds an untagged entry for desc's digest when no entry
@@ -143,102 +161,104 @@ func untaggedSince(desc ispec.Descriptor) (time.Time, bool) {
 	return t, err == nil
 }
 
-// readIndex reads repo's index.json. A repository that does not exist is
-// ErrNameUnknown.
-func (s *Store) readIndex(repo string) (*repoIndex, error) {
-	f, err := os.Open(s.indexPath(repo))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
-	}
+// readIndex returns repo's index.json as the store last saw it, after one
+// cheap check that it is still that version (a stat locally, a HEAD on
+// s3). The result is shared: callers must not change it. A repository
+// that does not exist is ErrNameUnknown.
+func (s *Store) readIndex(ctx context.Context, repo string) (*repoIndex, error) {
+	v, err := s.view(ctx, repo)
 	if err != nil {
-		return nil, fmt.Errorf("read index of %s: %w", repo, err)
+		return nil, err
 	}
-	defer f.Close()
-	x, err := decodeIndex(&limitedReader{f, maxIndexSize})
-	if err != nil {
-		// A layout still being copied in is not a repository yet.
-		return nil, fmt.Errorf("%w: %s: index.json is incomplete or invalid (still being copied?): %v", ErrNameUnknown, repo, err)
-	}
-	return x, nil
+	return v.index, nil
 }
 
-// writeIndex replaces repo's index.json. The caller holds the repo lock.
-func (s *Store) writeIndex(repo string, x *repoIndex) error {
-	if x.Manifests == nil {
-		x.Manifests = []ispec.Descriptor{}
+// loadIndex reads and decodes repo's index.json afresh, for a change.
+func (s *Store) loadIndex(ctx context.Context, repo string) (*repoIndex, driver.Info, error) {
+	b, info, err := s.drv.ReadFile(ctx, indexKey(repo), maxIndexSize)
+	if err != nil {
+		return nil, info, fromDriver(err, ErrNameUnknown, "read index of %s", repo)
 	}
-	x.SchemaVersion = 2
-	x.MediaType = ispec.MediaTypeImageIndex
-	out := x.Index
-	out.Manifests = append(slices.Clip(x.Manifests), x.unusable...)
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&out); err != nil {
-		return fmt.Errorf("encode index of %s: %w", repo, err)
+	x, err := decodeIndex(b)
+	if err != nil {
+		// A layout still being copied in is not a repository yet.
+		return nil, info, fmt.Errorf("%w: %s: index.json is incomplete or invalid (still being copied?): %v", ErrNameUnknown, repo, err)
 	}
-	data := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	if err := s.fs.MkdirAll(s.uploadsDir(repo)); err != nil { // a hosted layout may lack it
-		return fmt.Errorf("write index of %s: %w", repo, err)
+	return x, info, nil
+}
+
+// maxIndexRetries bounds how often a change of index.json is retried when
+// another writer (a replica on the same bucket) changed it in between.
+const maxIndexRetries = 10
+
+// updateIndex applies change to repo's index.json (as read, at version) and writes it back with
+// a compare-and-swap, retrying from a fresh read when another process
+// changed the file in between. change reports whether it changed
+// anything; nothing is written otherwise. The caller holds the
+// repository's lock, which orders the writers of this process.
+func (s *Store) updateIndex(ctx context.Context, repo string, change func(x *repoIndex, version string) (bool, error)) error {
+	for attempt := 0; ; attempt++ {
+		x, info, err := s.loadIndex(ctx, repo)
+		if err != nil {
+			return err
+		}
+		changed, err := change(x, info.Version)
+		if err != nil || !changed {
+			return err
+		}
+		data, err := x.encode()
+		if err != nil {
+			return fmt.Errorf("encode index of %s: %w", repo, err)
+		}
+		written, err := s.drv.ReplaceFile(ctx, indexKey(repo), data, info.Version)
+		if errors.Is(err, driver.ErrConflict) && attempt < maxIndexRetries {
+			// Another replica won: back off a little and redo the change
+			// on what it wrote.
+			time.Sleep(time.Duration(rand.IntN(10*(attempt+1))) * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return fromDriver(err, nil, "write index of %s", repo)
+		}
+		s.views.put(repo, &repoView{version: written.Version, index: x})
+		return nil
 	}
-	if err := s.fs.WriteFile(s.indexPath(repo), s.uploadsDir(repo), data); err != nil {
-		return fmt.Errorf("write index of %s: %w", repo, err)
-	}
-	return nil
 }
 
 // repoExists reports whether repo is an OCI layout in this store.
-func (s *Store) repoExists(repo string) bool {
-	_, err := os.Stat(s.indexPath(repo))
+func (s *Store) repoExists(ctx context.Context, repo string) bool {
+	_, err := s.drv.Stat(ctx, indexKey(repo))
 	return err == nil
 }
 
 // ensureRepo makes repo an OCI layout if it is not one yet. Pushes create
 // repositories; reads never do.
-func (s *Store) ensureRepo(repo string) error {
+func (s *Store) ensureRepo(ctx context.Context, repo string) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	if s.repoExists(repo) {
-		return s.fs.MkdirAll(s.uploadsDir(repo)) // a hosted layout may lack it
+	if s.repoExists(ctx, repo) {
+		return nil
 	}
 	unlock := s.locks.lock(repo)
 	defer unlock()
-	if s.repoExists(repo) {
+	if s.repoExists(ctx, repo) {
 		return nil
 	}
-	dir := s.repoDir(repo)
-	if err := s.fs.MkdirAll(s.uploadsDir(repo)); err != nil {
-		return fmt.Errorf("create repository %s: %w", repo, err)
+	if _, err := s.drv.WriteFile(ctx, layoutKey(repo), layoutFile); err != nil {
+		return fromDriver(err, nil, "create repository %s", repo)
 	}
-	if err := s.fs.MkdirAll(filepath.Join(dir, "blobs", digest.SHA256.String())); err != nil {
-		return fmt.Errorf("create repository %s: %w", repo, err)
+	// index.json last: its presence is what makes the directory a
+	// repository. Created only if no other process created it meanwhile.
+	data, _ := (&repoIndex{}).encode()
+	written, err := s.drv.ReplaceFile(ctx, indexKey(repo), data, "")
+	if errors.Is(err, driver.ErrConflict) {
+		return nil
 	}
-	if err := s.fs.WriteFile(filepath.Join(dir, "oci-layout"), s.uploadsDir(repo), layoutFile); err != nil {
-		return fmt.Errorf("create repository %s: %w", repo, err)
+	if err != nil {
+		return fromDriver(err, nil, "create repository %s", repo)
 	}
-	// index.json last: its presence is what makes the directory a repository.
-	if err := s.writeIndex(repo, &repoIndex{}); err != nil {
-		return fmt.Errorf("create repository %s: %w", repo, err)
-	}
+	s.views.put(repo, &repoView{version: written.Version, index: &repoIndex{}})
 	s.log.Info("repository created", "repo", repo)
 	return nil
-}
-
-// limitedReader fails, rather than truncating silently, past its limit.
-type limitedReader struct {
-	f io.Reader
-	n int64
-}
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, fmt.Errorf("larger than %d bytes", maxIndexSize)
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.f.Read(p)
-	l.n -= int64(n)
-	return n, err
 }

@@ -4,7 +4,7 @@
 // is garbage, and the locking that keeps collection safe online, is the
 // store's (store.CollectRepo); this package walks the repositories one at a
 // time, so its memory is that of the largest repository, never the store.
-package gc
+package jobs
 
 import (
 	"context"
@@ -16,19 +16,28 @@ import (
 	"github.com/pier-oci/pier/store"
 )
 
-// Schedule says when collection runs and what it may touch.
-type Schedule struct {
+// Collector is the store as garbage collection sees it.
+type Collector interface {
+	Repositories(ctx context.Context) ([]string, error)
+	CollectRepo(ctx context.Context, repo string, delay time.Duration) (store.CollectReport, error)
+}
+
+// GCSchedule says when collection runs and what it may touch, on zot's
+// keys: gc false is off; gc on with no gcInterval collects every hour;
+// gcInterval 0 collects once, gcDelay after start; a positive gcInterval
+// collects at that period.
+type GCSchedule struct {
 	Enabled  bool
 	Delay    time.Duration // nothing younger is collected (gcDelay)
 	Interval time.Duration // period between passes (gcInterval)
 	Once     bool          // gcInterval: 0, one pass Delay after start
 
 	// Observe, when set, hears when a pass starts (running) and ends.
-	Observe func(running bool, t Totals)
+	Observe func(running bool, t GCTotals)
 }
 
-// Totals sums what a pass removed.
-type Totals struct {
+// GCTotals sums what a pass removed.
+type GCTotals struct {
 	Repos        int // repositories visited
 	Manifests    int
 	Referrers    int
@@ -41,7 +50,7 @@ type Totals struct {
 }
 
 // Plus is the sum of two passes (of several roots, say).
-func (t Totals) Plus(o Totals) Totals {
+func (t GCTotals) Plus(o GCTotals) GCTotals {
 	t.Repos += o.Repos
 	t.Manifests += o.Manifests
 	t.Referrers += o.Referrers
@@ -54,7 +63,7 @@ func (t Totals) Plus(o Totals) Totals {
 	return t
 }
 
-func (t *Totals) add(r store.CollectReport) {
+func (t *GCTotals) add(r store.CollectReport) {
 	t.Manifests += len(r.Manifests)
 	t.Referrers += len(r.Referrers)
 	t.StaleEntries += len(r.StaleEntries)
@@ -66,12 +75,12 @@ func (t *Totals) add(r store.CollectReport) {
 	}
 }
 
-// Pass collects every repository once, one after the other. each, when not
-// nil, sees the report of every repository that lost something. A
-// repository that fails is logged and skipped; the pass goes on.
-func Pass(ctx context.Context, st *store.Store, delay time.Duration, log *slog.Logger, each func(store.CollectReport)) (Totals, error) {
+// CollectAll collects every repository once, one after the other. each,
+// when not nil, sees the report of every repository that lost something.
+// A repository that fails is logged and skipped; the pass goes on.
+func CollectAll(ctx context.Context, st Collector, delay time.Duration, log *slog.Logger, each func(store.CollectReport)) (GCTotals, error) {
 	start := time.Now()
-	var t Totals
+	var t GCTotals
 	repos, err := st.Repositories(ctx)
 	if err != nil {
 		return t, err
@@ -100,9 +109,9 @@ func Pass(ctx context.Context, st *store.Store, delay time.Duration, log *slog.L
 	return t, nil
 }
 
-// Run collects on the schedule until ctx ends. It sleeps on a timer
+// RunGC collects on the schedule until ctx ends. It sleeps on a timer
 // between passes; nothing wakes it otherwise.
-func Run(ctx context.Context, st *store.Store, s Schedule, log *slog.Logger) {
+func RunGC(ctx context.Context, st Collector, s GCSchedule, log *slog.Logger) {
 	if !s.Enabled {
 		return
 	}
@@ -119,9 +128,9 @@ func Run(ctx context.Context, st *store.Store, s Schedule, log *slog.Logger) {
 		case <-timer.C:
 		}
 		if s.Observe != nil {
-			s.Observe(true, Totals{})
+			s.Observe(true, GCTotals{})
 		}
-		t, err := Pass(ctx, st, s.Delay, log, nil)
+		t, err := CollectAll(ctx, st, s.Delay, log, nil)
 		if s.Observe != nil {
 			s.Observe(false, t)
 		}
@@ -140,7 +149,7 @@ func Run(ctx context.Context, st *store.Store, s Schedule, log *slog.Logger) {
 // collectRepo is st.CollectRepo with a panic turned into an error: one
 // repository that trips a bug must not stop the collection of all the
 // others, at every start, on a box nobody can reach.
-func collectRepo(ctx context.Context, st *store.Store, repo string, delay time.Duration) (rep store.CollectReport, err error) {
+func collectRepo(ctx context.Context, st Collector, repo string, delay time.Duration) (rep store.CollectReport, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())

@@ -1,17 +1,15 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/pier-oci/pier/store/driver"
 )
 
 // CollectReport says what garbage collection removed from one repository.
@@ -48,16 +46,16 @@ func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duratio
 	if s.ro {
 		return rep, nil // nothing is ever removed from a read-only root
 	}
-	snap, err := s.readIndexBytes(repo)
+	snap, err := s.readIndexBytes(ctx, repo)
 	if err != nil {
 		return rep, err
 	}
-	blobs, err := s.listBlobs(repo)
+	blobs, err := s.listBlobs(ctx, repo)
 	if err != nil {
 		return rep, err
 	}
 	now := time.Now()
-	plan, err := s.planCollection(repo, snap, blobs, delay, now)
+	plan, err := s.planCollection(ctx, repo, snap, blobs, delay, now)
 	if err != nil {
 		return rep, err
 	}
@@ -67,69 +65,66 @@ func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duratio
 
 	unlock := s.locks.lock(repo)
 	defer unlock()
-	cur, err := s.readIndexBytes(repo)
+	cur, err := s.readIndexBytes(ctx, repo)
 	if err != nil {
 		return rep, err
 	}
-	if !bytes.Equal(cur, snap) {
+	if cur.info.Version != snap.info.Version {
 		// index.json changed during the walk: decide again, now under the
 		// lock. Blobs that arrived since the listing are not candidates.
-		if plan, err = s.planCollection(repo, cur, blobs, delay, now); err != nil {
+		if plan, err = s.planCollection(ctx, repo, cur, blobs, delay, now); err != nil {
 			return rep, err
 		}
 	}
 	return s.applyCollection(ctx, repo, plan, delay, now, rep)
 }
 
-// blobFile is one file under blobs/.
+// blobFile is one object under blobs/.
 type blobFile struct {
 	digest digest.Digest
-	path   string
+	key    string
 	size   int64
-	added  time.Time // ctime
+	added  time.Time // when it got its name (ctime locally)
+	info   driver.Info
 }
 
-func (s *Store) listBlobs(repo string) ([]blobFile, error) {
+func (s *Store) listBlobs(ctx context.Context, repo string) ([]blobFile, error) {
 	var out []blobFile
 	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		dir := filepath.Join(s.repoDir(repo), "blobs", alg.String())
-		entries, err := os.ReadDir(dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+		entries, err := s.drv.List(ctx, blobsDir(repo, alg))
 		if err != nil {
-			return nil, fmt.Errorf("list blobs of %s: %w", repo, err)
+			return nil, fromDriver(err, nil, "list blobs of %s", repo)
 		}
 		for _, e := range entries {
-			d := digest.NewDigestFromEncoded(alg, e.Name())
-			if d.Validate() != nil {
+			d := digest.NewDigestFromEncoded(alg, path.Base(e.Key))
+			if e.IsDir || d.Validate() != nil {
 				continue // not a blob (a tool's stray file): not ours to delete
 			}
-			fi, err := e.Info()
-			if err != nil || !fi.Mode().IsRegular() {
-				continue
-			}
-			out = append(out, blobFile{digest: d, path: filepath.Join(dir, e.Name()), size: fi.Size(), added: changeTime(fi)})
+			out = append(out, blobFile{digest: d, key: e.Key, size: e.Size, added: e.Changed, info: e})
 		}
 	}
 	return out, nil
 }
 
-func (s *Store) readIndexBytes(repo string) ([]byte, error) {
-	b, err := os.ReadFile(s.indexPath(repo))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
-	}
+// indexSnapshot is index.json as read once, with its version.
+type indexSnapshot struct {
+	data []byte
+	info driver.Info
+}
+
+func (s *Store) readIndexBytes(ctx context.Context, repo string) (indexSnapshot, error) {
+	b, info, err := s.drv.ReadFile(ctx, indexKey(repo), maxIndexSize)
 	if err != nil {
-		return nil, fmt.Errorf("read index of %s: %w", repo, err)
+		return indexSnapshot{}, fromDriver(err, ErrNameUnknown, "read index of %s", repo)
 	}
-	return b, nil
+	return indexSnapshot{b, info}, nil
 }
 
 // collectionPlan is what a pass decided: the index entries to keep and the
 // blobs to delete.
 type collectionPlan struct {
 	index     *repoIndex
+	version   string // of the index.json decided on
 	keep      []ispec.Descriptor
 	manifests []digest.Digest
 	referrers []digest.Digest
@@ -142,13 +137,13 @@ type collectionPlan struct {
 // manifests and untagged ones younger than delay are roots; the children
 // of a live index and the referrers of a live subject are live; so is
 // every blob a live manifest references. The rest is garbage once old.
-func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile, delay time.Duration, now time.Time) (*collectionPlan, error) {
-	x, err := decodeIndex(bytes.NewReader(indexBytes))
+func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnapshot, blobs []blobFile, delay time.Duration, now time.Time) (*collectionPlan, error) {
+	x, err := decodeIndex(snap.data)
 	if err != nil {
 		return nil, fmt.Errorf("parse index.json of %s: %w", repo, err)
 	}
-	indexAge := now.Sub(s.lastActivity(repo, now))
-	p := &collectionPlan{index: x, indexOld: indexAge >= delay}
+	indexAge := now.Sub(lastActivity(snap.info, blobs))
+	p := &collectionPlan{index: x, version: snap.info.Version, indexOld: indexAge >= delay}
 	incomplete := false // entries wait for blobs that may still be arriving
 	onDisk := make(map[digest.Digest]blobFile, len(blobs))
 	for _, b := range blobs {
@@ -168,10 +163,10 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 		live[d] = true
 		m, ok := docs[d]
 		if !ok && depth <= maxIndexDepth {
-			loaded, err := s.loadManifest(repo, d)
+			loaded, err := s.loadManifest(ctx, repo, d)
 			if err == nil {
 				m, docs[d] = loaded, loaded
-			} else if !errors.Is(err, ErrManifestUnknown) || onDisk[d].path != "" {
+			} else if !errors.Is(err, ErrManifestUnknown) || onDisk[d].key != "" {
 				// A live manifest that is here but cannot be read (corrupt,
 				// or referencing digests pier cannot use): what it keeps
 				// alive is unknown, so no blob of the repository is garbage
@@ -203,8 +198,8 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 		if _, ok := onDisk[e.Digest]; !ok {
 			// Not in the listing: it may have arrived since (the listing is
 			// older than this index), or be missing for real.
-			if fi, err := os.Stat(s.blobPath(repo, e.Digest)); err == nil && fi.Mode().IsRegular() {
-				onDisk[e.Digest] = blobFile{digest: e.Digest, path: s.blobPath(repo, e.Digest), size: fi.Size(), added: changeTime(fi)}
+			if info, err := s.drv.Stat(ctx, blobKey(repo, e.Digest)); err == nil {
+				onDisk[e.Digest] = blobFile{digest: e.Digest, key: info.Key, size: info.Size, added: info.Changed, info: info}
 			}
 		}
 		if _, ok := onDisk[e.Digest]; !ok {
@@ -222,7 +217,7 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 			continue
 		}
 		var subject digest.Digest
-		if m, err := s.loadManifest(repo, e.Digest); err == nil {
+		if m, err := s.loadManifest(ctx, repo, e.Digest); err == nil {
 			docs[e.Digest] = m
 			if m.Subject != nil {
 				subject = m.Subject.Digest
@@ -287,19 +282,14 @@ func (s *Store) untaggedAt(repo string, e ispec.Descriptor, onDisk map[digest.Di
 	return onDisk[e.Digest].added
 }
 
-// lastActivity is when repo last changed: its index.json, or the set of
-// its blobs (a directory's mtime moves when an entry is added or removed).
-// An entry whose blob is missing gets gcDelay from then, so a layout that
-// is still being copied in, however slowly, is left alone.
-func (s *Store) lastActivity(repo string, now time.Time) time.Time {
-	fi, err := os.Stat(s.indexPath(repo))
-	if err != nil {
-		return now
-	}
-	last := changeTime(fi)
-	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		if di, err := os.Stat(filepath.Join(s.repoDir(repo), "blobs", alg.String())); err == nil && di.ModTime().After(last) {
-			last = di.ModTime()
+// lastActivity is when repo last changed: its index.json, or the newest
+// of its blobs. An entry whose blob is missing gets gcDelay from then, so
+// a layout that is still being copied in, however slowly, is left alone.
+func lastActivity(index driver.Info, blobs []blobFile) time.Time {
+	last := index.Changed
+	for _, b := range blobs {
+		if b.added.After(last) {
+			last = b.added
 		}
 	}
 	return last
@@ -310,41 +300,50 @@ func (s *Store) lastActivity(repo string, now time.Time) time.Time {
 // idle uploads, then the repository itself if nothing is left.
 func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionPlan, delay time.Duration, now time.Time, rep CollectReport) (CollectReport, error) {
 	if len(p.keep) != len(p.index.Manifests) {
-		p.index.Manifests = p.keep
-		if err := s.writeIndex(repo, p.index); err != nil {
+		err := s.updateIndex(ctx, repo, func(x *repoIndex, version string) (bool, error) {
+			if version != p.version {
+				// Another replica changed the index since the plan: leave
+				// this repository to the next pass rather than write an
+				// index decided on an older one.
+				return false, errIndexMoved
+			}
+			x.Manifests = p.keep
+			return true, nil
+		})
+		if errors.Is(err, errIndexMoved) {
+			return rep, nil
+		}
+		if err != nil {
 			return rep, err
 		}
 	}
 	rep.Manifests, rep.Referrers, rep.StaleEntries = p.manifests, p.referrers, p.stale
-	dirs := map[string]bool{}
+	var doomed []string
 	for _, b := range p.garbage {
 		// Checked again under the lock: a push may have re-sent (and so
 		// refreshed) the blob since the listing.
-		if fi, err := os.Lstat(b.path); err != nil || now.Sub(changeTime(fi)) < delay {
+		if info, err := s.drv.Stat(ctx, b.key); err != nil || now.Sub(info.Changed) < delay {
 			continue
 		}
-		if err := os.Remove(b.path); err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				s.log.Warn("gc: cannot remove blob", "repo", repo, "digest", b.digest, "err", err)
-			}
-			continue
-		}
-		if s.dedupe != nil {
-			s.dedupe.forget(ctx, b.digest, b.path)
-		}
-		dirs[filepath.Dir(b.path)] = true
+		doomed = append(doomed, b.key)
 		rep.Blobs++
 		rep.BlobBytes += b.size
 	}
-	for dir := range dirs {
-		if err := s.fs.SyncDir(dir); err != nil {
-			return rep, err
+	if len(doomed) > 0 {
+		if err := s.drv.Delete(ctx, doomed...); err != nil {
+			return rep, fromDriver(err, nil, "gc: remove blobs of %s", repo)
+		}
+		s.views.drop(repo)
+		if s.dedupe != nil {
+			for _, b := range p.garbage {
+				s.dedupe.Forget(b.digest, b.key)
+			}
 		}
 	}
-	n, size := s.removeIdleUploads(repo, delay, now)
+	n, size := s.removeIdleUploads(ctx, repo, delay, now)
 	rep.Uploads, rep.UploadBytes = n, size
 	if len(p.keep) == 0 && len(p.index.unusable) == 0 && p.indexOld {
-		removed, err := s.removeEmptyRepo(repo)
+		removed, err := s.removeEmptyRepo(ctx, repo)
 		if err != nil {
 			return rep, err
 		}
@@ -353,29 +352,31 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 	return rep, nil
 }
 
+// errIndexMoved stops a collection whose plan another process outdated.
+var errIndexMoved = errors.New("index.json changed since the plan")
+
 // removeIdleUploads deletes uploads (and leftover temporary files) not
 // written to for delay.
-func (s *Store) removeIdleUploads(repo string, delay time.Duration, now time.Time) (int, int64) {
-	entries, err := os.ReadDir(s.uploadsDir(repo))
+func (s *Store) removeIdleUploads(ctx context.Context, repo string, delay time.Duration, now time.Time) (int, int64) {
+	entries, err := s.drv.List(ctx, uploadsDir(repo))
 	if err != nil {
 		return 0, 0
 	}
 	n, size := 0, int64(0)
 	for _, e := range entries {
-		fi, err := e.Info()
-		if err != nil || !fi.Mode().IsRegular() || now.Sub(fi.ModTime()) < delay {
+		if e.IsDir || now.Sub(e.ModTime) < delay {
 			continue
 		}
 		// A request writing or committing the upload holds its session:
 		// the upload is not idle, whatever its time says (gcDelay 0).
-		key := repo + "\x00" + e.Name()
+		key := repo + "\x00" + path.Base(e.Key)
 		u := s.uploads.get(key)
 		if !u.mu.TryLock() {
 			continue
 		}
-		if os.Remove(filepath.Join(s.uploadsDir(repo), e.Name())) == nil {
+		if s.drv.Delete(ctx, e.Key) == nil {
 			n++
-			size += fi.Size()
+			size += e.Size
 		}
 		s.uploads.drop(key)
 		u.mu.Unlock()
@@ -386,45 +387,47 @@ func (s *Store) removeIdleUploads(repo string, delay time.Duration, now time.Tim
 // dropIfEmpty removes repo if it holds nothing at all: no manifest, no
 // blob, no upload. It undoes the creation of a repository by a push that
 // then failed.
-func (s *Store) dropIfEmpty(repo string) {
+func (s *Store) dropIfEmpty(ctx context.Context, repo string) {
 	unlock := s.locks.lock(repo)
 	defer unlock()
-	x, err := s.readIndex(repo)
+	x, _, err := s.loadIndex(ctx, repo)
 	if err != nil || len(x.Manifests) > 0 || len(x.unusable) > 0 {
 		return
 	}
-	if _, err := s.removeEmptyRepo(repo); err != nil {
+	if _, err := s.removeEmptyRepo(ctx, repo); err != nil {
 		s.log.Warn("cannot remove the repository a failed push created", "repo", repo, "err", err)
 	}
 }
 
 // removeEmptyRepo removes a repository with no manifests, no blobs and no
-// uploads left. Only the layout's own files go: a repository nested below
-// (a/b inside a) keeps the directory.
-func (s *Store) removeEmptyRepo(repo string) (bool, error) {
-	dir := s.repoDir(repo)
-	for _, sub := range []string{"blobs/sha256", "blobs/sha512", ".uploads"} {
-		if entries, err := os.ReadDir(filepath.Join(dir, sub)); err == nil && len(entries) > 0 {
+// uploads left. Only the layout's own objects go: a repository nested
+// below (a/b inside a) keeps the directory.
+func (s *Store) removeEmptyRepo(ctx context.Context, repo string) (bool, error) {
+	for _, dir := range []string{blobsDir(repo, digest.SHA256), blobsDir(repo, digest.SHA512), uploadsDir(repo)} {
+		if entries, err := s.drv.List(ctx, dir); err != nil || len(entries) > 0 {
 			return false, nil
 		}
 	}
-	if entries, err := os.ReadDir(filepath.Join(dir, "blobs")); err == nil {
-		for _, e := range entries {
-			if e.Name() != "sha256" && e.Name() != "sha512" {
-				return false, nil // another algorithm's blobs: not ours to judge
-			}
+	entries, err := s.drv.List(ctx, repo+"/blobs")
+	if err != nil {
+		return false, nil
+	}
+	for _, e := range entries {
+		if name := path.Base(e.Key); name != "sha256" && name != "sha512" {
+			return false, nil // another algorithm's blobs: not ours to judge
 		}
 	}
 	// index.json first: without it the directory is no longer a repository.
-	if err := os.Remove(s.indexPath(repo)); err != nil {
-		return false, fmt.Errorf("remove empty repository %s: %w", repo, err)
+	if err := s.drv.Delete(ctx, indexKey(repo)); err != nil {
+		return false, fromDriver(err, nil, "remove empty repository %s", repo)
 	}
-	for _, f := range []string{"oci-layout", "blobs/sha256", "blobs/sha512", "blobs", ".uploads"} {
-		os.Remove(filepath.Join(dir, f))
-	}
-	os.Remove(dir) // fails, rightly, when other files or nested repositories remain
-	if err := s.fs.SyncDir(filepath.Dir(dir)); err != nil {
-		return true, err
+	s.views.drop(repo)
+	s.drv.Delete(ctx, layoutKey(repo))
+	for _, dir := range []string{blobsDir(repo, digest.SHA256), blobsDir(repo, digest.SHA512), repo + "/blobs", uploadsDir(repo), repo} {
+		// Fails, rightly, where other files or nested repositories remain.
+		if err := s.drv.Prune(ctx, dir); err != nil {
+			s.log.Warn("gc: cannot remove an empty directory", "dir", dir, "err", err)
+		}
 	}
 	s.log.Info("removed empty repository", "repo", repo)
 	return true, nil

@@ -3,23 +3,30 @@
 // throttled to maxBytesPerSecond so an SD card keeps serving, slower still
 // while clients are being served, one repository at a time. The hashing
 // and the quarantine of corrupt blobs are the store's (store.ScrubRepo).
-package scrub
+package jobs
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"runtime/debug"
 	"time"
 
 	"github.com/pier-oci/pier/store"
 )
 
-// Config is the scrub extension's configuration.
-type Config struct {
+// Scrubber is the store as scrub sees it.
+type Scrubber interface {
+	Repositories(ctx context.Context) ([]string, error)
+	ScrubRepo(ctx context.Context, repo string, pace store.Pacer, inodes store.HashedInodes) (store.ScrubReport, error)
+	ReadOnly() bool
+	ReadState(ctx context.Context, name string) ([]byte, error)
+	WriteState(ctx context.Context, name string, data []byte) error
+}
+
+// ScrubConfig is the scrub extension's configuration.
+type ScrubConfig struct {
 	Interval          time.Duration
 	MaxBytesPerSecond int64       // 0: unthrottled
 	Busy              func() bool // reports client traffic; nil: never busy
@@ -28,8 +35,9 @@ type Config struct {
 // maxAffected bounds how many problems a result file keeps.
 const maxAffected = 1000
 
-// Result is one pass, kept in <root>/.pier/scrub.json and logged.
-type Result struct {
+// ScrubResult is one pass, kept in the store's state (scrub.json) and
+// logged.
+type ScrubResult struct {
 	Started      time.Time           `json:"started"`
 	Finished     time.Time           `json:"finished"`
 	Repos        int                 `json:"repos"`
@@ -44,7 +52,7 @@ type Result struct {
 }
 
 // Plus sums the counts of two passes (of several roots, say).
-func (r Result) Plus(o Result) Result {
+func (r ScrubResult) Plus(o ScrubResult) ScrubResult {
 	r.Repos += o.Repos
 	r.Blobs += o.Blobs
 	r.Bytes += o.Bytes
@@ -56,9 +64,9 @@ func (r Result) Plus(o Result) Result {
 }
 
 // Failed reports whether the pass found corrupt or missing blobs.
-func (r Result) Failed() bool { return r.Corrupt+r.Missing > 0 }
+func (r ScrubResult) Failed() bool { return r.Corrupt+r.Missing > 0 }
 
-func (r *Result) add(rep store.ScrubReport) {
+func (r *ScrubResult) add(rep store.ScrubReport) {
 	r.Repos++
 	r.Blobs += rep.Blobs
 	r.Bytes += rep.Bytes
@@ -80,10 +88,10 @@ func (r *Result) add(rep store.ScrubReport) {
 	}
 }
 
-// Pass scrubs every repository once. each, when not nil, sees every
+// ScrubAll scrubs every repository once. each, when not nil, sees every
 // repository's report (for a table).
-func Pass(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger, each func(store.ScrubReport)) (Result, error) {
-	res := Result{Started: time.Now()}
+func ScrubAll(ctx context.Context, st Scrubber, cfg ScrubConfig, log *slog.Logger, each func(store.ScrubReport)) (ScrubResult, error) {
+	res := ScrubResult{Started: time.Now()}
 	pace := newPacer(cfg.MaxBytesPerSecond, cfg.Busy)
 	inodes := store.HashedInodes{}
 	repos, err := st.Repositories(ctx)
@@ -115,49 +123,41 @@ func Pass(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger, ea
 	return res, nil
 }
 
-// ResultPath is where the last result is kept.
-func ResultPath(root string) string { return filepath.Join(root, ".pier", "scrub.json") }
+// scrubState is the state file of the last result.
+const scrubState = "scrub.json"
 
-// LoadResult reads the last result kept under root.
-func LoadResult(root string) (Result, bool) {
-	var r Result
-	b, err := os.ReadFile(ResultPath(root))
+// LoadScrubResult reads the last result kept in the store.
+func LoadScrubResult(ctx context.Context, st Scrubber) (ScrubResult, bool) {
+	var r ScrubResult
+	b, err := st.ReadState(ctx, scrubState)
 	if err != nil || json.Unmarshal(b, &r) != nil {
-		return Result{}, false
+		return ScrubResult{}, false
 	}
 	return r, true
 }
 
-// SaveResult keeps a result under root.
-func SaveResult(root string, r Result) error {
+// SaveScrubResult keeps a result in the store.
+func SaveScrubResult(ctx context.Context, st Scrubber, r ScrubResult) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
-	path := ResultPath(root)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return st.WriteState(ctx, scrubState, b)
 }
 
 // firstDelay is how long after start an installation that never scrubbed
 // waits before its first pass, letting boot-time traffic settle.
 const firstDelay = 5 * time.Minute
 
-// Run scrubs on the schedule until ctx ends. The next pass is due an
-// interval after the last one kept on the disk, so a box that reboots
+// RunScrub scrubs on the schedule until ctx ends. The next pass is due an
+// interval after the last one kept in the store, so a box that reboots
 // every night still scrubs once a day.
-func Run(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) {
+func RunScrub(ctx context.Context, st Scrubber, cfg ScrubConfig, log *slog.Logger) {
 	if cfg.Interval <= 0 {
 		return
 	}
 	wait := firstDelay
-	if last, ok := LoadResult(st.Root()); ok {
+	if last, ok := LoadScrubResult(ctx, st); ok {
 		wait = time.Until(last.Started.Add(cfg.Interval))
 	}
 	timer := time.NewTimer(max(wait, 0))
@@ -168,7 +168,7 @@ func Run(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) {
 			return
 		case <-timer.C:
 		}
-		res, err := Pass(ctx, st, cfg, log, nil)
+		res, err := ScrubAll(ctx, st, cfg, log, nil)
 		if err != nil && ctx.Err() != nil {
 			return // stopped mid-pass: the next start resumes the schedule
 		}
@@ -176,7 +176,7 @@ func Run(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) {
 			log.Error("scrub pass failed", "err", err)
 		}
 		if !st.ReadOnly() {
-			if err := SaveResult(st.Root(), res); err != nil {
+			if err := SaveScrubResult(ctx, st, res); err != nil {
 				log.Warn("scrub: cannot keep the result", "err", err)
 			}
 		}
@@ -187,8 +187,8 @@ func Run(ctx context.Context, st *store.Store, cfg Config, log *slog.Logger) {
 	}
 }
 
-// Describe is one line about the last pass, for status displays.
-func Describe(r Result, ok bool) string {
+// DescribeScrub is one line about the last pass, for status displays.
+func DescribeScrub(r ScrubResult, ok bool) string {
 	if !ok {
 		return "never scrubbed"
 	}
@@ -201,7 +201,7 @@ func Describe(r Result, ok bool) string {
 
 // scrubRepo is st.ScrubRepo with a panic turned into an error: one
 // repository that trips a bug must not stop the scrub of all the others.
-func scrubRepo(ctx context.Context, st *store.Store, repo string, pace store.Pacer, inodes store.HashedInodes) (rep store.ScrubReport, err error) {
+func scrubRepo(ctx context.Context, st Scrubber, repo string, pace store.Pacer, inodes store.HashedInodes) (rep store.ScrubReport, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())

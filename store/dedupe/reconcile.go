@@ -1,0 +1,243 @@
+package dedupe
+
+import (
+	"context"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/cache"
+	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/oci"
+)
+
+// Stats counts what one pass over the store did.
+type Stats struct {
+	Repos         int
+	Blobs         int
+	Recorded      int   // keys newly entered in the index
+	AlreadyLinked int   // keys already sharing an object with another copy
+	Linked        int   // duplicates replaced by a link
+	BytesFreed    int64 // by those links
+	Took          time.Duration
+}
+
+// Run keeps the index in step with the store until ctx ends: one pass
+// when pier starts (it picks up layouts copied in while pier was off and
+// rebuilds a lost index), then a rebuild whenever the index fails, while
+// Watch picks up what arrives meanwhile. Between those it sleeps on a
+// channel, never polling.
+func (d *Deduper) Run(ctx context.Context) {
+	if c, ok := d.cache().(interface{ Check() error }); ok {
+		if err := c.Check(); err != nil {
+			d.log.Warn("dedupe cache fails its consistency check; rebuilding it", "err", err)
+			if !d.reset(ctx) {
+				return
+			}
+		}
+	}
+	go d.Watch(ctx)
+	for {
+		stats, err := d.Reconcile(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.log.Error("dedupe pass failed", "err", err)
+		} else if err == nil {
+			d.log.Info("dedupe pass done", "repos", stats.Repos, "blobs", stats.Blobs, "recorded", stats.Recorded,
+				"linked", stats.Linked, "already_linked", stats.AlreadyLinked, "bytes_freed", stats.BytesFreed, "took", stats.Took)
+			if err := d.cache().MarkComplete(ctx); err != nil {
+				d.failed("mark complete", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+			if !d.reset(ctx) {
+				return
+			}
+		}
+	}
+}
+
+// reset replaces an index that failed with an empty one, where the index
+// can be replaced (the BoltDB file), before a rebuild. It reports whether
+// dedupe can go on.
+func (d *Deduper) reset(ctx context.Context) bool {
+	defer d.broken.Store(false)
+	r, ok := d.cache().(interface{ Reset(context.Context) error })
+	if !ok {
+		return true // a remote index is rebuilt in place
+	}
+	if err := r.Reset(ctx); err != nil {
+		d.log.Error("cannot replace the dedupe cache; dedupe is off until restart", "err", err)
+		return false
+	}
+	return true
+}
+
+// resumeState is the state file that holds where an interrupted pass
+// stopped.
+const resumeState = "dedupe-resume"
+
+// Reconcile walks every blob of the store once, in repository order: it
+// records each key in the index, and replaces a duplicate that is a
+// separate copy by a link to the other. Objects already linked are only
+// stat'ed: no write, no change of their times. An interrupted pass
+// resumes where it stopped, then wraps around to cover the repositories
+// before that point.
+func (d *Deduper) Reconcile(ctx context.Context) (Stats, error) {
+	var st Stats
+	start := time.Now()
+	repos, err := d.repos.Repositories(ctx)
+	if err != nil {
+		return st, err
+	}
+	if resume := d.readResume(ctx); resume != "" {
+		i, _ := slices.BinarySearch(repos, resume)
+		repos = append(repos[i:], repos[:i]...)
+	}
+	saved := time.Now()
+	for _, repo := range repos {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		if err := d.reconcileRepo(ctx, repo, &st); err != nil {
+			d.log.Warn("dedupe pass: skipping repository", "repo", repo, "err", err)
+		}
+		st.Repos++
+		if time.Since(saved) > 2*time.Second {
+			d.repos.WriteState(ctx, resumeState, []byte(repo+"\n"))
+			saved = time.Now()
+		}
+	}
+	d.repos.WriteState(ctx, resumeState, nil)
+	st.Took = time.Since(start)
+	return st, nil
+}
+
+func (d *Deduper) readResume(ctx context.Context) string {
+	b, err := d.repos.ReadState(ctx, resumeState)
+	if err != nil {
+		return ""
+	}
+	repo := strings.TrimSpace(string(b))
+	if oci.ValidateName(repo) != nil {
+		return ""
+	}
+	return repo
+}
+
+// blobsOf lists the blobs of repo with what the storage says of them.
+func (d *Deduper) blobsOf(ctx context.Context, repo string) ([]driver.Info, []digest.Digest, error) {
+	var infos []driver.Info
+	var digests []digest.Digest
+	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
+		entries, err := d.drv.List(ctx, repo+"/blobs/"+alg.String())
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range entries {
+			dg := digest.NewDigestFromEncoded(alg, path.Base(e.Key))
+			if e.IsDir || dg.Validate() != nil {
+				continue
+			}
+			infos = append(infos, e)
+			digests = append(digests, dg)
+		}
+	}
+	return infos, digests, nil
+}
+
+// reconcileRepo dedupes the blobs of one repository; the keys new to the
+// index are written in one batch.
+func (d *Deduper) reconcileRepo(ctx context.Context, repo string, st *Stats) error {
+	infos, digests, err := d.blobsOf(ctx, repo)
+	if err != nil {
+		return err
+	}
+	var fresh []cache.Op
+	for i, info := range infos {
+		st.Blobs++
+		if d.reconcileBlob(ctx, repo, digests[i], info, st) {
+			fresh = append(fresh, cache.Op{Digest: digests[i], Path: info.Key})
+		}
+	}
+	if err := d.cache().Apply(ctx, fresh); err != nil {
+		d.failed("rebuild", err)
+		return err
+	}
+	st.Recorded += len(fresh)
+	return nil
+}
+
+// reconcileBlob handles one blob and reports whether its key must be
+// recorded in the index.
+func (d *Deduper) reconcileBlob(ctx context.Context, repo string, dg digest.Digest, info driver.Info, st *Stats) bool {
+	copies := d.Copies(ctx, dg)
+	known := slices.Contains(copies, info.Key)
+	other, oinfo := d.firstValid(ctx, dg, info.Size, info.Key, copies)
+	if other == "" || driver.SameObject(info, oinfo) {
+		if other != "" {
+			st.AlreadyLinked++
+		}
+		return !known
+	}
+	if d.linkDuplicate(ctx, repo, dg, info, oinfo) {
+		st.Linked++
+		st.BytesFreed += info.Size
+	}
+	return !known
+}
+
+// linkDuplicate makes two separate copies of dg (info and other) one
+// object. Before it replaces a copy it checks the content it keeps:
+// linking to a copy that rotted would spread the damage, so the copy that
+// still matches its digest wins. The decision is made without locks, so
+// under the lock of the repository it writes to it checks that both are
+// still the objects it decided on: a blob deleted (or collected) meanwhile
+// must stay deleted.
+func (d *Deduper) linkDuplicate(ctx context.Context, repo string, dg digest.Digest, info, other driver.Info) bool {
+	l, ok := d.drv.(driver.Linker)
+	if !ok {
+		return false
+	}
+	keep, replace, replaceRepo := other, info, repo
+	if !d.matches(ctx, other.Key, dg) {
+		if !d.matches(ctx, info.Key, dg) {
+			d.log.Warn("dedupe: both copies fail their digest; leaving them for scrub", "digest", dg, "keys", []string{info.Key, other.Key})
+			return false
+		}
+		keep, replace, replaceRepo = info, other, repoOfBlobKey(other.Key)
+	}
+	if oci.ValidateName(replaceRepo) != nil {
+		return false
+	}
+	unlock := d.repos.RLock(replaceRepo) // excludes deletes and GC; pushes never replace a blob
+	defer unlock()
+	if cur, err := d.drv.Stat(ctx, replace.Key); err != nil || !driver.SameObject(cur, replace) {
+		return false // deleted, collected or replaced since the decision
+	}
+	if cur, err := d.drv.Stat(ctx, keep.Key); err != nil || !driver.SameObject(cur, keep) {
+		return false
+	}
+	if err := l.Link(ctx, keep.Key, replace.Key); err != nil {
+		d.LinkFailed(err)
+		return false
+	}
+	d.repos.Checked(ctx, keep.Key, dg) // hashed above, at the object's new version
+	return true
+}
+
+// matches re-hashes an object and reports whether it holds dg.
+func (d *Deduper) matches(ctx context.Context, key string, dg digest.Digest) bool {
+	f, _, err := d.drv.Open(ctx, key)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	got, err := dg.Algorithm().FromReader(f)
+	return err == nil && got == dg
+}

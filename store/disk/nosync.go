@@ -1,8 +1,0 @@
-//go:build pier_nosync
-
-package disk
-
-// skipSync is set by the pier_nosync build tag, for the power-cut harness
-// only: a pier built with it acknowledges writes it never forced to the
-// disk, and the harness must catch it losing them. Never ship it.
-const skipSync = true

@@ -1,0 +1,164 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/oci"
+)
+
+// pier never hands out a blob's bytes under a digest they were not checked
+// against at least once. A blob pushed through pier is checked on its way
+// in; one that arrived otherwise (a layout copied onto the card, a bucket
+// another tool filled) is checked the first time it is served, or by
+// scrub. What was checked is remembered by the object's version, which
+// changes whenever the object does (locally device, inode, ctime and
+// size: no tool can set a ctime back), so a file replaced or rewritten
+// after its check is checked again. The set is kept in the root
+// (.pier/verified) so that a restart does not re-read every blob; losing
+// it costs one more read of each blob, never a wrong byte.
+
+// verifiedFile is the state file of the set.
+const verifiedFile = "verified"
+
+// maxVerified bounds the set (about 150 bytes an entry); past it, the
+// oldest half is forgotten and re-checked when next served.
+const maxVerified = 200_000
+
+type verifiedSet struct {
+	mu    sync.Mutex
+	seen  map[string]uint64 // version@digest → when added (a counter)
+	clock uint64
+	dirty bool
+}
+
+func verifiedKey(version string, d digest.Digest) string { return version + "@" + string(d) }
+
+func (v *verifiedSet) has(version string, d digest.Digest) bool {
+	if version == "" {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.seen[verifiedKey(version, d)]
+	return ok
+}
+
+// add records that the object at version holds d.
+func (v *verifiedSet) add(version string, d digest.Digest) {
+	if version == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	k := verifiedKey(version, d)
+	if _, ok := v.seen[k]; ok {
+		return
+	}
+	v.clock++
+	v.seen[k] = v.clock
+	v.dirty = true
+	if len(v.seen) > maxVerified {
+		cut := v.clock - uint64(maxVerified/2)
+		for k, at := range v.seen {
+			if at < cut {
+				delete(v.seen, k)
+			}
+		}
+	}
+}
+
+// loadVerified reads the set kept in the root; a missing or damaged file
+// is an empty set.
+func loadVerified(ctx context.Context, drv driver.Driver, log *slog.Logger) *verifiedSet {
+	v := &verifiedSet{seen: map[string]uint64{}}
+	b, _, err := drv.ReadFile(ctx, stateKey(verifiedFile), 64<<20)
+	if err != nil {
+		if !driver.IsNotFound(err) {
+			log.Warn("cannot read the record of verified blobs; blobs are checked again as they are served", "err", err)
+		}
+		return v
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		d, version, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !oci.ValidDigest(digest.Digest(d)) || version == "" {
+			continue
+		}
+		v.clock++
+		v.seen[verifiedKey(version, digest.Digest(d))] = v.clock
+	}
+	return v
+}
+
+// save writes the set to the root if it changed since the last save.
+func (v *verifiedSet) save(ctx context.Context, drv driver.Driver, log *slog.Logger) {
+	v.mu.Lock()
+	if !v.dirty {
+		v.mu.Unlock()
+		return
+	}
+	var buf bytes.Buffer
+	for k := range v.seen {
+		i := strings.LastIndexByte(k, '@')
+		fmt.Fprintf(&buf, "%s %s\n", k[i+1:], k[:i])
+	}
+	v.dirty = false
+	v.mu.Unlock()
+	if _, err := drv.WriteFile(ctx, stateKey(verifiedFile), buf.Bytes()); err != nil {
+		log.Warn("cannot keep the record of verified blobs", "err", err)
+		v.mu.Lock()
+		v.dirty = true
+		v.mu.Unlock()
+	}
+}
+
+// ensureVerified checks the open blob f (at info) against d unless that
+// version was checked before, and leaves f at its start. Concurrent first
+// reads of one blob share one check.
+func (s *Store) ensureVerified(ctx context.Context, repo string, d digest.Digest, f io.ReadSeeker, info driver.Info) error {
+	if s.verified.has(info.Version, d) {
+		return nil
+	}
+	unlock := s.locks.lock("\x00verify " + info.Version)
+	defer unlock()
+	if s.verified.has(info.Version, d) {
+		return nil
+	}
+	s.log.Info("checking a blob against its digest before serving it for the first time", "repo", repo, "digest", d, "bytes", info.Size)
+	h := d.Algorithm().Hash()
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		return fromDriver(err, ErrBlobUnknown, "check blob %s in %s", d, repo)
+	}
+	if got := digest.NewDigest(d.Algorithm(), h); got != d {
+		s.log.Error("blob does not match its digest; not serving it (pier scrub quarantines it)", "repo", repo, "digest", d, "actual", got)
+		return fmt.Errorf("%w: %s in %s does not match its digest on the storage", ErrBlobUnknown, d, repo)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("check blob %s in %s: %w", d, repo, err)
+	}
+	s.verified.add(info.Version, d)
+	return nil
+}
+
+// ctxReader stops a long read when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
