@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -136,4 +139,64 @@ func blobCount(t *testing.T, s *Store, repo string) int {
 		t.Fatal(err)
 	}
 	return len(blobs)
+}
+
+// A hosted layout (a USB stick) may hold links and bytes that are not
+// what their names say. pier follows no link out of the root, and hands
+// out no blob it has not checked against its digest at least once.
+func TestHostedBlobsAreCheckedBeforeTheyAreServed(t *testing.T) {
+	s := newStore(t, false)
+	secret := filepath.Join(t.TempDir(), "tls.key")
+	os.WriteFile(secret, []byte("-----BEGIN PRIVATE KEY-----"), 0o600)
+	secretDigest := digest.FromString("-----BEGIN PRIVATE KEY-----")
+	good := []byte("a layer the stick carries")
+	goodDigest := digest.FromBytes(good)
+	liar := digest.FromString("what the name claims")
+	writeHostedLayout(t, s.Root(), "usb", `{"schemaVersion":2,"manifests":[]}`)
+	blobs := filepath.Join(s.Root(), "usb", "blobs", "sha256")
+	os.Symlink(secret, filepath.Join(blobs, secretDigest.Encoded()))      // its own digest, outside the root
+	os.WriteFile(filepath.Join(blobs, liar.Encoded()), good, 0o644)       // inside, but not the named digest
+	os.WriteFile(filepath.Join(blobs, goodDigest.Encoded()), good, 0o644) // inside and right
+
+	writeHostedLayout(t, s.Root(), "usb2", `{"schemaVersion":2,"manifests":[]}`)
+	rel, _ := filepath.Rel(filepath.Join(s.Root(), "usb2", "blobs", "sha256"), secret)
+	os.Symlink(rel, filepath.Join(s.Root(), "usb2", "blobs", "sha256", secretDigest.Encoded())) // relative, outside
+	for _, repo := range []string{"usb", "usb2"} {
+		if _, _, err := s.OpenBlob(ctx, repo, secretDigest); !errors.Is(err, ErrBlobUnknown) {
+			t.Errorf("a link out of the root was served from %s: %v", repo, err)
+		}
+	}
+	if _, err := s.StatBlob(ctx, "usb", secretDigest); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("a link out of the root is said to exist: %v", err)
+	}
+	if _, _, err := s.OpenBlob(ctx, "usb", liar); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("bytes were served under a digest they do not have: %v", err)
+	}
+	f, _, err := s.OpenBlob(ctx, "usb", goodDigest)
+	if err != nil {
+		t.Fatalf("a good hosted blob: %v", err)
+	}
+	got, _ := io.ReadAll(f) // the check read it; serving starts from the start
+	f.Close()
+	if !bytes.Equal(got, good) {
+		t.Fatalf("served %q", got)
+	}
+	// Once checked, it is served without reading it again; once the file
+	// changes, it is checked again.
+	if !s.verified.has(mustStat(t, s, "usb/blobs/sha256/"+goodDigest.Encoded()).Version, goodDigest) {
+		t.Fatal("a checked blob was not remembered")
+	}
+	os.WriteFile(filepath.Join(blobs, goodDigest.Encoded()), []byte("rotten after its check!!!"), 0o644)
+	if _, _, err := s.OpenBlob(ctx, "usb", goodDigest); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("a blob changed after its check was served: %v", err)
+	}
+}
+
+func mustStat(t *testing.T, s *Store, key string) driver.Info {
+	t.Helper()
+	info, err := s.drv.Stat(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
 }

@@ -279,7 +279,7 @@ func (s *Store) readManifestBlob(ctx context.Context, repo string, d digest.Dige
 	if !oci.ValidDigest(d) {
 		return nil, fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
 	}
-	body, info, err := s.drv.ReadFile(ctx, blobKey(repo, d), oci.MaxManifestSize)
+	body, _, err := s.drv.ReadFile(ctx, blobKey(repo, d), oci.MaxManifestSize)
 	if err != nil {
 		return nil, fromDriver(err, ErrManifestUnknown, "%s is listed but its blob is missing or too large", d)
 	}
@@ -287,7 +287,6 @@ func (s *Store) readManifestBlob(ctx context.Context, repo string, d digest.Dige
 		s.log.Error("stored manifest does not match its digest; not serving it", "repo", repo, "digest", d, "actual", got)
 		return nil, fmt.Errorf("%w: %s is corrupt on the storage", ErrManifestUnknown, d)
 	}
-	s.verified.add(info.Version, d)
 	return body, nil
 }
 

@@ -57,8 +57,8 @@ func (r ScrubReport) Failed() bool {
 
 // HashedInodes remembers, across repositories, the verdict on objects
 // that have several keys (hard links shared by dedupe), so a pass reads
-// each such object once. The key is the object's ID and version.
-type HashedInodes map[string]bool
+// each such object once. The key stands for the object's ID and version.
+type HashedInodes map[verifiedKey]bool
 
 // ScrubRepo re-hashes, with each digest's own algorithm, every blob that
 // a manifest of repo reaches: the manifests themselves, configs, layers,
@@ -187,7 +187,7 @@ func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, *driver.
 	}
 	defer f.Close()
 	shared := info.ID != "" && info.Links > 1
-	key := info.ID + " " + info.Version
+	key := keyOf(info.ID+" "+info.Version, "")
 	if shared {
 		if good, seen := sc.inodes[key]; seen {
 			if good {

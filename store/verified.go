@@ -1,19 +1,17 @@
 package store
 
 import (
-	"bufio"
-	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store/driver"
-	"github.com/pier-oci/pier/store/oci"
 )
 
 // pier never hands out a blob's bytes under a digest they were not checked
@@ -25,31 +23,45 @@ import (
 // size: no tool can set a ctime back), so a file replaced or rewritten
 // after its check is checked again. The set is kept in the root
 // (.pier/verified) so that a restart does not re-read every blob; losing
-// it costs one more read of each blob, never a wrong byte.
+// it costs one more read of each blob, never a wrong byte. Manifests are
+// not in it: they are small, and checked on every read.
 
 // verifiedFile is the state file of the set.
 const verifiedFile = "verified"
 
-// maxVerified bounds the set (about 150 bytes an entry); past it, the
-// oldest half is forgotten and re-checked when next served.
-const maxVerified = 200_000
+// maxVerified bounds the set (about 40 bytes an entry in memory); past
+// it, half is forgotten, to be checked again when next served.
+const maxVerified = 500_000
+
+// verifiedKey stands for "the object at this version holds this digest":
+// 128 bits of a hash of both, so that a store of many blobs costs little
+// memory (a scrub of the whole store adds every blob).
+type verifiedKey [16]byte
+
+func keyOf(version string, d digest.Digest) verifiedKey {
+	h := sha256.New()
+	io.WriteString(h, version)
+	io.WriteString(h, "@")
+	io.WriteString(h, string(d))
+	var k verifiedKey
+	copy(k[:], h.Sum(nil))
+	return k
+}
 
 type verifiedSet struct {
 	mu    sync.Mutex
-	seen  map[string]uint64 // version@digest → when added (a counter)
-	clock uint64
+	seen  map[verifiedKey]struct{}
 	dirty bool
 }
-
-func verifiedKey(version string, d digest.Digest) string { return version + "@" + string(d) }
 
 func (v *verifiedSet) has(version string, d digest.Digest) bool {
 	if version == "" {
 		return false
 	}
+	k := keyOf(version, d)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	_, ok := v.seen[verifiedKey(version, d)]
+	_, ok := v.seen[k]
 	return ok
 }
 
@@ -58,29 +70,29 @@ func (v *verifiedSet) add(version string, d digest.Digest) {
 	if version == "" {
 		return
 	}
+	k := keyOf(version, d)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	k := verifiedKey(version, d)
 	if _, ok := v.seen[k]; ok {
 		return
 	}
-	v.clock++
-	v.seen[k] = v.clock
-	v.dirty = true
-	if len(v.seen) > maxVerified {
-		cut := v.clock - uint64(maxVerified/2)
-		for k, at := range v.seen {
-			if at < cut {
-				delete(v.seen, k)
+	if len(v.seen) >= maxVerified {
+		n := 0
+		for old := range v.seen { // map order: a random half
+			if n++; n > maxVerified/2 {
+				break
 			}
+			delete(v.seen, old)
 		}
 	}
+	v.seen[k] = struct{}{}
+	v.dirty = true
 }
 
 // loadVerified reads the set kept in the root; a missing or damaged file
 // is an empty set.
 func loadVerified(ctx context.Context, drv driver.Driver, log *slog.Logger) *verifiedSet {
-	v := &verifiedSet{seen: map[string]uint64{}}
+	v := &verifiedSet{seen: map[verifiedKey]struct{}{}}
 	b, _, err := drv.ReadFile(ctx, stateKey(verifiedFile), 64<<20)
 	if err != nil {
 		if !driver.IsNotFound(err) {
@@ -88,14 +100,12 @@ func loadVerified(ctx context.Context, drv driver.Driver, log *slog.Logger) *ver
 		}
 		return v
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		d, version, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !oci.ValidDigest(digest.Digest(d)) || version == "" {
-			continue
+	for len(b) >= 2*len(verifiedKey{})+1 {
+		var k verifiedKey
+		if _, err := hex.Decode(k[:], b[:2*len(k)]); err == nil && b[2*len(k)] == '\n' {
+			v.seen[k] = struct{}{}
 		}
-		v.clock++
-		v.seen[verifiedKey(version, digest.Digest(d))] = v.clock
+		b = b[2*len(k)+1:]
 	}
 	return v
 }
@@ -107,14 +117,14 @@ func (v *verifiedSet) save(ctx context.Context, drv driver.Driver, log *slog.Log
 		v.mu.Unlock()
 		return
 	}
-	var buf bytes.Buffer
+	buf := make([]byte, 0, len(v.seen)*(2*len(verifiedKey{})+1))
 	for k := range v.seen {
-		i := strings.LastIndexByte(k, '@')
-		fmt.Fprintf(&buf, "%s %s\n", k[i+1:], k[:i])
+		buf = hex.AppendEncode(buf, k[:])
+		buf = append(buf, '\n')
 	}
 	v.dirty = false
 	v.mu.Unlock()
-	if _, err := drv.WriteFile(ctx, stateKey(verifiedFile), buf.Bytes()); err != nil {
+	if _, err := drv.WriteFile(ctx, stateKey(verifiedFile), buf); err != nil {
 		log.Warn("cannot keep the record of verified blobs", "err", err)
 		v.mu.Lock()
 		v.dirty = true

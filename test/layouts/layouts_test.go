@@ -392,3 +392,41 @@ func treeHash(t *testing.T, dir string) string {
 }
 
 func digestOf(s string) digest.Digest { return digest.Digest(s) }
+
+// A layout from a USB stick must not make pier serve what lies outside
+// its root (its TLS key), nor bytes under a digest they do not have.
+func TestHostedLayoutCannotLeak(t *testing.T) {
+	srv := pierproc.Start(t, pierproc.Options{})
+	secret := filepath.Join(t.TempDir(), "tls.key")
+	if err := os.WriteFile(secret, []byte("-----BEGIN PRIVATE KEY----- not for clients"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secretDigest := digest.FromString("-----BEGIN PRIVATE KEY----- not for clients")
+	lie := []byte("bytes whose name lies")
+	named := digest.FromString("the digest the file is named after")
+	dir := filepath.Join(srv.Root, "stick")
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	os.MkdirAll(blobs, 0o755)
+	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "index.json"), []byte(`{"schemaVersion":2,"manifests":[]}`), 0o644)
+	os.Symlink(secret, filepath.Join(blobs, secretDigest.Encoded()))
+	os.WriteFile(filepath.Join(blobs, named.Encoded()), lie, 0o644)
+
+	c := ociclient.New(srv.Addr)
+	for _, d := range []digest.Digest{secretDigest, named} {
+		for _, method := range []string{"GET", "HEAD"} {
+			resp, err := c.Do(method, "/v2/stick/blobs/"+d.String(), nil, nil, http.StatusOK, http.StatusNotFound)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if bytes.Contains(body, []byte("PRIVATE KEY")) || bytes.Contains(body, lie) {
+				t.Errorf("%s %s served the bytes: %d %q", method, d, resp.StatusCode, body)
+			}
+			if resp.StatusCode != http.StatusNotFound && !(method == "HEAD" && d == named) {
+				t.Errorf("%s %s = %d, want 404", method, d, resp.StatusCode)
+			}
+		}
+	}
+}
