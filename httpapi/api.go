@@ -9,7 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -129,20 +129,6 @@ const (
 	routeReferrers
 )
 
-var routes = []struct {
-	re   *regexp.Regexp
-	kind routeKind
-}{
-	{regexp.MustCompile(`^$`), routeBase},
-	{regexp.MustCompile(`^_catalog$`), routeCatalog},
-	{regexp.MustCompile(`^(.+)/blobs/uploads/?$`), routeUploadNew},
-	{regexp.MustCompile(`^(.+)/blobs/uploads/([^/]+)$`), routeUpload},
-	{regexp.MustCompile(`^(.+)/blobs/([^/]+)$`), routeBlob},
-	{regexp.MustCompile(`^(.+)/manifests/([^/]+)$`), routeManifest},
-	{regexp.MustCompile(`^(.+)/tags/list$`), routeTags},
-	{regexp.MustCompile(`^(.+)/referrers/([^/]+)$`), routeReferrers},
-}
-
 // request is a parsed API request: what it addresses, with the repository
 // name already validated.
 type request struct {
@@ -151,26 +137,60 @@ type request struct {
 	ref  string // digest, tag or upload id, by kind
 }
 
-// route parses the path below /v2/.
+// route parses the path below /v2/. Repository names contain '/', so the
+// path is read from its end: the last "/blobs/", "/manifests/"... is the
+// route's, and everything before it the name (the grammar keeps "blobs"
+// out of names, and a name with "manifests" in it still parses, as the
+// greedy patterns of the spec's own regular expressions do). It is plain
+// string work: this runs on every request.
 func route(path string) (request, *apiError) {
-	for _, rt := range routes {
-		m := rt.re.FindStringSubmatch(path)
-		if m == nil {
-			continue
-		}
-		req := request{kind: rt.kind}
-		if len(m) > 1 {
-			req.repo = m[1]
-			if err := oci.ValidateName(req.repo); err != nil {
-				return req, errNameInvalid(err.Error())
-			}
-		}
-		if len(m) > 2 {
-			req.ref = m[2]
-		}
-		return req, nil
+	notFound := &apiError{http.StatusNotFound, "NOT_FOUND", "not a Distribution API path", nil}
+	switch path {
+	case "":
+		return request{kind: routeBase}, nil
+	case "_catalog":
+		return request{kind: routeCatalog}, nil
 	}
-	return request{}, &apiError{http.StatusNotFound, "NOT_FOUND", "not a Distribution API path", nil}
+	var req request
+	if repo, ok := strings.CutSuffix(path, "/tags/list"); ok {
+		req = request{kind: routeTags, repo: repo}
+	} else if repo, ok := strings.CutSuffix(strings.TrimSuffix(path, "/"), "/blobs/uploads"); ok {
+		req = request{kind: routeUploadNew, repo: repo}
+	} else {
+		i := strings.LastIndexByte(path, '/')
+		if i < 0 {
+			return request{}, notFound
+		}
+		rest, ref := path[:i], path[i+1:]
+		j := strings.LastIndexByte(rest, '/')
+		if j < 0 || ref == "" {
+			return request{}, notFound
+		}
+		repo, kind := rest[:j], rest[j+1:]
+		switch kind {
+		case "uploads":
+			var ok bool
+			if req.repo, ok = strings.CutSuffix(repo, "/blobs"); !ok {
+				return request{}, notFound
+			}
+			req.kind, req.ref = routeUpload, ref
+		case "blobs":
+			req = request{kind: routeBlob, repo: repo, ref: ref}
+		case "manifests":
+			req = request{kind: routeManifest, repo: repo, ref: ref}
+		case "referrers":
+			req = request{kind: routeReferrers, repo: repo, ref: ref}
+		default:
+			return request{}, notFound
+		}
+	}
+	if req.repo == "" {
+		return request{}, notFound
+	}
+	if err := oci.ValidateName(req.repo); err != nil {
+		return req, errNameInvalid(err.Error())
+	}
+	return req, nil
 }
 
 func (a *API) handle(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {

@@ -23,18 +23,20 @@ import (
 )
 
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	root string
+	api  *API
 	srv  *httptest.Server
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	root := t.TempDir()
 	st := storetest.Local(t, root, false, false)
-	srv := httptest.NewServer(New(st, nil))
+	api := New(st, nil)
+	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	return &fixture{t: t, root: root, srv: srv}
+	return &fixture{t: t, root: root, api: api, srv: srv}
 }
 
 // do sends a raw request; path is sent as given (no cleaning), so
@@ -359,6 +361,19 @@ func TestManifestHeadersAndNegotiation(t *testing.T) {
 	resp = f.do("HEAD", "/v2/app/manifests/"+d.String(), nil)
 	if resp.StatusCode != 200 || resp.ContentLength != int64(len(body)) {
 		t.Fatalf("HEAD: %d %d", resp.StatusCode, resp.ContentLength)
+	}
+	// A client's cached copy is revalidated by its ETag; Range is ignored.
+	for _, inm := range []string{`"` + d.String() + `"`, `W/"` + d.String() + `"`, `"other", "` + d.String() + `"`, "*"} {
+		if resp := f.do("GET", "/v2/app/manifests/v1", nil, "If-None-Match", inm); resp.StatusCode != http.StatusNotModified {
+			t.Fatalf("If-None-Match %s: %d", inm, resp.StatusCode)
+		}
+	}
+	if resp := f.do("GET", "/v2/app/manifests/v1", nil, "If-None-Match", `"sha256:other"`); resp.StatusCode != 200 {
+		t.Fatalf("If-None-Match of another digest: %d", resp.StatusCode)
+	}
+	resp = f.do("GET", "/v2/app/manifests/v1", nil, "Range", "bytes=0-3")
+	if got, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || !bytes.Equal(got, body) {
+		t.Fatalf("Range on a manifest: %d, %d bytes", resp.StatusCode, len(got))
 	}
 }
 

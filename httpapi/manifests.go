@@ -1,14 +1,13 @@
 package httpapi
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/oci"
@@ -24,16 +23,34 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request, req request) e
 		return errManifestUnknown(fmt.Sprintf("%s is a %s, which the Accept header does not allow", req.ref, m.MediaType))
 	}
 	h := w.Header()
-	h.Set("Content-Type", m.MediaType)
+	etag := `"` + m.Digest.String() + `"`
 	h.Set("Docker-Content-Digest", m.Digest.String())
-	h.Set("ETag", `"`+m.Digest.String()+`"`)
+	h.Set("ETag", etag)
 	// A manifest is served whole: its digest and media type describe the
-	// document, not a range of it (ServeContent would answer a Range with
-	// a fragment, or a multipart body). Conditional requests still work.
-	r.Header.Del("Range")
-	r.Header.Del("If-Range")
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(m.Body))
+	// document, not a range of it, so Range is ignored. The one
+	// precondition clients send is If-None-Match (a cached manifest).
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Content-Length", strconv.Itoa(len(m.Body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(m.Body) // a client gone mid-response is not an error of ours
+	}
 	return nil
+}
+
+// etagMatches reports whether an If-None-Match header names etag (or *).
+func etagMatches(header, etag string) bool {
+	for part := range strings.SplitSeq(header, ",") {
+		part = strings.TrimSpace(part)
+		if part == "*" || strings.TrimPrefix(part, "W/") == etag {
+			return true
+		}
+	}
+	return false
 }
 
 // accepts reports whether a client's Accept header allows mediaType. A

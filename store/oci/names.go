@@ -9,7 +9,6 @@ import (
 	_ "crypto/sha512"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -23,13 +22,67 @@ var (
 	ErrDigestUnsupported = errors.New("unsupported digest algorithm")
 )
 
-// The grammar of the Distribution Spec. Names reach storage as key
-// prefixes (directory paths), so nothing else may pass: no "..", no
-// leading "/", no empty component, no upper case.
-var (
-	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
+// The grammar of the Distribution Spec, as its regular expressions state
+// it (names_test.go checks these functions against them):
+//
+//	name: [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*
+//	tag:  [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}
+//
+// Names reach storage as key prefixes (directory paths), so nothing else
+// may pass: no "..", no leading "/", no empty component, no upper case.
+// They are checked by hand rather than by regexp because every request
+// checks one.
+
+// nameMatches reports whether name follows the name grammar.
+func nameMatches(name string) bool {
+	for comp := range strings.SplitSeq(name, "/") {
+		if !componentMatches(comp) {
+			return false
+		}
+	}
+	return true
+}
+
+// componentMatches: alphanumerics, separated by exactly one ".", one or
+// two "_", or any number of "-".
+func componentMatches(c string) bool {
+	if c == "" || !alnum(c[0]) || !alnum(c[len(c)-1]) {
+		return false
+	}
+	for i := 1; i < len(c); i++ {
+		if alnum(c[i]) {
+			continue
+		}
+		j := i // a run of separators from i to j
+		for j < len(c) && !alnum(c[j]) {
+			j++
+		}
+		switch sep := c[i:j]; {
+		case sep == ".", sep == "_", sep == "__":
+		case strings.Trim(sep, "-") == "":
+		default:
+			return false
+		}
+		i = j
+	}
+	return true
+}
+
+func alnum(b byte) bool { return 'a' <= b && b <= 'z' || '0' <= b && b <= '9' }
+
+// tagMatches reports whether tag follows the tag grammar.
+func tagMatches(tag string) bool {
+	if tag == "" || len(tag) > 128 || tag[0] == '.' || tag[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		b := tag[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '_' || b == '.' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // MaxNameLength bounds a repository name; the spec lets registries cap it
 // and 255 keeps every path well below PATH_MAX.
@@ -51,7 +104,7 @@ func ValidateName(name string) error {
 	if len(name) > MaxNameLength {
 		return fmt.Errorf("%w: longer than %d characters", ErrNameInvalid, MaxNameLength)
 	}
-	if !nameRE.MatchString(name) {
+	if !nameMatches(name) {
 		return fmt.Errorf("%w: %q does not match the spec's name grammar", ErrNameInvalid, name)
 	}
 	for _, c := range strings.Split(name, "/") {
@@ -64,7 +117,7 @@ func ValidateName(name string) error {
 
 // ValidateTag checks a tag from the network.
 func ValidateTag(tag string) error {
-	if !tagRE.MatchString(tag) {
+	if !tagMatches(tag) {
 		return fmt.Errorf("%w: %q is not a valid tag", ErrTagInvalid, tag)
 	}
 	return nil

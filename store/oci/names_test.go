@@ -2,6 +2,7 @@ package oci
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -90,4 +91,35 @@ func TestParseDigest(t *testing.T) {
 			t.Errorf("ParseDigest(%q) = %v, want %v", tc.in, err, tc.wantErr)
 		}
 	}
+}
+
+// The hand-written checks agree with the spec's regular expressions.
+func TestGrammarAgreesWithTheSpecPatterns(t *testing.T) {
+	nameRE := regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRE := regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+	alphabet := []string{"a", "0", ".", "_", "-", "/", "A", ":", "__", "--"}
+	var gen func(s string, depth int)
+	n := 0
+	gen = func(s string, depth int) {
+		n++
+		if got, want := nameMatches(s), nameRE.MatchString(s); got != want {
+			t.Fatalf("nameMatches(%q) = %v, the spec's pattern says %v", s, got, want)
+		}
+		if got, want := tagMatches(s), tagRE.MatchString(s); got != want {
+			t.Fatalf("tagMatches(%q) = %v, the spec's pattern says %v", s, got, want)
+		}
+		if depth == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(s+c, depth-1)
+		}
+	}
+	gen("", 5)
+	for _, s := range []string{strings.Repeat("a", 128), strings.Repeat("a", 129), "_" + strings.Repeat("b", 127)} {
+		if tagMatches(s) != tagRE.MatchString(s) {
+			t.Fatalf("tagMatches(%d chars) disagrees", len(s))
+		}
+	}
+	t.Logf("%d strings agree", n)
 }

@@ -24,6 +24,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -495,17 +496,29 @@ func (d *Driver) Space() (free, total int64, err error) {
 	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
 }
 
-// infoOf describes a file from its (l)stat.
+// infoOf describes a file from its (l)stat. It runs on every stat of
+// the read path, so it builds its strings by hand.
 func infoOf(key string, fi fs.FileInfo) driver.Info {
 	info := driver.Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), Changed: fi.ModTime(), Links: 1}
+	var buf [80]byte
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		ctime := time.Unix(int64(st.Ctim.Sec), int64(st.Ctim.Nsec))
 		info.Changed = ctime
 		info.Links = int(st.Nlink)
-		info.ID = fmt.Sprintf("%x:%x", uint64(st.Dev), uint64(st.Ino))
-		info.Version = fmt.Sprintf("%s:%x:%x", info.ID, ctime.UnixNano(), fi.Size())
+		b := strconv.AppendUint(buf[:0], uint64(st.Dev), 16)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, uint64(st.Ino), 16)
+		info.ID = string(b)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, ctime.UnixNano(), 16)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, fi.Size(), 16)
+		info.Version = string(b)
 	} else {
-		info.Version = fmt.Sprintf("%x:%x", fi.ModTime().UnixNano(), fi.Size())
+		b := strconv.AppendInt(buf[:0], fi.ModTime().UnixNano(), 16)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, fi.Size(), 16)
+		info.Version = string(b)
 	}
 	return info
 }
