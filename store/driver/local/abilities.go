@@ -1,0 +1,79 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/pier-oci/pier/store/driver"
+	"golang.org/x/sys/unix"
+)
+
+// The optional abilities of the contract (driver.Linker, Syncer, Toucher,
+// Spacer) that a local directory has.
+
+// Link makes dst a hard link to src through a temporary link renamed into
+// place, so dst never stops naming a complete file.
+func (d *Driver) Link(ctx context.Context, src, dst string) error {
+	if err := d.check(src, true); err != nil {
+		return err
+	}
+	if err := d.check(dst, true); err != nil {
+		return err
+	}
+	if err := d.mkdirAll(path.Dir(dst)); err != nil {
+		return fmt.Errorf("link %s: %w", dst, err)
+	}
+	tmp := d.tempKey(dst, ".link-")
+	if err := d.root.Link(src, tmp); err != nil {
+		if linkUnsupported(err) {
+			return fmt.Errorf("link %s to %s: %w: %v", dst, src, driver.ErrUnsupported, err)
+		}
+		return fmt.Errorf("link %s to %s: %w", dst, src, mapErr(err))
+	}
+	if err := d.root.Rename(tmp, dst); err != nil {
+		d.root.Remove(tmp)
+		return fmt.Errorf("link %s: %w", dst, mapErr(err))
+	}
+	return d.syncDir(path.Dir(dst))
+}
+
+// Sync fsyncs the file at key and its directory.
+func (d *Driver) Sync(ctx context.Context, key string) error {
+	if err := d.check(key, true); err != nil {
+		return err
+	}
+	f, err := d.root.Open(key)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", key, mapErr(err))
+	}
+	err = d.syncFile(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	return d.syncDir(path.Dir(key))
+}
+
+// Touch sets the file's times to now, which also moves its ctime (the
+// Changed time garbage collection ages from).
+func (d *Driver) Touch(ctx context.Context, key string) error {
+	if err := d.check(key, true); err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := d.root.Chtimes(key, now, now); err != nil {
+		return fmt.Errorf("touch %s: %w", key, mapErr(err))
+	}
+	return nil
+}
+
+// Space reports the free and total bytes of the directory's filesystem.
+func (d *Driver) Space() (free, total int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("statfs %s: %w", d.dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
+}
