@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/driver/local"
+)
+
+// Review: a hosted layout is hostile input. A FIFO where a blob or
+// index.json should be must never block a request or a background job:
+// open(2) of a FIFO for reading waits for a writer, forever.
+
+// mkfifo makes a FIFO at path and, when the test ends, opens it for
+// writing a few times so that any reader stuck in open(2) is released.
+func mkfifo(t *testing.T, path string) {
+	t.Helper()
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 8 {
+			fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			syscall.Close(fd)
+		}
+	})
+}
+
+// returnsWithin fails the test when fn has not returned after d.
+func returnsWithin(t *testing.T, d time.Duration, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Errorf("%s has not returned after %v: blocked on a FIFO in a hosted layout", what, d)
+	}
+}
+
+// fifoLayout writes a hosted layout "usb" whose index.json tags a
+// manifest; the manifest's blob, or its layer's, is a FIFO.
+func fifoLayout(t *testing.T, s *Store, fifoManifest bool) (manifest, layer digest.Digest) {
+	t.Helper()
+	cfg := []byte(`{"fifo":true}`)
+	layerBytes := []byte("a layer that is really a FIFO")
+	cfgDesc := ispec.Descriptor{MediaType: ispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
+	layerDesc := ispec.Descriptor{MediaType: ispec.MediaTypeImageLayer, Digest: digest.FromBytes(layerBytes), Size: int64(len(layerBytes))}
+	body := mustJSON(t, ispec.Manifest{Versioned: specsV2, MediaType: ispec.MediaTypeImageManifest, Config: cfgDesc, Layers: []ispec.Descriptor{layerDesc}})
+	manifest = digest.FromBytes(body)
+	writeHostedLayout(t, s.Root(), "usb", `{"schemaVersion":2,"manifests":[{"mediaType":"`+ispec.MediaTypeImageManifest+
+		`","digest":"`+manifest.String()+`","size":`+fmt.Sprint(len(body))+`,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}`)
+	blobs := filepath.Join(s.Root(), "usb", "blobs", "sha256")
+	os.WriteFile(filepath.Join(blobs, cfgDesc.Digest.Encoded()), cfg, 0o644)
+	if fifoManifest {
+		mkfifo(t, filepath.Join(blobs, manifest.Encoded()))
+		os.WriteFile(filepath.Join(blobs, layerDesc.Digest.Encoded()), layerBytes, 0o644)
+	} else {
+		os.WriteFile(filepath.Join(blobs, manifest.Encoded()), body, 0o644)
+		mkfifo(t, filepath.Join(blobs, layerDesc.Digest.Encoded()))
+	}
+	return manifest, layerDesc.Digest
+}
+
+func TestReviewFIFOInAHostedLayoutBlocksNothing(t *testing.T) {
+	const limit = 3 * time.Second
+	t.Run("GET manifest whose blob is a FIFO", func(t *testing.T) {
+		s := newStore(t, false)
+		fifoLayout(t, s, true)
+		returnsWithin(t, limit, "GetManifest", func() { s.GetManifest(ctx, "usb", "v1") })
+	})
+	t.Run("GET blob that is a FIFO", func(t *testing.T) {
+		s := newStore(t, false)
+		_, layer := fifoLayout(t, s, false)
+		returnsWithin(t, limit, "OpenBlob", func() {
+			if f, _, err := s.OpenBlob(ctx, "usb", layer); err == nil {
+				f.Close()
+			}
+		})
+	})
+	t.Run("scrub of a layout whose layer is a FIFO", func(t *testing.T) {
+		s := newStore(t, false)
+		fifoLayout(t, s, false)
+		returnsWithin(t, limit, "ScrubRepo", func() { s.ScrubRepo(ctx, "usb", noPace{}, HashedInodes{}) })
+	})
+	t.Run("import of a layout whose index.json is a FIFO", func(t *testing.T) {
+		s := newStore(t, false)
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "oci-layout"), layoutFile, 0o644)
+		mkfifo(t, filepath.Join(dir, "index.json"))
+		layout, err := local.Open(dir, local.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer layout.Close()
+		returnsWithin(t, limit, "Import", func() { s.Import(ctx, layout, "imported") })
+	})
+}
+
+// Review: the local driver follows links to directories inside the root
+// (List reports them as directories, Walk descends). A layout that holds a
+// link to its own directory makes the catalog walk every path up to
+// os.Root's limit of 8 links per lookup: with a few such links, millions
+// of directories, each listed as a repository. The catalog (GET
+// /v2/_catalog), every GC and scrub pass and the dedupe pass all start
+// with this walk.
+func TestReviewCatalogSurvivesDirectoryLinkLoops(t *testing.T) {
+	s := newStore(t, false)
+	writeHostedLayout(t, s.Root(), "a", `{"schemaVersion":2,"manifests":[]}`)
+	for i := range 6 {
+		if err := os.Symlink(".", filepath.Join(s.Root(), "a", fmt.Sprintf("l%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	repos, err := s.Repositories(cctx)
+	if err != nil {
+		t.Fatalf("catalog walk did not finish in %v (%v): a link loop in a layout stalls the catalog, gc, scrub and dedupe", time.Since(start).Round(time.Second), err)
+	}
+	if len(repos) != 1 || repos[0] != "a" {
+		n := len(repos)
+		if n > 5 {
+			repos = repos[:5]
+		}
+		t.Fatalf("catalog lists %d repositories (first: %v), want only [a]: a loop is listed under many names", n, repos)
+	}
+}
