@@ -101,3 +101,48 @@ func TestReviewRepushRepairsADamagedBlob(t *testing.T) {
 		}
 	})
 }
+
+// Review: GetManifest resolves the children of a hosted layout's index
+// at any depth, but GC's markLive stops loading manifests past
+// maxIndexDepth (8). A layout written by another tool lists only its top
+// index in index.json, so what the deepest indexes reference is not
+// marked live, and GC deletes the manifests and blobs of a tagged image
+// that pier was serving. (Pushed through pier, every child is also an
+// index entry and is loaded anyway, which hides this.)
+func TestReviewGCKeepsWhatADeepIndexReferences(t *testing.T) {
+	s := newStore(t, false)
+	leaf := imageManifest(t, s, "tmp", "deep")
+	chain := [][]byte{leaf, indexOf(t, leaf)}
+	for range 10 {
+		chain = append(chain, indexOfIndex(t, chain[len(chain)-1]))
+	}
+	top := chain[len(chain)-1]
+	dir := filepath.Join(s.Root(), "hosted")
+	os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755)
+	os.WriteFile(filepath.Join(dir, "oci-layout"), layoutFile, 0o644)
+	for _, b := range chain {
+		os.WriteFile(filepath.Join(dir, "blobs", "sha256", digest.FromBytes(b).Encoded()), b, 0o644)
+	}
+	for _, d := range blobsOf(t, leaf) {
+		data, _ := os.ReadFile(s.blobPath("tmp", d))
+		os.WriteFile(filepath.Join(dir, "blobs", "sha256", d.Encoded()), data, 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "index.json"), mustJSON(t, ispec.Index{Versioned: specsV2, Manifests: []ispec.Descriptor{{
+		MediaType: ispec.MediaTypeImageIndex, Digest: digest.FromBytes(top), Size: int64(len(top)),
+		Annotations: map[string]string{ispec.AnnotationRefName: "v1"},
+	}}}), 0o644)
+	if _, err := s.GetManifest(ctx, "hosted", digest.FromBytes(leaf).String()); err != nil {
+		t.Fatalf("the leaf image before GC: %v", err)
+	}
+	if _, err := s.CollectRepo(ctx, "hosted", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range append(blobsOf(t, leaf), digest.FromBytes(leaf)) {
+		if !exists(s, "hosted", d) {
+			t.Errorf("GC removed %s, which tag v1 reaches through its nested indexes", d)
+		}
+	}
+	if _, err := s.GetManifest(ctx, "hosted", digest.FromBytes(leaf).String()); err != nil {
+		t.Errorf("the leaf image after GC: %v", err)
+	}
+}
