@@ -59,3 +59,26 @@ func TestReviewDedupeNeverLinksToASymlink(t *testing.T) {
 		})
 	}
 }
+
+// Review: the verified set is keyed by the object's Version, which holds
+// the ctime, and every link or unlink of a shared object moves its ctime.
+// MountBlob and the dedupe links re-add the new Version, but a delete (by
+// GC, DELETE, quarantine) of one key of a shared blob does not: every
+// other repository's copy is then read whole again before its next GET
+// sends a byte (a base layer shared by many images, after each GC pass
+// that collects one of them).
+func TestReviewDeletingOneLinkKeepsTheOthersVerified(t *testing.T) {
+	s := newDedupeStore(t, t.TempDir())
+	data := randomBytes(t, 100_000)
+	d := pushBlob(t, s, "a", "x", data).Digest
+	pushBlob(t, s, "b", "x", data) // a link to a's
+	if !s.verified.has(mustStat(t, s, blobKey("a", d)).Version, d) {
+		t.Fatal("a pushed blob is not verified")
+	}
+	if err := s.DeleteBlob(ctx, "b", d); err != nil {
+		t.Fatal(err)
+	}
+	if !s.verified.has(mustStat(t, s, blobKey("a", d)).Version, d) {
+		t.Error("deleting b's key of a shared blob made a's unverified: its next GET re-reads it whole first")
+	}
+}
