@@ -140,3 +140,37 @@ func TestReviewCatalogSurvivesDirectoryLinkLoops(t *testing.T) {
 		t.Fatalf("catalog lists %d repositories (first: %v), want only [a]: a loop is listed under many names", n, repos)
 	}
 }
+
+// Review: the local driver follows links inside the root, also in the
+// middle of a key. A hosted layout whose blobs/sha256 is a link to
+// another repository's blobs/sha256 makes that repository's blobs look
+// like its own: GC of the hosted layout (whose index lists nothing) finds
+// them unreferenced and deletes them through the link, breaking every
+// image of the victim. The same through .uploads: idle "uploads" are
+// every file of the directory it links to (index.json of another
+// repository, cache.db at the root, .pier/lock). One layout on a USB
+// stick destroys content that clients pushed.
+func TestReviewGCOfAHostedLayoutNeverDeletesAnotherRepository(t *testing.T) {
+	for _, tc := range []struct{ link, target string }{
+		{"blobs/sha256", "../../victim/blobs/sha256"},
+		{".uploads", "../victim"},
+	} {
+		t.Run(tc.link, func(t *testing.T) {
+			s := newStore(t, false)
+			body := imageManifest(t, s, "victim", "v")
+			putManifest(t, s, "victim", "v1", body)
+			writeHostedLayout(t, s.Root(), "usb", `{"schemaVersion":2,"manifests":[]}`)
+			link := filepath.Join(s.Root(), "usb", filepath.FromSlash(tc.link))
+			os.Remove(link)
+			if err := os.Symlink(tc.target, link); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CollectRepo(ctx, "usb", 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.GetManifest(ctx, "victim", "v1"); err != nil {
+				t.Fatalf("victim:v1 after GC of a hosted layout: %v", err)
+			}
+		})
+	}
+}
