@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pier-oci/pier/store/driver/local"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // Review: a hosted layout is hostile input. A FIFO where a blob or
@@ -172,5 +175,28 @@ func TestReviewGCOfAHostedLayoutNeverDeletesAnotherRepository(t *testing.T) {
 				t.Fatalf("victim:v1 after GC of a hosted layout: %v", err)
 			}
 		})
+	}
+}
+
+// Review: readManifestBlob means "missing or too large" to be
+// MANIFEST_UNKNOWN, but fromDriver maps only ErrNotFound to it: a hosted
+// layout whose manifest blob is larger than the limit (or index.json
+// larger than maxIndexSize) answers every GET with 500 UNKNOWN.
+func TestReviewOversizedHostedFilesAreNotServerErrors(t *testing.T) {
+	s := newStore(t, false)
+	big := bytes.Repeat([]byte(" "), oci.MaxManifestSize+1)
+	d := digest.FromBytes(big)
+	writeHostedLayout(t, s.Root(), "usb", `{"schemaVersion":2,"manifests":[`+entryJSON(d.String(), "v1")+`]}`)
+	os.WriteFile(filepath.Join(s.Root(), "usb", "blobs", "sha256", d.Encoded()), big, 0o644)
+	if _, err := s.GetManifest(ctx, "usb", "v1"); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("GET of a manifest over the size limit = %v, want MANIFEST_UNKNOWN (not a 500)", err)
+	}
+	os.MkdirAll(filepath.Join(s.Root(), "usb2"), 0o755)
+	if err := os.Truncate(filepath.Join(s.Root(), "usb2", "index.json"), 0); err != nil {
+		os.WriteFile(filepath.Join(s.Root(), "usb2", "index.json"), nil, 0o644)
+	}
+	os.Truncate(filepath.Join(s.Root(), "usb2", "index.json"), maxIndexSize+1) // sparse
+	if _, err := s.GetManifest(ctx, "usb2", "v1"); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("GET from a layout whose index.json is over the limit = %v, want MANIFEST_UNKNOWN (not a 500)", err)
 	}
 }
