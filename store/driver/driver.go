@@ -81,15 +81,20 @@ type Info struct {
 	// mtime, on s3 LastModified. An upload's idleness is measured from it.
 	ModTime time.Time
 	// Changed is when the object last changed in any way, including
-	// getting its current name or a new link: locally the ctime (which no
-	// tool can set back), on s3 LastModified. Garbage collection ages
-	// blobs from it.
+	// getting its current name, or a link to it made or removed: locally
+	// the ctime (which no tool can set back), on s3 LastModified. Garbage
+	// collection ages blobs from it.
 	Changed time.Time
 	// Version changes whenever the object at the key is replaced: locally
 	// device, inode, ctime and size; on s3 the ETag. Two Stat calls that
 	// return the same Version saw the same object. Conditional writes and
 	// the store's caches compare it.
 	Version string
+	// Content changes whenever the object's bytes may have changed:
+	// locally device, inode, size and mtime (a link added to or removed
+	// from the file moves its Version, not its Content); on s3 the ETag.
+	// What the store has checked against a digest it remembers by it.
+	Content string
 	// ID is shared by keys that are the same stored object (hard links):
 	// device and inode locally; empty where the backend has no such thing.
 	ID string

@@ -2,9 +2,9 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
-	"time"
 
 	"github.com/pier-oci/pier/store/driver"
 	"golang.org/x/sys/unix"
@@ -14,7 +14,8 @@ import (
 // Spacer) that a local directory has.
 
 // Link makes dst a hard link to src through a temporary link renamed into
-// place, so dst never stops naming a complete file.
+// place, so dst never stops naming a complete file. src must be a regular
+// file (a link is never linked: see tree.go).
 func (d *Driver) Link(ctx context.Context, src, dst string) error {
 	if err := d.check(src, true); err != nil {
 		return err
@@ -22,18 +23,26 @@ func (d *Driver) Link(ctx context.Context, src, dst string) error {
 	if err := d.check(dst, true); err != nil {
 		return err
 	}
+	if _, err := d.Stat(ctx, src); err != nil {
+		return err
+	}
 	if err := d.mkdirAll(path.Dir(dst)); err != nil {
 		return fmt.Errorf("link %s: %w", dst, err)
 	}
 	tmp := d.tempKey(dst, ".link-")
-	if err := d.root.Link(src, tmp); err != nil {
+	err := d.root.link(src, tmp)
+	if errors.Is(err, unix.EXDEV) && path.Dir(tmp) != path.Dir(dst) {
+		tmp = besideKey(dst, ".link-") // a bind mount of the same filesystem
+		err = d.root.link(src, tmp)
+	}
+	if err != nil {
 		if linkUnsupported(err) {
 			return fmt.Errorf("link %s to %s: %w: %v", dst, src, driver.ErrUnsupported, err)
 		}
 		return fmt.Errorf("link %s to %s: %w", dst, src, mapErr(err))
 	}
-	if err := d.root.Rename(tmp, dst); err != nil {
-		d.root.Remove(tmp)
+	if err := d.root.rename(tmp, dst); err != nil {
+		d.root.remove(tmp)
 		return fmt.Errorf("link %s: %w", dst, mapErr(err))
 	}
 	return d.syncDir(path.Dir(dst))
@@ -44,7 +53,7 @@ func (d *Driver) Sync(ctx context.Context, key string) error {
 	if err := d.check(key, true); err != nil {
 		return err
 	}
-	f, err := d.root.Open(key)
+	f, _, err := d.root.openRegular(key)
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", key, mapErr(err))
 	}
@@ -62,8 +71,10 @@ func (d *Driver) Touch(ctx context.Context, key string) error {
 	if err := d.check(key, true); err != nil {
 		return err
 	}
-	now := time.Now()
-	if err := d.root.Chtimes(key, now, now); err != nil {
+	if _, err := d.Stat(ctx, key); err != nil {
+		return err
+	}
+	if err := d.root.touch(key); err != nil {
 		return fmt.Errorf("touch %s: %w", key, mapErr(err))
 	}
 	return nil

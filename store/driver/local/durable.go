@@ -10,7 +10,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // The durability protocol, implemented once: content reaches a final name
@@ -40,7 +41,7 @@ func (d *Driver) syncDir(dir string) error {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := d.root.Open(dir)
+	f, err := d.root.openDir(dir)
 	if err != nil {
 		return fmt.Errorf("open %s for fsync: %w", dir, mapErr(err))
 	}
@@ -53,23 +54,26 @@ func (d *Driver) syncDir(dir string) error {
 }
 
 // mkdirAll creates the directory dir (a key) and its missing parents, each
-// made durable by an fsync of its parent. Directories that exist are not
-// touched, but one created concurrently by another goroutine is synced
-// again: its creator may not have made it durable yet.
+// made durable by an fsync of its parent before anything is put in it. A
+// directory another goroutine is creating right now is waited for: found
+// by a stat, it may not be durable yet.
 func (d *Driver) mkdirAll(dir string) error {
 	if dir == "." || dir == "" {
 		return nil
 	}
-	if fi, err := d.root.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("mkdir %s: %w (a file is in the way)", dir, mapErr(syscall.ENOTDIR))
+	if st, err := d.root.stat(dir); err == nil {
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("mkdir %s: %w (a file is in the way)", dir, mapErr(unix.ENOTDIR))
 		}
+		d.creating.lock(dir)() // its creator, if any, has synced it
 		return nil
 	}
 	if err := d.mkdirAll(path.Dir(dir)); err != nil {
 		return err
 	}
-	if err := d.root.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	unlock := d.creating.lock(dir)
+	defer unlock()
+	if err := d.root.mkdir(dir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("mkdir %s: %w", dir, mapErr(err))
 	}
 	return d.syncDir(path.Dir(dir))
@@ -110,15 +114,19 @@ func tempName(prefix string) string {
 }
 
 // tempKey is a new temporary key for content bound for target: in the
-// temporary directory when that is on target's filesystem (a rename or a
-// link cannot cross filesystems, and a layout may be a mount of its own
-// inside the root), else beside target.
+// temporary directory when that is on target's filesystem, else beside
+// target (a rename or a link cannot cross filesystems, and a layout may
+// be a mount of its own inside the root).
 func (d *Driver) tempKey(target, prefix string) string {
 	if d.tmpDir != "" && d.sameDevice(path.Dir(target)) {
 		return path.Join(d.tmpDir, tempName(prefix))
 	}
-	return path.Join(path.Dir(target), tempName(prefix))
+	return besideKey(target, prefix)
 }
+
+// besideKey is a temporary key in target's own directory: a dot file no
+// OCI tool takes for a blob or a repository.
+func besideKey(target, prefix string) string { return path.Join(path.Dir(target), tempName(prefix)) }
 
 // sameDevice reports whether the directory dir (which exists) is on the
 // temporary directory's filesystem.
@@ -126,40 +134,31 @@ func (d *Driver) sameDevice(dir string) bool {
 	if dir == "" {
 		dir = "."
 	}
-	fi, err := d.root.Stat(dir)
-	if err != nil {
-		return true // the operation itself will say what is wrong
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return !ok || uint64(st.Dev) == d.tmpDev
+	st, err := d.root.stat(dir)
+	return err != nil || uint64(st.Dev) == d.tmpDev // an error: the operation itself will say
 }
 
-// createTemp creates a new empty temporary file for target, readable by
-// other tools that share the layout (0644), and returns it with its key.
-// A temporary directory on another filesystem than target (a layout
-// mounted into the root) is given up for the target's own directory.
-func (d *Driver) createTemp(target, prefix string) (*os.File, string, error) {
-	key := d.tempKey(target, prefix)
-	f, err := d.root.OpenFile(key, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return nil, "", fmt.Errorf("create temporary file for %s: %w", target, mapErr(err))
-	}
-	return f, key, nil
-}
-
-// replace writes target atomically (and durably) from produce.
+// replace writes target atomically (and durably) from produce, which may
+// be called a second time: a bind mount of the same filesystem into the
+// root has the temporary directory's device but refuses a rename from it
+// (EXDEV), and the content is then written beside target instead.
 func (d *Driver) replace(target string, produce func(io.Writer) error) error {
 	if err := d.mkdirAll(path.Dir(target)); err != nil {
 		return fmt.Errorf("write %s: %w", target, err)
 	}
-	if err := d.replaceVia(d.tempKey(target, ".tmp-"), target, produce); err != nil {
+	tmp := d.tempKey(target, ".tmp-")
+	err := d.replaceVia(tmp, target, produce)
+	if errors.Is(err, unix.EXDEV) && path.Dir(tmp) != path.Dir(target) {
+		err = d.replaceVia(besideKey(target, ".tmp-"), target, produce)
+	}
+	if err != nil {
 		return fmt.Errorf("write %s: %w", target, mapErr(err))
 	}
 	return nil
 }
 
 func (d *Driver) replaceVia(tmpKey, target string, produce func(io.Writer) error) error {
-	f, err := d.root.OpenFile(tmpKey, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, _, err := d.root.openFile(tmpKey, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
@@ -167,7 +166,7 @@ func (d *Driver) replaceVia(tmpKey, target string, produce func(io.Writer) error
 	defer func() {
 		if !committed {
 			f.Close()
-			d.root.Remove(tmpKey)
+			d.root.remove(tmpKey)
 		}
 	}()
 	if err := produce(f); err != nil {
@@ -179,7 +178,7 @@ func (d *Driver) replaceVia(tmpKey, target string, produce func(io.Writer) error
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := d.root.Rename(tmpKey, target); err != nil {
+	if err := d.root.rename(tmpKey, target); err != nil {
 		return err
 	}
 	committed = true
@@ -189,18 +188,16 @@ func (d *Driver) replaceVia(tmpKey, target string, produce func(io.Writer) error
 // resetTemp empties the temporary directory (what is there a crash left)
 // and makes sure it exists.
 func (d *Driver) resetTemp() error {
-	if err := d.root.RemoveAll(d.tmpDir); err != nil {
-		return fmt.Errorf("clear %s: %w", d.tmpDir, mapErr(err))
-	}
 	if err := d.mkdirAll(d.tmpDir); err != nil {
 		return fmt.Errorf("create %s: %w", d.tmpDir, err)
 	}
-	fi, err := d.root.Stat(d.tmpDir)
+	if err := d.root.clearDir(d.tmpDir); err != nil {
+		return fmt.Errorf("clear %s: %w", d.tmpDir, mapErr(err))
+	}
+	st, err := d.root.stat(d.tmpDir)
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", d.tmpDir, mapErr(err))
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		d.tmpDev = uint64(st.Dev)
-	}
+	d.tmpDev = uint64(st.Dev)
 	return nil
 }

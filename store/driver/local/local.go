@@ -60,7 +60,7 @@ var ErrBusy = errors.New("another pier process is using this storage directory")
 // Driver is a local directory.
 type Driver struct {
 	dir    string // absolute
-	root   *os.Root
+	root   *tree
 	sync   bool
 	ro     bool
 	tmpDir string // key of the temporary directory, "" for in place
@@ -69,6 +69,7 @@ type Driver struct {
 
 	syncs    atomic.Int64
 	replaces keyLocks // serialises ReplaceFile per key
+	creating keyLocks // held by mkdirAll from a directory's creation to its fsync
 }
 
 var (
@@ -97,12 +98,12 @@ func Open(dir string, opts Options) (*Driver, error) {
 	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("storage directory %s is not a directory", abs)
 	}
-	if d.root, err = os.OpenRoot(abs); err != nil {
+	if d.root, err = openTree(abs); err != nil {
 		return nil, fmt.Errorf("open storage directory %s: %w", abs, err)
 	}
 	if !d.ro && opts.Lock {
-		if d.unlock, err = lockDir(d.root, abs); err != nil {
-			d.root.Close()
+		if d.unlock, err = d.lock(); err != nil {
+			d.root.close()
 			return nil, err
 		}
 	}
@@ -130,7 +131,7 @@ func (d *Driver) Syncs() int64 { return d.syncs.Load() }
 // Close releases the directory and its lock.
 func (d *Driver) Close() error {
 	d.unlock()
-	return d.root.Close()
+	return d.root.close()
 }
 
 // check validates key and, for a write, that writes are allowed.
@@ -156,14 +157,14 @@ func (d *Driver) Stat(ctx context.Context, key string) (driver.Info, error) {
 	if err := d.check(key, false); err != nil {
 		return driver.Info{}, err
 	}
-	fi, err := d.root.Stat(key)
+	st, err := d.root.stat(key)
 	if err != nil {
 		return driver.Info{}, fmt.Errorf("stat %s: %w", key, mapErr(err))
 	}
-	if !fi.Mode().IsRegular() {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return driver.Info{}, fmt.Errorf("stat %s: %w (not a regular file)", key, driver.ErrNotFound)
 	}
-	return infoOf(key, fi), nil
+	return infoOf(key, &st), nil
 }
 
 // Open returns an *os.File, so that net/http sends it with sendfile.
@@ -171,20 +172,11 @@ func (d *Driver) Open(ctx context.Context, key string) (io.ReadSeekCloser, drive
 	if err := d.check(key, false); err != nil {
 		return nil, driver.Info{}, err
 	}
-	f, err := d.root.Open(key)
+	f, st, err := d.root.openRegular(key)
 	if err != nil {
 		return nil, driver.Info{}, fmt.Errorf("open %s: %w", key, mapErr(err))
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, driver.Info{}, fmt.Errorf("stat %s: %w", key, mapErr(err))
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, driver.Info{}, fmt.Errorf("open %s: %w (not a regular file)", key, driver.ErrNotFound)
-	}
-	return f, infoOf(key, fi), nil
+	return f, infoOf(key, &st), nil
 }
 
 func (d *Driver) ReadFile(ctx context.Context, key string, limit int64) ([]byte, driver.Info, error) {
@@ -264,13 +256,16 @@ func (d *Driver) Copy(ctx context.Context, src, dst string) error {
 	if err := d.check(dst, true); err != nil {
 		return err
 	}
-	in, _, err := d.Open(ctx, src)
-	if err != nil {
+	if _, err := d.Stat(ctx, src); err != nil {
 		return err
 	}
-	defer in.Close()
 	return d.replace(dst, func(w io.Writer) error {
-		_, err := io.Copy(w, in)
+		in, _, err := d.Open(ctx, src)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		_, err = io.Copy(w, in)
 		return err
 	})
 }
@@ -288,7 +283,7 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 	if err := d.mkdirAll(path.Dir(dst)); err != nil {
 		return fmt.Errorf("move %s: %w", src, err)
 	}
-	if err := d.root.Rename(src, dst); err != nil {
+	if err := d.root.rename(src, dst); err != nil {
 		return fmt.Errorf("move %s to %s: %w", src, dst, mapErr(err))
 	}
 	if err := d.syncDir(path.Dir(dst)); err != nil {
@@ -306,18 +301,18 @@ func (d *Driver) Delete(ctx context.Context, keys ...string) error {
 	dirs := map[string]bool{}
 	var errs []error
 	for _, k := range keys {
-		fi, err := d.root.Lstat(k)
+		st, err := d.root.stat(k)
 		if err != nil {
 			if !driver.IsNotFound(mapErr(err)) {
 				errs = append(errs, fmt.Errorf("delete %s: %w", k, mapErr(err)))
 			}
 			continue
 		}
-		if fi.IsDir() {
-			errs = append(errs, fmt.Errorf("delete %s: %w (a directory)", k, driver.ErrNotFound))
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			errs = append(errs, fmt.Errorf("delete %s: a directory, not an object", k))
 			continue
 		}
-		if err := d.root.Remove(k); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.root.remove(k); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", k, mapErr(err)))
 			continue
 		}
@@ -336,12 +331,12 @@ func (d *Driver) Prune(ctx context.Context, dir string) error {
 	if err := d.check(dir, true); err != nil {
 		return err
 	}
-	fi, err := d.root.Lstat(dir)
-	if err != nil || !fi.IsDir() {
+	st, err := d.root.stat(dir)
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil
 	}
-	if err := d.root.Remove(dir); err != nil {
-		if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) || errors.Is(err, fs.ErrNotExist) {
+	if err := d.root.rmdir(dir); err != nil {
+		if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOENT) {
 			return nil
 		}
 		return fmt.Errorf("prune %s: %w", dir, mapErr(err))
@@ -349,6 +344,8 @@ func (d *Driver) Prune(ctx context.Context, dir string) error {
 	return d.syncDir(path.Dir(dir))
 }
 
+// List lists a directory. Links are not listed: none is ever followed
+// (see tree.go), so they name nothing.
 func (d *Driver) List(ctx context.Context, dir string) ([]driver.Info, error) {
 	if err := d.checkDir(dir, false); err != nil {
 		return nil, err
@@ -357,7 +354,7 @@ func (d *Driver) List(ctx context.Context, dir string) ([]driver.Info, error) {
 	if name == "" {
 		name = "."
 	}
-	f, err := d.root.Open(name)
+	f, err := d.root.openDir(name)
 	if err != nil {
 		if err := mapErr(err); driver.IsNotFound(err) {
 			return nil, nil
@@ -366,40 +363,26 @@ func (d *Driver) List(ctx context.Context, dir string) ([]driver.Info, error) {
 		}
 	}
 	defer f.Close()
-	entries, err := f.ReadDir(-1)
+	names, err := f.Readdirnames(-1)
 	if err != nil {
-		if errors.Is(err, syscall.ENOTDIR) {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("list %s: %w", dir, mapErr(err))
 	}
-	out := make([]driver.Info, 0, len(entries))
-	for _, e := range entries {
-		key := path.Join(dir, e.Name())
+	dirfd := int(f.Fd())
+	out := make([]driver.Info, 0, len(names))
+	for _, n := range names {
+		key := path.Join(dir, n)
 		if !driver.ValidKey(key) {
 			continue // a name no key can spell (a backslash, say): not ours
 		}
-		switch t := e.Type(); {
-		case t.IsDir():
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			continue // gone since the listing
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
 			out = append(out, driver.Info{Key: key, IsDir: true})
-		case t.IsRegular():
-			fi, err := e.Info()
-			if err != nil {
-				continue // gone since the listing
-			}
-			out = append(out, infoOf(key, fi))
-		case t&fs.ModeSymlink != 0:
-			// Followed only where it stays in the root; one that
-			// escapes or dangles is not listed.
-			fi, err := d.root.Stat(key)
-			if err != nil {
-				continue
-			}
-			if fi.IsDir() {
-				out = append(out, driver.Info{Key: key, IsDir: true})
-			} else if fi.Mode().IsRegular() {
-				out = append(out, infoOf(key, fi))
-			}
+		case unix.S_IFREG:
+			out = append(out, infoOf(key, &st))
 		}
 	}
 	slices.SortFunc(out, func(a, b driver.Info) int { return strings.Compare(a.Key, b.Key) })
@@ -431,30 +414,26 @@ func (d *Driver) Walk(ctx context.Context, dir string, fn func(driver.Info) erro
 	return nil
 }
 
-// infoOf describes a file from its (l)stat. It runs on every stat of
-// the read path, so it builds its strings by hand.
-func infoOf(key string, fi fs.FileInfo) driver.Info {
-	info := driver.Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime(), Changed: fi.ModTime(), Links: 1}
-	var buf [80]byte
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ctime := time.Unix(int64(st.Ctim.Sec), int64(st.Ctim.Nsec))
-		info.Changed = ctime
-		info.Links = int(st.Nlink)
-		b := strconv.AppendUint(buf[:0], uint64(st.Dev), 16)
-		b = append(b, ':')
-		b = strconv.AppendUint(b, uint64(st.Ino), 16)
-		info.ID = string(b)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, ctime.UnixNano(), 16)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, fi.Size(), 16)
-		info.Version = string(b)
-	} else {
-		b := strconv.AppendInt(buf[:0], fi.ModTime().UnixNano(), 16)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, fi.Size(), 16)
-		info.Version = string(b)
-	}
+// infoOf describes a file from its stat. It runs on every stat of the
+// read path, so it builds its strings by hand.
+func infoOf(key string, st *unix.Stat_t) driver.Info {
+	mtime := time.Unix(st.Mtim.Unix())
+	ctime := time.Unix(st.Ctim.Unix())
+	info := driver.Info{Key: key, Size: st.Size, ModTime: mtime, Changed: ctime, Links: int(st.Nlink)}
+	var buf [96]byte
+	b := strconv.AppendUint(buf[:0], uint64(st.Dev), 16)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, st.Ino, 16)
+	info.ID = string(b)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, st.Size, 16)
+	sized := len(b)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, ctime.UnixNano(), 16)
+	info.Version = string(b)
+	b = append(b[:sized], ':')
+	b = strconv.AppendInt(b, mtime.UnixNano(), 16)
+	info.Content = string(b)
 	return info
 }
 

@@ -8,6 +8,7 @@ import (
 	"path"
 
 	"github.com/pier-oci/pier/store/driver"
+	"golang.org/x/sys/unix"
 )
 
 // An upload is a file that grows by appends; commit renames it into place.
@@ -20,7 +21,7 @@ func (d *Driver) Create(ctx context.Context, key string) (driver.Writer, error) 
 	if err := d.mkdirAll(path.Dir(key)); err != nil {
 		return nil, fmt.Errorf("create %s: %w", key, err)
 	}
-	f, err := d.root.OpenFile(key, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
+	f, _, err := d.root.openFile(key, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", key, mapErr(err))
 	}
@@ -32,19 +33,11 @@ func (d *Driver) Append(ctx context.Context, key string) (driver.Writer, error) 
 	if err := d.check(key, true); err != nil {
 		return nil, err
 	}
-	f, err := d.root.OpenFile(key, os.O_WRONLY|os.O_APPEND, 0)
+	f, st, err := d.root.openFile(key, unix.O_WRONLY|unix.O_APPEND, 0)
 	if err != nil {
 		return nil, fmt.Errorf("append to %s: %w", key, mapErr(err))
 	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		if err == nil {
-			err = fmt.Errorf("%w (not a regular file)", driver.ErrNotFound)
-		}
-		return nil, fmt.Errorf("append to %s: %w", key, mapErr(err))
-	}
-	return &writer{d: d, key: key, f: f, start: fi.Size(), size: fi.Size()}, nil
+	return &writer{d: d, key: key, f: f, start: st.Size, size: st.Size}, nil
 }
 
 type writer struct {
@@ -125,7 +118,7 @@ func (w *writer) Commit(ctx context.Context, dst string) error {
 	if err := d.mkdirAll(path.Dir(dst)); err != nil {
 		return fmt.Errorf("commit %s: %w", w.key, err)
 	}
-	if err := d.root.Rename(w.key, dst); err != nil {
+	if err := d.root.rename(w.key, dst); err != nil {
 		return fmt.Errorf("commit %s to %s: %w", w.key, dst, mapErr(err))
 	}
 	return d.syncDir(path.Dir(dst))
@@ -136,7 +129,7 @@ func (w *writer) Cancel(ctx context.Context) error {
 		w.done = true
 		w.f.Close()
 	}
-	if err := w.d.root.Remove(w.key); err != nil {
+	if err := w.d.root.remove(w.key); err != nil {
 		if err := mapErr(err); !driver.IsNotFound(err) {
 			return fmt.Errorf("cancel %s: %w", w.key, err)
 		}
