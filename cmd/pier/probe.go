@@ -41,7 +41,7 @@ func selfCheck(st *store.Store, ln net.Listener, tlsCfg *configs.TLSConfig, hand
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/v2/", nil)
 			req.Header.Set("User-Agent", httpapi.SelfCheckAgent)
 			handler.ServeHTTP(rec, req)
-			if rec.Code != http.StatusOK {
+			if rec.Code != http.StatusOK && rec.Code != http.StatusUnauthorized {
 				return fmt.Errorf("self-check: /v2/ answered %d", rec.Code)
 			}
 			return nil
@@ -67,7 +67,8 @@ func get(ctx context.Context, client *http.Client, url string) error {
 		return fmt.Errorf("self-check: %w", err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	// 401: the registry answers, and wants a login (http.auth).
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
 		return errors.New("self-check: /v2/ answered " + resp.Status)
 	}
 	return nil
