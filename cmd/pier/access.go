@@ -35,7 +35,17 @@ func apiOptions(cfg *configs.Config, log *slog.Logger) (opts []httpapi.Option, c
 		if err != nil {
 			return nil, nil, fmt.Errorf("log.audit: %w", err)
 		}
-		opts = append(opts, httpapi.WithAudit(slog.New(slog.NewJSONHandler(f, nil))))
+		// One JSON object a line: time, event, then who, from where, what.
+		h := slog.NewJSONHandler(f, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			switch a.Key {
+			case slog.LevelKey:
+				return slog.Attr{}
+			case slog.MessageKey:
+				a.Key = "event"
+			}
+			return a
+		}})
+		opts = append(opts, httpapi.WithAudit(slog.New(h)))
 		close = func() { f.Close() }
 	}
 	return opts, close, nil
