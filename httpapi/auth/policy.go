@@ -93,28 +93,27 @@ func grants(pol configs.Policy, user string, groups []string, action string) boo
 // doublestar does: "*", "?" and "[...]" within one name component, "**"
 // as a whole component for zero or more components ("a/**" matches "a").
 // Patterns are checked when the config is read (configs.checkPattern).
+// It runs in time linear in the product of the components (no
+// backtracking), so no name from the network can make it slow.
 func globMatch(pattern, name string) bool {
-	return matchParts(strings.Split(pattern, "/"), strings.Split(name, "/"))
-}
-
-func matchParts(pat, name []string) bool {
-	for len(pat) > 0 {
-		if pat[0] == "**" {
-			rest := pat[1:]
-			for i := 0; i <= len(name); i++ {
-				if matchParts(rest, name[i:]) {
-					return true
-				}
+	pat, parts := strings.Split(pattern, "/"), strings.Split(name, "/")
+	// next[j]: pat[i+1:] matches parts[j:]; cur[j]: pat[i:] matches parts[j:].
+	next := make([]bool, len(parts)+1)
+	cur := make([]bool, len(parts)+1)
+	next[len(parts)] = true
+	for i := len(pat) - 1; i >= 0; i-- {
+		for j := len(parts); j >= 0; j-- {
+			switch {
+			case pat[i] == "**":
+				cur[j] = next[j] || j < len(parts) && cur[j+1]
+			case j == len(parts):
+				cur[j] = false
+			default:
+				ok, err := path.Match(pat[i], parts[j])
+				cur[j] = err == nil && ok && next[j+1]
 			}
-			return false
 		}
-		if len(name) == 0 {
-			return false
-		}
-		if ok, err := path.Match(pat[0], name[0]); err != nil || !ok {
-			return false
-		}
-		pat, name = pat[1:], name[1:]
+		next, cur = cur, next
 	}
-	return len(name) == 0
+	return next[0]
 }
