@@ -87,9 +87,10 @@ fuzz-short:
 			{ printf '%s\n' "$$out"; exit 1; }; \
 	done
 
-# FUZZTIME=10m make fuzz for a longer hunt.
+# `make fuzz FUZZ_LONG=10m` for a longer hunt.
+FUZZ_LONG ?= 2m
 fuzz:
-	$(MAKE) fuzz-short FUZZTIME=$${FUZZTIME:-2m}
+	$(MAKE) fuzz-short FUZZTIME=$(FUZZ_LONG)
 
 # Debian packages (skopeo) and the pinned Go tools (test/tools/go.mod) the
 # end-to-end suites drive pier with; fast when all are present.
