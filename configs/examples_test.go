@@ -195,3 +195,27 @@ func TestExamplePi(t *testing.T) {
 		t.Errorf("example-pi.json =\n%+v\nwant\n%+v", *cfg, want)
 	}
 }
+
+// example-auth.json is example-pi.json with "anonymous pull, authenticated
+// push": it must load as it is (pier verify), and mean what README.md says.
+func TestExampleAuth(t *testing.T) {
+	cfg, warnings, err := Load("example-auth.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 || len(cfg.Refusals()) != 0 {
+		t.Fatalf("example-auth.json: warnings %v, refusals %v; want none", warnings, cfg.Refusals())
+	}
+	pi, _, err := Load("example-pi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.Storage, pi.Storage) || !reflect.DeepEqual(cfg.Extensions, pi.Extensions) || cfg.HTTP.Address != pi.HTTP.Address || cfg.HTTP.Port != pi.HTTP.Port {
+		t.Error("example-auth.json differs from example-pi.json beyond authentication")
+	}
+	all := []string{ActionRead, ActionCreate, ActionUpdate, ActionDelete}
+	want := &AccessControlConfig{Repositories: map[string]PolicyGroup{"**": {AnonymousPolicy: []string{ActionRead}, DefaultPolicy: all}}}
+	if cfg.HTTP.Auth == nil || cfg.HTTP.Auth.HTPasswd != "/etc/pier/htpasswd" || !reflect.DeepEqual(cfg.HTTP.AccessControl, want) || cfg.Log.Audit == "" {
+		t.Errorf("auth %+v, access control %+v, audit %q", cfg.HTTP.Auth, cfg.HTTP.AccessControl, cfg.Log.Audit)
+	}
+}
