@@ -146,6 +146,8 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) err
 }
 
 func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request, req request) error {
+	end := a.uploads.use(req.repo, req.ref)
+	defer end(false)
 	size, err := a.reg.UploadSize(r.Context(), req.repo, req.ref)
 	if err != nil {
 		return err
