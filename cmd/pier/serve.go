@@ -98,6 +98,13 @@ type server struct {
 func (s *server) run(ctx context.Context) error {
 	started := s.watchStart(ctx)
 	defer started()
+	// Access control first: a missing htpasswd file stops pier before it
+	// opens a store or a port.
+	opts, closeAudit, err := apiOptions(s.cfg, s.log)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
 	rs, ctl, closeStores, err := openStores(s.cfg, s.log, false)
 	if err != nil {
 		return err
@@ -109,14 +116,6 @@ func (s *server) run(ctx context.Context) error {
 		return err
 	}
 	st := rs[0].st
-	opts, closeAudit, err := apiOptions(s.cfg, s.log)
-	if err != nil {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		return err
-	}
-	defer closeAudit()
 	s.api = httpapi.New(ctl, s.log, opts...)
 	s.status = &status{ctl: ctl, st: st}
 	s.jobs = startJobs(rs, s.log)
