@@ -332,3 +332,18 @@ func TestAuthorizer(t *testing.T) {
 		t.Errorf("a barred client: %v, want 429 with Retry-After", err)
 	}
 }
+
+// An unknown user costs a bcrypt check at the file's cost, like a known
+// one: the answer's time tells no user names.
+func TestUnknownUsersCostTheSame(t *testing.T) {
+	low, _ := bcrypt.GenerateFromPassword([]byte("pw"), 5)
+	u := users{"ci": low}
+	if c, _ := bcrypt.Cost(dummyHash(u)); c != 5 {
+		t.Errorf("dummy hash cost %d for a file of cost 5", c)
+	}
+	high, _ := bcrypt.GenerateFromPassword([]byte("pw"), 11)
+	u["admin"] = high
+	if c, _ := bcrypt.Cost(dummyHash(u)); c != 11 {
+		t.Errorf("dummy hash cost %d for a file of costs 5 and 11", c)
+	}
+}

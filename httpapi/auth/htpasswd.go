@@ -142,16 +142,31 @@ func newPasswords(path string, onError func(error)) (*passwords, error) {
 		good: map[string]goodPassword{}, now: time.Now}, nil
 }
 
-// dummyHash is checked for unknown users, so that they take as long as
-// known ones and a client cannot probe for user names.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("pier: no such user"), bcrypt.DefaultCost)
+// dummyHashes are checked for unknown users, so that they take as long as
+// known ones and a client cannot probe for user names: one per bcrypt
+// cost, the highest of the file's ("htpasswd -B" writes cost 5, pier 10,
+// and a fixed cost would tell the two kinds of names apart).
+var dummyHashes sync.Map // cost -> []byte
+
+func dummyHash(u users) []byte {
+	cost := bcrypt.MinCost
+	for _, h := range u {
+		if c, err := bcrypt.Cost(h); err == nil && c > cost {
+			cost = c
+		}
+	}
+	if h, ok := dummyHashes.Load(cost); ok {
+		return h.([]byte)
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("pier: no such user"), cost)
+	dummyHashes.Store(cost, h)
 	return h
-})
+}
 
 // check reports whether password is user's.
 func (p *passwords) check(user, password string) bool {
-	hash, known := p.file.get()[user]
+	all := p.file.get()
+	hash, known := all[user]
 	mac := hmac.New(sha256.New, p.key)
 	mac.Write([]byte(user + "\x00" + password))
 	sum := mac.Sum(nil)
@@ -165,7 +180,7 @@ func (p *passwords) check(user, password string) bool {
 
 	p.sem <- struct{}{}
 	if !known {
-		hash = dummyHash()
+		hash = dummyHash(all)
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	<-p.sem
