@@ -126,6 +126,7 @@ func restartOnly(old, cur *configs.Config) []string {
 	check("http.tls", old.HTTP.TLS, cur.HTTP.TLS)
 	// The htpasswd file, the token key and the TLS files are re-read
 	// when they change; the settings that name them need a restart.
+	check("http.realm", old.HTTP.Realm, cur.HTTP.Realm)
 	check("http.auth", old.HTTP.Auth, cur.HTTP.Auth)
 	check("http.accessControl", old.HTTP.AccessControl, cur.HTTP.AccessControl)
 	check("http.ratelimit", old.HTTP.Ratelimit, cur.HTTP.Ratelimit)
