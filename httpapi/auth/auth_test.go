@@ -347,3 +347,16 @@ func TestUnknownUsersCostTheSame(t *testing.T) {
 		t.Errorf("dummy hash cost %d for a file of costs 5 and 11", c)
 	}
 }
+
+// Many "**" against a long name: a backtracking matcher takes n^k steps
+// (here 127^8); pier's takes k*n.
+func TestGlobMatchIsLinear(t *testing.T) {
+	name := strings.Repeat("a/", 127) + "b"
+	start := time.Now()
+	if globMatch("**/**/**/**/**/**/**/**/c", name) {
+		t.Error("matched a name without c")
+	}
+	if took := time.Since(start); took > 100*time.Millisecond {
+		t.Errorf("took %v", took)
+	}
+}
