@@ -126,7 +126,7 @@ func TestHtpasswdFile(t *testing.T) {
 		"ci:$6$salt$hash\n":                            "has a SHA-crypt hash",
 		"ci:plaintext\n":                               "has a plain-text (or unknown) hash",
 		"ci\n":                                         "line 1: not user:hash",
-		"ci:" + string(hash) + "\nci:" + string(hash): "line 2: user \"ci\" is on line 1 already",
+		"ci:" + string(hash) + "\nci:" + string(hash):  "line 2: user \"ci\" is on line 1 already",
 		"ci:$2y$10$short\n":                            "not a valid bcrypt hash",
 	} {
 		_, err := parseHtpasswd([]byte(data))
