@@ -12,7 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/storetest"
 )
 
 // rights is a test Authorizer: the user is the X-Test-User header, and
@@ -52,10 +52,7 @@ func (rights) Challenge(repo string, a Action) string { return `Basic realm="tes
 func newAuthFixture(t *testing.T, opts ...Option) (*fixture, *bytes.Buffer) {
 	t.Helper()
 	root := t.TempDir()
-	st, err := store.New(store.Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Local(t, root, false, false)
 	var audit bytes.Buffer
 	opts = append(opts, WithAudit(slog.New(slog.NewJSONHandler(&audit, nil))))
 	srv := httptest.NewServer(New(st, nil, opts...))
@@ -209,7 +206,7 @@ func TestIdleUploadSessionsAreCancelled(t *testing.T) {
 	clock := time.Now()
 	s.now = func() time.Time { return clock }
 	root := t.TempDir()
-	st, _ := store.New(store.Options{Root: root})
+	st := storetest.Local(t, root, false, false)
 	id, err := st.NewUpload(t.Context(), "app")
 	if err != nil {
 		t.Fatal(err)

@@ -11,8 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/oci"
+	"github.com/pier-oci/pier/store/storetest"
 )
 
 // Paths below /v2/ from the network: whatever route accepts names a valid
@@ -71,11 +71,7 @@ func FuzzContentRange(f *testing.F) {
 // Range on a blob GET: never a server error, and a single-range 206 is
 // exactly those bytes of the blob.
 func FuzzBlobRange(f *testing.F) {
-	st, err := store.New(store.Options{Root: f.TempDir()})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Local(f, f.TempDir(), false, false)
 	data := []byte(strings.Repeat("0123456789abcdef", 64))
 	d := digest.FromBytes(data)
 	if _, err := st.PutBlob(f.Context(), "a", d, bytes.NewReader(data)); err != nil {
