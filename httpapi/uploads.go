@@ -91,9 +91,9 @@ func (a *API) mount(r *http.Request, req request, dgst, from string) (digest.Dig
 
 // patchUpload appends a chunk: ordered by Content-Range when given
 // (a chunk that does not start at the current end is 416), else streamed.
-func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) error {
+func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) (err error) {
 	end := a.uploads.use(req.repo, req.ref)
-	defer func() { end(false) }()
+	defer func() { end(sessionGone(err)) }()
 	c, err := chunkOf(r)
 	if err != nil {
 		return a.withUploadState(w, r, req, err)
@@ -110,10 +110,10 @@ func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) e
 
 // putUpload completes an upload with ?digest=, after appending the
 // optional last chunk in the body.
-func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) error {
+func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) (err error) {
 	done := false
 	end := a.uploads.use(req.repo, req.ref)
-	defer func() { end(done) }()
+	defer func() { end(done || sessionGone(err)) }()
 	q := r.URL.Query()
 	if !q.Has("digest") {
 		return errDigestInvalid("the digest query parameter is required to complete an upload")
@@ -145,9 +145,9 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) err
 	return blobCreated(w, req.repo, d)
 }
 
-func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request, req request) error {
+func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request, req request) (err error) {
 	end := a.uploads.use(req.repo, req.ref)
-	defer end(false)
+	defer func() { end(sessionGone(err)) }()
 	size, err := a.reg.UploadSize(r.Context(), req.repo, req.ref)
 	if err != nil {
 		return err
@@ -256,3 +256,7 @@ func blobCreated(w http.ResponseWriter, repo string, d digest.Digest) error {
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }
+
+// sessionGone reports an error saying the upload session no longer exists
+// (collected, cancelled): it no longer counts against the limits.
+func sessionGone(err error) bool { return errors.Is(err, store.ErrUploadUnknown) }
