@@ -55,9 +55,10 @@ func newAuthFixture(t *testing.T, opts ...Option) (*fixture, *bytes.Buffer) {
 	st := storetest.Local(t, root, false, false)
 	var audit bytes.Buffer
 	opts = append(opts, WithAudit(slog.New(slog.NewJSONHandler(&audit, nil))))
-	srv := httptest.NewServer(New(st, nil, opts...))
+	api := New(st, nil, opts...)
+	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	return &fixture{t: t, root: root, srv: srv}, &audit
+	return &fixture{t: t, root: root, api: api, srv: srv}, &audit
 }
 
 func TestAccessChecks(t *testing.T) {
@@ -195,8 +196,18 @@ func TestUploadSessionCap(t *testing.T) {
 	if resp := f.do("DELETE", locations[0], nil); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("cancel: %d", resp.StatusCode)
 	}
+	resp = f.do("POST", "/v2/app/blobs/uploads/", nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("after a cancel: %d", resp.StatusCode)
+	}
+	// So does one the store lost (collected), once a request finds it gone.
+	id := resp.Header.Get("Docker-Upload-UUID")
+	if err := f.api.reg.CancelUpload(t.Context(), "app", id); err != nil {
+		t.Fatal(err)
+	}
+	expectError(t, f.do("PATCH", resp.Header.Get("Location"), []byte("x")), http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN")
 	if resp := f.do("POST", "/v2/app/blobs/uploads/", nil); resp.StatusCode != http.StatusAccepted {
-		t.Errorf("after a cancel: %d", resp.StatusCode)
+		t.Errorf("after a session vanished: %d", resp.StatusCode)
 	}
 }
 
