@@ -8,7 +8,7 @@ VERSION := $(VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 PIER_BIN := $(CURDIR)/bin/pier
 
-.PHONY: build run test unit deps e2e powercut bench bench-run vet clean cross deb FORCE
+.PHONY: build run test unit deps e2e powercut bench bench-run vet clean cross deb fuzz fuzz-short FORCE
 
 build: bin/pier
 
@@ -68,6 +68,30 @@ vet:
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
+# Go fuzz targets, one for every parser that reads network input (names,
+# digests, tags, routes, Content-Range and Range, manifests and indexes,
+# bearer tokens, the config, htpasswd files, access patterns), as
+# package:target. Each starts from its seed corpus (testdata/fuzz/, with
+# path traversal attempts) and the f.Add seeds; what a run finds is written
+# there as a regression case. `make test` runs each FUZZTIME (a few
+# seconds); `make fuzz` longer.
+FUZZ_TARGETS := store/oci:FuzzValidateName store/oci:FuzzParseDigest store/oci:FuzzValidateTag \
+	httpapi:FuzzRoute httpapi:FuzzContentRange httpapi:FuzzBlobRange store:FuzzParseManifest \
+	httpapi/auth:FuzzVerifyToken httpapi/auth:FuzzParseHtpasswd httpapi/auth:FuzzGlobMatch configs:FuzzParse
+FUZZTIME ?= 3s
+
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		out=$$($(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) ./$${t%%:*} 2>&1) || \
+			{ printf '%s\n' "$$out"; exit 1; }; \
+	done
+
+# `make fuzz FUZZ_LONG=10m` for a longer hunt.
+FUZZ_LONG ?= 2m
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=$(FUZZ_LONG)
+
 # Debian packages (skopeo) and the pinned Go tools (test/tools/go.mod) the
 # end-to-end suites drive pier with; fast when all are present.
 deps:
@@ -93,7 +117,7 @@ powercut: deps
 # Every suite, with the real servers they use (test/services.sh) up for the
 # whole run.
 test: deps
-	test/services.sh $(MAKE) vet unit e2e powercut
+	test/services.sh $(MAKE) vet unit fuzz-short e2e powercut
 
 bench: build deps
 	test/services.sh $(MAKE) bench-run

@@ -138,13 +138,24 @@ type HTTPConfig struct {
 	// changes nothing and is kept only so the file round-trips.
 	Compat []string
 
-	// Auth holds zot's authentication settings as they are in the file, nil
-	// when absent. Pier does not implement authentication yet; see Refusals.
-	Auth json.RawMessage
+	// Auth is how clients authenticate (auth.go); nil when the file
+	// configures no login.
+	Auth *AuthConfig
 
-	// AccessControl holds zot's authorization policies as they are in the
-	// file, nil when absent. Pier does not implement them yet; see Refusals.
-	AccessControl json.RawMessage
+	// CertIdentity is set when clients present certificates (mutual TLS):
+	// a verified client certificate's CommonName is then the client's user
+	// name in AccessControl, unless it logged in otherwise.
+	CertIdentity bool
+
+	// AccessControl is who may do what to which repository (access.go);
+	// nil when absent.
+	AccessControl *AccessControlConfig
+
+	// Ratelimit is zot's per-client request rate limit; nil when absent.
+	Ratelimit *RatelimitConfig
+
+	// Limits bound slow and greedy clients (limits.go).
+	Limits LimitsConfig
 }
 
 // TLSConfig names the files that make up the server's TLS setup.

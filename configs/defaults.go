@@ -126,8 +126,10 @@ func resolveHTTP(h *fileHTTP) HTTPConfig {
 		Port:          defaultPort,
 		Realm:         value(h.Realm, ""),
 		Compat:        h.Compat,
-		Auth:          h.Auth,
-		AccessControl: h.AccessControl,
+		Auth:          resolveAuth(h.Auth),
+		AccessControl: h.AccessControl.cfg,
+		Ratelimit:     resolveRatelimit(h.Ratelimit),
+		Limits:        resolveLimits(h),
 	}
 
 	if h.Port != nil {
@@ -138,6 +140,7 @@ func resolveHTTP(h *fileHTTP) HTTPConfig {
 	// zot serves HTTPS only when a certificate is set; "tls": {} is plain HTTP.
 	if t := h.TLS; t != nil && (deref(t.Cert) != "" || deref(t.Key) != "") {
 		cfg.TLS = &TLSConfig{Cert: deref(t.Cert), Key: deref(t.Key), CACert: deref(t.CACert)}
+		cfg.CertIdentity = cfg.TLS.CACert != ""
 	}
 
 	return cfg

@@ -15,35 +15,33 @@ import (
 // must load; the refusals say which would stop pier serving, and why.
 func TestZotExamples(t *testing.T) {
 	const (
-		auth    = "http.auth"
-		acl     = "http.accessControl"
 		driver  = "storage.storageDriver"
 		cluster = "cluster"
 	)
 
 	wantRefusals := map[string][]string{
 		"config-allextensions.json":        nil,
-		"config-anonymous-authz.json":      {acl},
+		"config-anonymous-authz.json":      nil,
 		"config-autoport.json":             nil,
-		"config-bearer-auth.json":          {auth},
-		"config-bearer-oidc-workload.json": {auth, acl},
+		"config-bearer-auth.json":          nil,
+		"config-bearer-oidc-workload.json": {"http.auth.bearer.oidc"},
 		"config-bolt-repodb.json":          nil,
 		"config-commit.json":               nil,
 		"config-cve.json":                  nil,
 		"config-docker-compat.json":        nil,
 		"config-dynamodb.json":             {driver},
 		"config-events.json":               nil,
-		"config-example.json":              {auth},
+		"config-example.json":              {"http.auth.ldap"},
 		"config-gc-periodic.json":          nil,
 		"config-gc.json":                   nil,
 		"config-lint.json":                 nil,
-		"config-log.json":                  {auth},
+		"config-log.json":                  nil,
 		"config-metrics.json":              nil,
 		"config-minimal.json":              nil,
-		"config-mtls.json":                 {auth, acl},
+		"config-mtls.json":                 nil,
 		"config-multiple.json":             nil,
-		"config-openid.json":               {auth, acl},
-		"config-policy.json":               {auth, acl},
+		"config-openid.json":               {"http.auth.openid"},
+		"config-policy.json":               nil,
 		"config-ratelimit.json":            nil,
 		"config-redis-all-options.json":    {driver},
 		"config-redis.json":                {driver},
@@ -146,9 +144,9 @@ func TestExampleZot(t *testing.T) {
 		t.Errorf("refusals = %v; pier must serve a typical zot config", cfg.Refusals())
 	}
 
-	// dedupe, gc and scrub are implemented; the audit log, search and the
+	// dedupe, gc, scrub and the audit log are implemented; search and the
 	// UI are not.
-	want := []string{"log.audit", "extensions.search", "extensions.ui"}
+	want := []string{"extensions.search", "extensions.ui"}
 	if got := keyList(warnings); !slices.Equal(got, want) {
 		t.Errorf("warnings = %v, want %v", got, want)
 	}
@@ -183,8 +181,11 @@ func TestExamplePi(t *testing.T) {
 			GCDelay:       time.Hour,
 			GCInterval:    6 * time.Hour,
 		}},
-		HTTP: HTTPConfig{Address: "0.0.0.0", Port: "5000"},
-		Log:  LogConfig{Level: "info"},
+		HTTP: HTTPConfig{Address: "0.0.0.0", Port: "5000", Limits: LimitsConfig{
+			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			MaxManifestSize: 4 << 20, MaxUploadSessions: 512, UploadIdleTimeout: 15 * time.Minute,
+		}},
+		Log: LogConfig{Level: "info"},
 		Extensions: ExtensionsConfig{Scrub: &ScrubConfig{
 			Enable: true, Interval: 7 * 24 * time.Hour, MaxBytesPerSecond: 4 << 20,
 		}},
@@ -192,5 +193,29 @@ func TestExamplePi(t *testing.T) {
 
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("example-pi.json =\n%+v\nwant\n%+v", *cfg, want)
+	}
+}
+
+// example-auth.json is example-pi.json with "anonymous pull, authenticated
+// push": it must load as it is (pier verify), and mean what README.md says.
+func TestExampleAuth(t *testing.T) {
+	cfg, warnings, err := Load("example-auth.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 || len(cfg.Refusals()) != 0 {
+		t.Fatalf("example-auth.json: warnings %v, refusals %v; want none", warnings, cfg.Refusals())
+	}
+	pi, _, err := Load("example-pi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.Storage, pi.Storage) || !reflect.DeepEqual(cfg.Extensions, pi.Extensions) || cfg.HTTP.Address != pi.HTTP.Address || cfg.HTTP.Port != pi.HTTP.Port {
+		t.Error("example-auth.json differs from example-pi.json beyond authentication")
+	}
+	all := []string{ActionRead, ActionCreate, ActionUpdate, ActionDelete}
+	want := &AccessControlConfig{Repositories: map[string]PolicyGroup{"**": {AnonymousPolicy: []string{ActionRead}, DefaultPolicy: all}}}
+	if cfg.HTTP.Auth == nil || cfg.HTTP.Auth.HTPasswd != "/etc/pier/htpasswd" || !reflect.DeepEqual(cfg.HTTP.AccessControl, want) || cfg.Log.Audit == "" {
+		t.Errorf("auth %+v, access control %+v, audit %q", cfg.HTTP.Auth, cfg.HTTP.AccessControl, cfg.Log.Audit)
 	}
 }

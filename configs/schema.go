@@ -79,13 +79,20 @@ type fileHTTP struct {
 	TLS     *fileTLS `json:"tls"`
 	Compat  []string `json:"compat"`
 
-	Auth          json.RawMessage `json:"auth"`
-	AccessControl json.RawMessage `json:"accessControl"`
-	Ratelimit     json.RawMessage `json:"ratelimit"`
+	Auth          *fileAuth       `json:"auth"`          // auth.go
+	AccessControl accessControl   `json:"accessControl"` // access.go: both of zot's forms
+	Ratelimit     *fileRatelimit  `json:"ratelimit"`     // limits.go
 	ExternalURL   json.RawMessage `json:"externalURL"`
 	AllowOrigin   json.RawMessage `json:"allowOrigin"`
 	ReadTimeout   json.RawMessage `json:"readTimeout"`
 	WriteTimeout  json.RawMessage `json:"writeTimeout"`
+
+	// pier's own limits (limits.go).
+	ReadHeaderTimeout *duration `json:"readHeaderTimeout"`
+	IdleTimeout       *duration `json:"idleTimeout"`
+	MaxManifestSize   *int64    `json:"maxManifestSize"`
+	MaxUploadSessions *int      `json:"maxUploadSessions"`
+	UploadIdleTimeout *duration `json:"uploadIdleTimeout"`
 
 	// zot before v2 had these two here.
 	ReadOnly        *bool           `json:"readOnly"`

@@ -44,8 +44,11 @@ func notices() []notice {
 
 	return []notice{
 		// Refusals: serving while ignoring these would expose or misplace data.
-		{key: "http.auth", refuse: true, message: "authentication is not implemented yet; serving would let anyone push, pull and delete"},
-		{key: "http.accessControl", refuse: true, message: "access control is not implemented yet; serving would give every client full access"},
+		{key: "http.auth.ldap", refuse: true, message: "LDAP login is not implemented (pier has htpasswd, bearer tokens and client certificates); serving would let no LDAP user in, or, without other logins, anyone"},
+		{key: "http.auth.openid", refuse: true, message: "OpenID login is not implemented (pier has htpasswd, bearer tokens and client certificates); serving would let no OpenID user in, or, without other logins, anyone"},
+		{key: "http.auth.bearer.oidc", refuse: true, message: "OIDC workload tokens are not implemented (pier verifies tokens signed with http.auth.bearer.cert)"},
+		{key: "http.auth.bearer.awsSecretsManager", refuse: true, message: "token keys from AWS Secrets Manager are not implemented (pier verifies tokens signed with http.auth.bearer.cert)"},
+		{key: "http.auth.bearer.upstreamTokenEndpoint", refuse: true, message: "token exchange is not implemented (pier verifies tokens signed with http.auth.bearer.cert)"},
 		{key: "storage.storageDriver", refuse: true, message: "pier stores images on the local filesystem only; serving would write them under rootDirectory instead of the configured remote storage"},
 		{key: "cluster", refuse: true, message: "scale-out clustering is not implemented; serving would store repositories that belong to other members here"},
 
@@ -69,14 +72,15 @@ func notices() []notice {
 		{key: "storage.fastRestart", message: ignored + " (zot startup tuning)"},
 		{key: "storage.hydrateBlobOnRead", message: ignored + ": a read never copies a blob in from another repository (reads have no side effects); mount or push it"},
 
-		{key: "http.ratelimit", message: notYet + ": requests are not rate limited"},
+		{key: "http.auth.apikey", message: ignored + ": API keys are not implemented; their holders cannot log in"},
+		{key: "http.auth.sessionKeysFile", message: ignored + " (zot's web sessions; pier has no web interface)"},
+		{key: "http.auth.sessionDriver", message: ignored + " (zot's web sessions; pier has no web interface)"},
+		{key: "http.auth.secureSession", message: ignored + " (zot's web sessions; pier has no web interface)"},
 		{key: "http.externalURL", message: ignored + " (used by zot's login redirects)"},
 		{key: "http.allowOrigin", message: notYet + ": no CORS headers are sent"},
 		{key: "http.readTimeout", message: notYet + ": pier's own server timeouts apply"},
 		{key: "http.writeTimeout", message: notYet + ": pier's own server timeouts apply"},
-		{key: "http.allowReadAccess", message: ignored + " (zot's anonymous read switch; only meaningful with http.auth)"},
-
-		{key: "log.audit", message: notYet + ": no audit log is written"},
+		{key: "http.allowReadAccess", message: ignored + " (zot's older anonymous read switch): anonymous clients read only what http.accessControl's anonymousPolicy allows"},
 
 		{key: "extensions.search", message: ignored + ": pier has no search extension"},
 		{key: "extensions.sync", message: ignored + ": pier does not mirror other registries"},

@@ -43,7 +43,9 @@ func TestWarningsOnlyForPresentKeysOncePerKey(t *testing.T) {
 			[]string{"extensions.search", "extensions.ui"}},
 		{"empty extensions section", `{"storage": {"rootDirectory": "/r"}, "extensions": {}}`, nil},
 		{"http and log", `{"storage": {"rootDirectory": "/r"}, "http": {"ratelimit": {"rate": 1}, "externalURL": "x", "allowOrigin": "*"}, "log": {"audit": "/a.log"}}`,
-			[]string{"http.ratelimit", "http.externalURL", "http.allowOrigin", "log.audit"}},
+			[]string{"http.externalURL", "http.allowOrigin"}},
+		{"zot's web sessions and API keys", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "/p"}, "apikey": true, "sessionKeysFile": "k", "secureSession": true}}}`,
+			[]string{"http.auth.apikey", "http.auth.sessionKeysFile", "http.auth.secureSession"}},
 		{"zot build information", `{"storage": {"rootDirectory": "/r"}, "goVersion": "go1.22", "commit": "abc", "version": "0.1.0"}`,
 			[]string{"version", "goVersion", "commit"}},
 		{"scheduler", `{"storage": {"rootDirectory": "/r"}, "scheduler": {"numWorkers": 2}}`, []string{"scheduler"}},
@@ -82,12 +84,16 @@ func TestRefusals(t *testing.T) {
 		want []string
 	}{
 		{"none", `{"storage": {"rootDirectory": "/r", "dedupe": true}}`, nil},
-		{"auth", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "p"}}}}`, []string{"http.auth"}},
-		{"access control, even empty", `{"storage": {"rootDirectory": "/r"}, "http": {"accessControl": {}}}`, []string{"http.accessControl"}},
+		{"htpasswd is served", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "p"}, "failDelay": 1}}}`, nil},
+		{"bearer tokens are served", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"bearer": {"realm": "https://t/token", "service": "s", "cert": "c"}}}}`, nil},
+		{"access control is served", `{"storage": {"rootDirectory": "/r"}, "http": {"accessControl": {}}}`, nil},
+		{"LDAP", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "p"}, "ldap": {"address": "l"}}}}`, []string{"http.auth.ldap"}},
+		{"OpenID", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"openid": {"providers": {}}}}}`, []string{"http.auth.openid"}},
+		{"OIDC bearer tokens", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"bearer": {"realm": "r", "service": "s", "oidc": {}}}}}`, []string{"http.auth.bearer.oidc"}},
 		{"remote storage", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3"}}}`, []string{"storage.storageDriver"}},
 		{"subpaths are served", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}}`, nil},
-		{"refusals in several subpaths, in order", `{"storage": {"rootDirectory": "/r", "subPaths": {"/b": {"rootDirectory": "/b", "storageDriver": {}}, "/a": {"rootDirectory": "/a", "storageDriver": {}}, "/c": {"rootDirectory": "/c"}}}, "http": {"auth": {}}}`,
-			[]string{"http.auth", "storage.subPaths./a.storageDriver", "storage.subPaths./b.storageDriver"}},
+		{"refusals in several subpaths, in order", `{"storage": {"rootDirectory": "/r", "subPaths": {"/b": {"rootDirectory": "/b", "storageDriver": {}}, "/a": {"rootDirectory": "/a", "storageDriver": {}}, "/c": {"rootDirectory": "/c"}}}, "http": {"auth": {"ldap": {}}}}`,
+			[]string{"http.auth.ldap", "storage.subPaths./a.storageDriver", "storage.subPaths./b.storageDriver"}},
 		{"remote storage in a subpath", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3"}}}}}`, []string{"storage.subPaths./a.storageDriver"}},
 		{"read-only is served", `{"storage": {"rootDirectory": "/r", "readOnly": true}}`, nil},
 		{"zot's old read-only is served", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, nil},
@@ -130,10 +136,10 @@ func TestCacheWarningsNameTheLocalCache(t *testing.T) {
 }
 
 func TestRefusalsReturnsACopy(t *testing.T) {
-	cfg, _ := mustParse(t, `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {}}}`)
+	cfg, _ := mustParse(t, `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"ldap": {}}}}`)
 
 	cfg.Refusals()[0].Key = "changed"
-	if cfg.Refusals()[0].Key != "http.auth" {
+	if cfg.Refusals()[0].Key != "http.auth.ldap" {
 		t.Error("changing Refusals()'s result changed the Config")
 	}
 }
@@ -327,9 +333,13 @@ func TestImplementedKeys(t *testing.T) {
 	want := []string{
 		"distSpecVersion",
 		"extensions.scrub.enable", "extensions.scrub.interval", "extensions.scrub.maxBytesPerSecond",
-		"http.address", "http.compat", "http.port", "http.realm",
-		"http.tls.cacert", "http.tls.cert", "http.tls.key",
-		"log.level", "log.output",
+		"http.accessControl", "http.address",
+		"http.auth.bearer.cert", "http.auth.bearer.realm", "http.auth.bearer.service",
+		"http.auth.failDelay", "http.auth.htpasswd.path", "http.auth.mtls.identityAttributes",
+		"http.compat", "http.idleTimeout", "http.maxManifestSize", "http.maxUploadSessions", "http.port",
+		"http.ratelimit.methods", "http.ratelimit.rate", "http.readHeaderTimeout", "http.realm",
+		"http.tls.cacert", "http.tls.cert", "http.tls.key", "http.uploadIdleTimeout",
+		"log.audit", "log.level", "log.output",
 		"storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval",
 		"storage.readOnly", "storage.rootDirectory", "storage.subPaths",
 	}

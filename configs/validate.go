@@ -127,6 +127,9 @@ func (v *validation) http(h *fileHTTP) {
 		v.tls(h.TLS)
 	}
 
+	v.auth(h.Auth)
+	v.limits(h)
+
 	for _, c := range h.Compat {
 		if !strings.EqualFold(c, "docker2s2") {
 			v.fail("http.compat", "%q is not a compatibility mode (the only one is \"docker2s2\")", c)

@@ -51,6 +51,13 @@ type API struct {
 	log      *slog.Logger
 	router   *httprouter.Router
 	inFlight atomic.Int64
+
+	// Options (options.go): who may do what, limits, the audit log.
+	auth     Authorizer
+	auditLog *slog.Logger
+	limits   Limits
+	rate     *rateLimiter
+	uploads  *sessions
 }
 
 // InFlight is the number of requests being served right now; background
@@ -58,11 +65,15 @@ type API struct {
 func (a *API) InFlight() int64 { return a.inFlight.Load() }
 
 // New returns the handler serving reg. A nil logger discards request logs.
-func New(reg Registry, log *slog.Logger) *API {
+func New(reg Registry, log *slog.Logger, opts ...Option) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &API{reg: reg, log: log}
+	a := &API{reg: reg, log: log, limits: DefaultLimits()}
+	for _, o := range opts {
+		o(a)
+	}
+	a.uploads = newSessions(a.limits)
 	r := httprouter.New()
 	// Repository names contain '/', so everything below /v2/ is one
 	// catch-all parsed by route(); httprouter's path "fixes" would turn a
@@ -97,7 +108,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	a.router.ServeHTTP(rec, r)
+	if ref := a.rate.admit(r); ref != nil {
+		writeRefusal(rec, ref)
+	} else {
+		a.router.ServeHTTP(rec, r)
+	}
 	level := slog.LevelInfo
 	switch {
 	case rec.status >= 500:
@@ -134,7 +149,8 @@ const (
 type request struct {
 	kind routeKind
 	repo string
-	ref  string // digest, tag or upload id, by kind
+	ref  string    // digest, tag or upload id, by kind
+	who  Principal // the client, once authorized
 }
 
 // route parses the path below /v2/. Repository names contain '/', so the
@@ -203,6 +219,10 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 		writeError(w, aerr)
 		return
 	}
+	var ok bool
+	if req.who, ok = a.authorize(w, r, req); !ok {
+		return
+	}
 	var err error
 	switch m := r.Method; req.kind {
 	case routeBase:
@@ -217,7 +237,7 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 		}
 	case routeCatalog:
 		if err = onlyMethods(m, http.MethodGet); err == nil {
-			err = a.catalog(w, r)
+			err = a.catalog(w, r, req)
 		}
 	case routeTags:
 		if err = onlyMethods(m, http.MethodGet); err == nil {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"log/slog"
 	"net/http"
 
 	"github.com/pier-oci/pier/store/oci"
@@ -35,6 +36,7 @@ func (a *API) deleteBlob(w http.ResponseWriter, r *http.Request, req request) er
 	if err := a.reg.DeleteBlob(r.Context(), req.repo, d); err != nil {
 		return err
 	}
+	a.audit(r, req.who, "delete", slog.String("repo", req.repo), slog.String("blob", d.String()))
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -66,11 +67,13 @@ func (a *API) tagsList(w http.ResponseWriter, r *http.Request, req request) erro
 	})
 }
 
-func (a *API) catalog(w http.ResponseWriter, r *http.Request) error {
+func (a *API) catalog(w http.ResponseWriter, r *http.Request, req request) error {
 	all, err := a.reg.Repositories(r.Context())
 	if err != nil {
 		return err
 	}
+	// The catalog lists only what the client may see.
+	all = slices.DeleteFunc(all, func(repo string) bool { return !req.who.Can(repo, List) })
 	return writePage(w, r, "/v2/_catalog", all, func(items []string) any {
 		return struct {
 			Repositories []string `json:"repositories"`

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/oci"
@@ -79,17 +82,32 @@ func accepts(accept []string, mediaType string) bool {
 // putManifest stores a manifest under a tag or its digest, and under every
 // ?tag= of the request.
 func (a *API) putManifest(w http.ResponseWriter, r *http.Request, req request) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, oci.MaxManifestSize+1))
+	// A body known to be too large is refused unread; one that does not
+	// say its size is read no further than the cap.
+	limit := a.limits.MaxManifestSize
+	if r.ContentLength > limit {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", store.ErrManifestTooLarge, r.ContentLength, limit)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return errManifestInvalid("reading the body: " + err.Error())
 	}
-	if len(body) > oci.MaxManifestSize {
-		return fmt.Errorf("%w: larger than %d bytes", store.ErrManifestTooLarge, oci.MaxManifestSize)
+	if int64(len(body)) > limit {
+		return fmt.Errorf("%w: larger than %d bytes", store.ErrManifestTooLarge, limit)
 	}
 	tags := r.URL.Query()["tag"]
+	moved, err := a.tagMoves(r, req, body, tags)
+	if err != nil {
+		return err
+	}
 	res, err := a.reg.PutManifest(r.Context(), req.repo, req.ref, r.Header.Get("Content-Type"), body, tags)
 	if err != nil {
 		return err
+	}
+	a.audit(r, req.who, "push", slog.String("repo", req.repo), slog.String("reference", req.ref), slog.String("digest", res.Digest.String()))
+	for _, m := range moved {
+		a.audit(r, req.who, "tag-move", slog.String("repo", req.repo), slog.String("tag", m.tag),
+			slog.String("from", m.from.String()), slog.String("to", res.Digest.String()))
 	}
 	h := w.Header()
 	h.Set("Location", "/v2/"+req.repo+"/manifests/"+res.Digest.String())
@@ -115,7 +133,51 @@ func (a *API) deleteManifest(w http.ResponseWriter, r *http.Request, req request
 	if err != nil {
 		return err
 	}
+	a.audit(r, req.who, "delete", slog.String("repo", req.repo), slog.String("reference", req.ref))
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// tagMove is a tag a push moves from other content.
+type tagMove struct {
+	tag  string
+	from digest.Digest
+}
+
+// tagMoves lists the existing tags a push of body under req.ref and tags
+// would move to other content, and refuses the push when the client may
+// create but not update. It looks only when someone needs to know (an
+// access check or the audit log). A tag moved by another push between
+// this look and the write is not seen: the window is one request long.
+func (a *API) tagMoves(r *http.Request, req request, body []byte, tags []string) ([]tagMove, error) {
+	check := !req.who.Can(req.repo, Update)
+	if !check && a.auditLog == nil {
+		return nil, nil
+	}
+	if !oci.IsDigest(req.ref) {
+		tags = append([]string{req.ref}, tags...)
+	}
+	var moved []tagMove
+	for _, tag := range tags {
+		if oci.ValidateTag(tag) != nil {
+			continue // the store refuses it
+		}
+		m, err := a.reg.GetManifest(r.Context(), req.repo, tag)
+		if errors.Is(err, store.ErrManifestUnknown) || errors.Is(err, store.ErrNameUnknown) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.Digest.Algorithm().Available() && m.Digest.Algorithm().FromBytes(body) == m.Digest {
+			continue // the same content again: nothing moves
+		}
+		if check {
+			a.audit(r, req.who, "denied", slog.String("repo", req.repo), slog.String("action", string(Update)), slog.String("tag", tag))
+			return nil, errDenied(fmt.Sprintf("tag %s exists; moving it needs update access to %s", tag, req.repo))
+		}
+		moved = append(moved, tagMove{tag, m.Digest})
+	}
+	return moved, nil
 }

@@ -23,7 +23,7 @@ func blobLocation(repo string, d digest.Digest) string { return "/v2/" + repo + 
 func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) error {
 	q := r.URL.Query()
 	if q.Has("mount") {
-		mounted, err := a.mount(r, req.repo, q.Get("mount"), q.Get("from"))
+		mounted, err := a.mount(r, req, q.Get("mount"), q.Get("from"))
 		if err != nil {
 			return err
 		}
@@ -42,20 +42,27 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) e
 		}
 		return blobCreated(w, req.repo, d)
 	}
+	client := ClientAddress(r)
+	if ref := a.uploads.admit(r.Context(), a.reg, client); ref != nil {
+		writeRefusal(w, ref)
+		return nil
+	}
 	id, err := a.reg.NewUpload(r.Context(), req.repo)
 	if err != nil {
 		return err
 	}
+	a.uploads.started(req.repo, id, client)
 	return uploadAccepted(w, http.StatusAccepted, req.repo, id, 0)
 }
 
 // mount tries to make blob dgst available in repo from another repository
 // (from, or any repository that has it when from is empty). It returns the
-// mounted digest, or "" when the blob cannot be mounted: not known, or
-// from is not a repository pier can have (a name it reserves, say). The
-// spec asks a registry that cannot mount to start an ordinary upload rather
+// mounted digest, or "" when the blob cannot be mounted: not known, from
+// is not a repository pier can have (a name it reserves, say), or the
+// client may not read it (a mount would hand it the content). The spec
+// asks a registry that cannot mount to start an ordinary upload rather
 // than fail the push. A malformed digest is an error: no client sends one.
-func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, error) {
+func (a *API) mount(r *http.Request, req request, dgst, from string) (digest.Digest, error) {
 	d, err := oci.ParseDigest(dgst)
 	if err != nil {
 		return "", err
@@ -69,7 +76,10 @@ func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, er
 	} else if oci.ValidateName(from) != nil {
 		return "", nil
 	}
-	err = a.reg.MountBlob(r.Context(), repo, from, d)
+	if !req.who.Can(from, Read) {
+		return "", nil
+	}
+	err = a.reg.MountBlob(r.Context(), req.repo, from, d)
 	if errors.Is(err, store.ErrBlobUnknown) {
 		return "", nil
 	}
@@ -81,7 +91,9 @@ func (a *API) mount(r *http.Request, repo, dgst, from string) (digest.Digest, er
 
 // patchUpload appends a chunk: ordered by Content-Range when given
 // (a chunk that does not start at the current end is 416), else streamed.
-func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) error {
+func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) (err error) {
+	end := a.uploads.use(req.repo, req.ref)
+	defer func() { end(sessionGone(err)) }()
 	c, err := chunkOf(r)
 	if err != nil {
 		return a.withUploadState(w, r, req, err)
@@ -98,7 +110,10 @@ func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) e
 
 // putUpload completes an upload with ?digest=, after appending the
 // optional last chunk in the body.
-func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) error {
+func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) (err error) {
+	done := false
+	end := a.uploads.use(req.repo, req.ref)
+	defer func() { end(done || sessionGone(err)) }()
 	q := r.URL.Query()
 	if !q.Has("digest") {
 		return errDigestInvalid("the digest query parameter is required to complete an upload")
@@ -121,13 +136,18 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) err
 		}
 		c.body = nil
 	}
-	if _, err := a.reg.CommitUpload(r.Context(), req.repo, req.ref, c.body, d); err != nil {
+	_, err = a.reg.CommitUpload(r.Context(), req.repo, req.ref, c.body, d)
+	// A failed commit deletes the upload too (a digest mismatch, say).
+	done = err == nil || errors.Is(err, store.ErrUploadUnknown) || errors.Is(err, store.ErrDigestMismatch)
+	if err != nil {
 		return err
 	}
 	return blobCreated(w, req.repo, d)
 }
 
-func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request, req request) error {
+func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request, req request) (err error) {
+	end := a.uploads.use(req.repo, req.ref)
+	defer func() { end(sessionGone(err)) }()
 	size, err := a.reg.UploadSize(r.Context(), req.repo, req.ref)
 	if err != nil {
 		return err
@@ -136,6 +156,8 @@ func (a *API) uploadStatus(w http.ResponseWriter, r *http.Request, req request) 
 }
 
 func (a *API) cancelUpload(w http.ResponseWriter, r *http.Request, req request) error {
+	end := a.uploads.use(req.repo, req.ref)
+	defer end(true)
 	if err := a.reg.CancelUpload(r.Context(), req.repo, req.ref); err != nil {
 		return err
 	}
@@ -234,3 +256,7 @@ func blobCreated(w http.ResponseWriter, repo string, d digest.Digest) error {
 	w.WriteHeader(http.StatusCreated)
 	return nil
 }
+
+// sessionGone reports an error saying the upload session no longer exists
+// (collected, cancelled): it no longer counts against the limits.
+func sessionGone(err error) bool { return errors.Is(err, store.ErrUploadUnknown) }

@@ -15,13 +15,14 @@
 #   cd test/tools && go get -tool MODULE/PATH@VERSION && go mod tidy
 set -euo pipefail
 
-# Debian packages the suites need. Add one by adding its name.
+# Debian packages the suites need. Add one by adding its name. podman:
+# test/auth logs in and pushes with it (as root, vfs storage, no daemon).
 # qemu-system-x86 … kmod: test/powercut's VM (see fetch_kernel for its kernel).
 # qemu-user-static … strace: test/cross runs the ARM builds with
 # qemu-*-static by name (no binfmt needed); test/packaging uses systemd's
 # systemd-analyze and systemd-sysusers, and strace against the unit's
 # syscall filter; test/systemd uses iproute2 for a network namespace.
-APT_PACKAGES=(skopeo qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod
+APT_PACKAGES=(skopeo podman qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio kmod
 	qemu-user-static systemd strace iproute2)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

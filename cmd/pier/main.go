@@ -7,6 +7,7 @@
 //	pier scrub CONFIG     one scrub pass, offline; exit 1 on damage
 //	pier export CONFIG REPO[:TAG] DIR   write an OCI layout
 //	pier import [CONFIG] DIR REPO       add an OCI layout to a repository
+//	pier htpasswd FILE USER             add a user or set its password
 //	pier version          print the version
 package main
 
@@ -36,6 +37,9 @@ const usage = `usage:
                         write a repository (or one image) as an OCI layout, e.g. to a USB stick
   pier import [CONFIG] DIR REPO
                         add an OCI layout's content and tags to a repository (pier must not be serving the root)
+  pier htpasswd FILE USER
+                        add USER to an htpasswd file (bcrypt), or set its password; the password is asked for,
+                        or read from standard input (echo "$PASSWORD" | pier htpasswd FILE USER)
   pier version          print the version
 `
 
@@ -86,6 +90,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprint(stderr, usage)
 		return 2
+	case "htpasswd":
+		if len(rest) != 2 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		return htpasswdCommand(rest[0], rest[1], os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -41,7 +41,7 @@ func selfCheck(st *store.Store, ln net.Listener, tlsCfg *configs.TLSConfig, hand
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/v2/", nil)
 			req.Header.Set("User-Agent", httpapi.SelfCheckAgent)
 			handler.ServeHTTP(rec, req)
-			if rec.Code != http.StatusOK {
+			if !answered(rec.Code) {
 				return fmt.Errorf("self-check: /v2/ answered %d", rec.Code)
 			}
 			return nil
@@ -67,7 +67,7 @@ func get(ctx context.Context, client *http.Client, url string) error {
 		return fmt.Errorf("self-check: %w", err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if !answered(resp.StatusCode) {
 		return errors.New("self-check: /v2/ answered " + resp.Status)
 	}
 	return nil
@@ -92,4 +92,12 @@ func dialable(a net.Addr) []string {
 		return []string{net.JoinHostPort("127.0.0.1", port)}
 	}
 	return []string{net.JoinHostPort(host, port)}
+}
+
+// answered reports whether /v2/ answered as a live registry does: 200, or
+// 401 when it wants a login (http.auth), or 429 when the rate limit of the
+// loopback address is spent (http.ratelimit): a busy pier is not a wedged
+// one, and must not be restarted for it.
+func answered(status int) bool {
+	return status == http.StatusOK || status == http.StatusUnauthorized || status == http.StatusTooManyRequests
 }

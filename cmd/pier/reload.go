@@ -94,6 +94,7 @@ func (s *server) reload() {
 	// as they were opened (applyJobs takes only their gc settings).
 	cfg.HTTP = s.cfg.HTTP
 	cfg.Log.Output = s.cfg.Log.Output
+	cfg.Log.Audit = s.cfg.Log.Audit
 	s.cfg = cfg
 	s.applyJobs()
 	s.log.Info("config reloaded", "level", cfg.Log.Level)
@@ -123,6 +124,14 @@ func restartOnly(old, cur *configs.Config) []string {
 	check("http.address", old.HTTP.Address, cur.HTTP.Address)
 	check("http.port", old.HTTP.Port, cur.HTTP.Port)
 	check("http.tls", old.HTTP.TLS, cur.HTTP.TLS)
+	// The htpasswd file, the token key and the TLS files are re-read
+	// when they change; the settings that name them need a restart.
+	check("http.realm", old.HTTP.Realm, cur.HTTP.Realm)
+	check("http.auth", old.HTTP.Auth, cur.HTTP.Auth)
+	check("http.accessControl", old.HTTP.AccessControl, cur.HTTP.AccessControl)
+	check("http.ratelimit", old.HTTP.Ratelimit, cur.HTTP.Ratelimit)
+	check("http limits (readHeaderTimeout, idleTimeout, maxManifestSize, maxUploadSessions, uploadIdleTimeout)", old.HTTP.Limits, cur.HTTP.Limits)
+	check("log.audit", old.Log.Audit, cur.Log.Audit)
 	check("log.output", old.Log.Output, cur.Log.Output)
 	return keys
 }

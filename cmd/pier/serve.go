@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/httpapi"
+	"github.com/pier-oci/pier/httpapi/auth"
 	"github.com/pier-oci/pier/store/driver/local"
 	"github.com/pier-oci/pier/store/jobs"
 	"github.com/pier-oci/pier/sysd"
@@ -98,6 +98,13 @@ type server struct {
 func (s *server) run(ctx context.Context) error {
 	started := s.watchStart(ctx)
 	defer started()
+	// Access control first: a missing htpasswd file stops pier before it
+	// opens a store or a port.
+	opts, closeAudit, err := apiOptions(s.cfg, s.log)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
 	rs, ctl, closeStores, err := openStores(s.cfg, s.log, false)
 	if err != nil {
 		return err
@@ -109,7 +116,7 @@ func (s *server) run(ctx context.Context) error {
 		return err
 	}
 	st := rs[0].st
-	s.api = httpapi.New(ctl, s.log)
+	s.api = httpapi.New(ctl, s.log, opts...)
 	s.status = &status{ctl: ctl, st: st}
 	s.jobs = startJobs(rs, s.log)
 	defer s.jobs.stop()
@@ -121,8 +128,9 @@ func (s *server) run(ctx context.Context) error {
 	for i, ln := range lns {
 		servers[i] = &http.Server{
 			Handler:           s.api,
-			ReadHeaderTimeout: 30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
+			ReadHeaderTimeout: s.cfg.HTTP.Limits.ReadHeaderTimeout,
+			IdleTimeout:       s.cfg.HTTP.Limits.IdleTimeout,
+			MaxHeaderBytes:    64 << 10, // bearer tokens are a few KiB
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
 		go func() { errc <- servers[i].Serve(ln) }()
@@ -274,7 +282,7 @@ func (s *server) listeners() ([]net.Listener, error) {
 		s.log.Info("socket activation: serving the sockets systemd passed; http.address and http.port are not used", "sockets", len(lns))
 	}
 	if s.cfg.HTTP.TLS != nil {
-		tc, err := tlsConfig(s.cfg.HTTP.TLS)
+		tc, err := auth.ServerTLS(s.cfg.HTTP.TLS, s.log)
 		if err != nil {
 			for _, ln := range lns {
 				ln.Close()
@@ -286,29 +294,6 @@ func (s *server) listeners() ([]net.Listener, error) {
 		}
 	}
 	return lns, nil
-}
-
-// tlsConfig loads the server certificate and, with cacert, requires
-// client certificates signed by that CA (zot's mutual TLS).
-func tlsConfig(c *configs.TLSConfig) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-	if err != nil {
-		return nil, fmt.Errorf("http.tls: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if c.CACert != "" {
-		pem, err := os.ReadFile(c.CACert)
-		if err != nil {
-			return nil, fmt.Errorf("http.tls.cacert: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("http.tls.cacert: %s holds no PEM certificate", c.CACert)
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
 }
 
 // newLogger builds the process logger from the log section: text lines to

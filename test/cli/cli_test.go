@@ -72,7 +72,9 @@ func TestVerify(t *testing.T) {
 		{"bad duration", `{"storage":{"rootDirectory":"/tmp/x","gcDelay":"soon"},"http":{"port":"5000"}}`, 1, "storage.gcDelay"},
 		{"bad port", `{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"99999"}}`, 1, "http.port"},
 		{"not json", `{"storage":`, 1, "config"},
-		{"auth refused", `{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"5000","auth":{"htpasswd":{"path":"/etc/htpasswd"}}}}`, 1, "http.auth"},
+		{"htpasswd accepted", `{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"5000","auth":{"htpasswd":{"path":"/etc/htpasswd"}}}}`, 0, "valid"},
+		{"LDAP refused", `{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"5000","auth":{"ldap":{"address":"ldap.example.org"}}}}`, 1, "http.auth.ldap"},
+		{"bad policy action", `{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"5000","accessControl":{"**":{"anonymousPolicy":["pull"]}}}}`, 1, `"pull" is not an action`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := pier(t, t.TempDir(), "verify", writeConfig(t, tc.config))
@@ -94,7 +96,8 @@ func TestServeRejectsBadConfigWithoutPanic(t *testing.T) {
 	for _, cfg := range []string{
 		`{"storage":{"rootDirectory":"/tmp/x","bogus":1},"http":{"port":"5000"}}`,
 		`[]`,
-		`{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"5000","accessControl":{}}}`,
+		`{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"5000","auth":{"openid":{}}}}`,
+		`{"storage":{"rootDirectory":"/tmp/x"},"http":{"port":"5000","auth":{"htpasswd":{"path":"/nonexistent/htpasswd"}}}}`,
 	} {
 		code, _, errs := pier(t, t.TempDir(), "serve", writeConfig(t, cfg))
 		if code != 1 || errs == "" || strings.Contains(errs, "goroutine ") {

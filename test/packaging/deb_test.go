@@ -33,16 +33,19 @@ var contents = []string{
 	"drwxr-xr-x root/root ./usr/share/doc/",
 	"drwxr-xr-x root/root ./usr/share/doc/pier/",
 	"-rw-r--r-- root/root ./usr/share/doc/pier/copyright",
+	"drwxr-xr-x root/root ./usr/share/doc/pier/examples/",
+	"-rw-r--r-- root/root ./usr/share/doc/pier/examples/config-auth.json",
 }
 
 // sources are the repository files each packaged file must equal; the
 // binary is checked against dist/ separately.
 var sources = map[string]string{
-	"etc/pier/config.json":                "configs/example-pi.json",
-	"usr/lib/systemd/system/pier.service": "packaging/pier.service",
-	"usr/lib/systemd/system/pier.socket":  "packaging/pier.socket",
-	"usr/lib/sysusers.d/pier.conf":        "packaging/sysusers.conf",
-	"usr/share/doc/pier/copyright":        "packaging/copyright",
+	"etc/pier/config.json":                         "configs/example-pi.json",
+	"usr/lib/systemd/system/pier.service":          "packaging/pier.service",
+	"usr/lib/systemd/system/pier.socket":           "packaging/pier.socket",
+	"usr/lib/sysusers.d/pier.conf":                 "packaging/sysusers.conf",
+	"usr/share/doc/pier/copyright":                 "packaging/copyright",
+	"usr/share/doc/pier/examples/config-auth.json": "configs/example-auth.json",
 }
 
 func TestDebs(t *testing.T) {

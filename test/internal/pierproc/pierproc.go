@@ -50,13 +50,18 @@ type Server struct {
 
 	mu     sync.Mutex
 	stderr bytes.Buffer
+	noWait bool
 }
 
 // Options adjust the config a server starts with.
 type Options struct {
 	Root    string         // storage root; a new temp dir when empty
 	Storage map[string]any // extra storage keys (commit, dedupe, ...)
+	HTTP    map[string]any // extra http keys (auth, accessControl, tls, ...)
 	Extra   map[string]any // extra top-level keys
+	// NoWait returns once the process started, for servers /v2/ over
+	// plain HTTP cannot reach (TLS): the caller waits its own way.
+	NoWait bool
 }
 
 // Start writes a config and starts `pier serve` on a free port, waiting
@@ -73,10 +78,14 @@ func Start(t testing.TB, opts Options) *Server {
 	for k, v := range opts.Storage {
 		storage[k] = v
 	}
+	httpSection := map[string]any{"address": "127.0.0.1", "port": fmt.Sprint(port)}
+	for k, v := range opts.HTTP {
+		httpSection[k] = v
+	}
 	cfg := map[string]any{
 		"distSpecVersion": "1.1.1",
 		"storage":         storage,
-		"http":            map[string]any{"address": "127.0.0.1", "port": fmt.Sprint(port)},
+		"http":            httpSection,
 		"log":             map[string]any{"level": "warn"},
 	}
 	for k, v := range opts.Extra {
@@ -90,7 +99,7 @@ func Start(t testing.TB, opts Options) *Server {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Root: root, Config: path}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Root: root, Config: path, noWait: opts.NoWait}
 	s.start(t)
 	return s
 }
@@ -109,6 +118,9 @@ func (s *Server) start(t testing.TB) {
 			cmd.Wait()
 		}
 	})
+	if s.noWait {
+		return
+	}
 	if err := s.WaitReady(10 * time.Second); err != nil {
 		t.Fatalf("pier did not become ready: %v\nstderr:\n%s", err, s.Stderr())
 	}
@@ -120,14 +132,14 @@ func (s *Server) Restart(t testing.TB) {
 	s.start(t)
 }
 
-// WaitReady polls /v2/ until it answers 200.
+// WaitReady polls /v2/ until it answers 200, or 401 when it wants a login.
 func (s *Server) WaitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := http.Get(s.URL("/v2/"))
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
 				return nil
 			}
 			err = fmt.Errorf("status %d", resp.StatusCode)

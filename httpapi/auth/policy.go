@@ -1,0 +1,119 @@
+package auth
+
+import (
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/pier-oci/pier/configs"
+)
+
+// policies is http.accessControl, evaluated as zot does: a repository is
+// governed by the longest pattern that matches it; there a user's own
+// policies, then its groups', then defaultPolicy (any authenticated
+// client) or anonymousPolicy (a client without credentials) may allow the
+// action; failing that, adminPolicy may.
+type policies struct {
+	cfg      *configs.AccessControlConfig
+	patterns []string // longest first
+	groupsOf map[string][]string
+}
+
+func newPolicies(cfg *configs.AccessControlConfig) *policies {
+	p := &policies{cfg: cfg, groupsOf: map[string][]string{}}
+	for pat := range cfg.Repositories {
+		p.patterns = append(p.patterns, pat)
+	}
+	slices.SortFunc(p.patterns, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	for group, users := range cfg.Groups {
+		for _, u := range users {
+			p.groupsOf[u] = append(p.groupsOf[u], group)
+		}
+	}
+	return p
+}
+
+// allows reports whether user ("" when anonymous) may do action to repo.
+func (p *policies) allows(user, repo, action string) bool {
+	groups := p.groupsOf[user]
+	if user == "" {
+		groups = nil
+	}
+	for _, pat := range p.patterns {
+		if !globMatch(pat, repo) {
+			continue
+		}
+		pg := p.cfg.Repositories[pat]
+		if user != "" && slices.ContainsFunc(pg.Policies, func(pol configs.Policy) bool { return grants(pol, user, groups, action) }) {
+			return true
+		}
+		if user != "" && slices.Contains(pg.DefaultPolicy, action) {
+			return true
+		}
+		if user == "" && slices.Contains(pg.AnonymousPolicy, action) {
+			return true
+		}
+		break // only the longest match governs
+	}
+	return user != "" && grants(p.cfg.AdminPolicy, user, groups, action)
+}
+
+// anonymousReads reports whether a client without credentials may read
+// some repository: then it may ask for the catalog.
+func (p *policies) anonymousReads() bool {
+	for _, pg := range p.cfg.Repositories {
+		if slices.Contains(pg.AnonymousPolicy, configs.ActionRead) {
+			return true
+		}
+	}
+	return false
+}
+
+func grants(pol configs.Policy, user string, groups []string, action string) bool {
+	if !slices.Contains(pol.Actions, action) {
+		return false
+	}
+	if slices.Contains(pol.Users, user) {
+		return true
+	}
+	for _, g := range groups {
+		if slices.Contains(pol.Groups, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches a repository name against a pattern as zot's
+// doublestar does: "*", "?" and "[...]" within one name component, "**"
+// as a whole component for zero or more components ("a/**" matches "a").
+// Patterns are checked when the config is read (configs.checkPattern).
+// It runs in time linear in the product of the components (no
+// backtracking), so no name from the network can make it slow.
+func globMatch(pattern, name string) bool {
+	pat, parts := strings.Split(pattern, "/"), strings.Split(name, "/")
+	// next[j]: pat[i+1:] matches parts[j:]; cur[j]: pat[i:] matches parts[j:].
+	next := make([]bool, len(parts)+1)
+	cur := make([]bool, len(parts)+1)
+	next[len(parts)] = true
+	for i := len(pat) - 1; i >= 0; i-- {
+		for j := len(parts); j >= 0; j-- {
+			switch {
+			case pat[i] == "**":
+				cur[j] = next[j] || j < len(parts) && cur[j+1]
+			case j == len(parts):
+				cur[j] = false
+			default:
+				ok, err := path.Match(pat[i], parts[j])
+				cur[j] = err == nil && ok && next[j+1]
+			}
+		}
+		next, cur = cur, next
+	}
+	return next[0]
+}
