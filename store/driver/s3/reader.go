@@ -27,7 +27,9 @@ type piece struct {
 // ranged GETs from wherever it is asked to read. Each GET is made with
 // If-Match, so an object replaced while it is read fails the read instead
 // of splicing two versions. A body that gives nothing for the driver's
-// timeout is cut, and read again from where it stopped, once.
+// timeout, or breaks, is cut and asked for again from where it stopped, at
+// most retries times for the whole reader: a server that keeps stalling
+// fails the read rather than dragging it out.
 type reader struct {
 	d      *Driver
 	ctx    context.Context
@@ -42,10 +44,13 @@ type reader struct {
 	cancel  context.CancelFunc
 	watch   *time.Timer
 	closed  bool
+	retries int // re-GETs left after a broken body
 }
 
+const readRetries = 2
+
 func (d *Driver) newReader(ctx context.Context, key string, pieces []piece) *reader {
-	r := &reader{d: d, ctx: ctx, key: key, pieces: pieces}
+	r := &reader{d: d, ctx: ctx, key: key, pieces: pieces, retries: readRetries}
 	for _, p := range pieces {
 		r.size += p.size
 	}
@@ -64,7 +69,7 @@ func (r *reader) Read(p []byte) (int, error) {
 	if r.pos >= r.size {
 		return 0, io.EOF
 	}
-	for retried := false; ; retried = true {
+	for {
 		if r.body == nil || r.bodyPos != r.pos || r.pos >= r.bodyEnd {
 			if err := r.open(); err != nil {
 				return 0, err
@@ -83,9 +88,10 @@ func (r *reader) Read(p []byte) (int, error) {
 			return n, nil // an error with bytes is seen again by the next Read
 		}
 		r.drop()
-		if retried || r.ctx.Err() != nil {
+		if r.retries == 0 || r.ctx.Err() != nil {
 			return 0, fail(r.ctx, "read", r.key, err)
 		}
+		r.retries--
 	}
 }
 
