@@ -46,7 +46,9 @@ func notices() []notice {
 		// Refusals: serving while ignoring these would expose or misplace data.
 		{key: "http.auth", refuse: true, message: "authentication is not implemented yet; serving would let anyone push, pull and delete"},
 		{key: "http.accessControl", refuse: true, message: "access control is not implemented yet; serving would give every client full access"},
-		{key: "storage.storageDriver", refuse: true, message: "pier stores images on the local filesystem only; serving would write them under rootDirectory instead of the configured remote storage"},
+		// The file is checked (storagedriver.go) so verify names a bad key;
+		// this row goes when the store runs on the s3 driver.
+		{key: "storage.storageDriver", refuse: true, message: "the s3 driver is not wired into the store yet; serving would write images under rootDirectory instead of the bucket"},
 		{key: "cluster", refuse: true, message: "scale-out clustering is not implemented; serving would store repositories that belong to other members here"},
 
 		// Warnings: ignoring these changes no access and moves no data.

@@ -89,8 +89,9 @@ type Config struct {
 	Bucket         string // bucket
 	Endpoint       string // regionendpoint: a URL, or host[:port] with Secure deciding the scheme
 	ForcePathStyle bool   // forcepathstyle
-	// Prefix is prepended to every key: "" or a path ending in "/". See
-	// ZotPrefix for what zot makes of its rootdirectory.
+	// Prefix is prepended to every key: "" or a path ending in "/". zot's
+	// rootdirectory "/zot" is the prefix "zot/zot/" (configs.S3Config's
+	// KeyPrefix says why).
 	Prefix     string
 	Secure     bool   // secure: https to an Endpoint given without a scheme
 	SkipVerify bool   // skipverify
@@ -120,19 +121,6 @@ type Config struct {
 	// Logger gets the SDK's log (LogLevel) and the clean-ups that failed
 	// after an operation succeeded; nil discards them.
 	Logger *slog.Logger
-}
-
-// ZotPrefix is the key prefix under which zot keeps a bucket's repositories
-// for its storageDriver.rootdirectory: zot hands rootdirectory both to
-// distribution's s3 driver (which prefixes every key with it) and to its
-// image store as the root of every path, so "/zot" puts index.json of
-// repository a at zot/zot/a/index.json. pier keeps zot's keys.
-func ZotPrefix(rootDirectory string) string {
-	root := strings.Trim(rootDirectory, "/")
-	if root == "" {
-		return ""
-	}
-	return root + "/" + root + "/"
 }
 
 // Driver is a bucket (below a prefix) as a driver.Driver.
@@ -340,7 +328,8 @@ func (d *Driver) call(ctx context.Context) (context.Context, context.CancelFunc)
 
 // The options every object the caller names is written with.
 func (d *Driver) storageClass() types.StorageClass {
-	if d.cfg.StorageClass == "" || strings.EqualFold(d.cfg.StorageClass, "STANDARD") {
+	// NONE is distribution's "send none", for servers that refuse the header.
+	if c := strings.ToUpper(d.cfg.StorageClass); c == "" || c == "STANDARD" || c == "NONE" {
 		return ""
 	}
 	return types.StorageClass(strings.ToUpper(d.cfg.StorageClass))

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store/driver"
 )
 
@@ -72,32 +73,33 @@ func TestNoLeftovers(t *testing.T) {
 	}
 }
 
-// zot keeps repositories at <rootdirectory>/<rootdirectory>/<repo>: a bucket
-// zot wrote reads through a driver on ZotPrefix, and what pier writes is
-// where zot looks.
-func TestZotPrefix(t *testing.T) {
-	for root, want := range map[string]string{"": "", "/": "", "/zot": "zot/zot/", "zot/": "zot/zot/", "/a/b": "a/b/a/b/"} {
-		if got := ZotPrefix(root); got != want {
-			t.Errorf("ZotPrefix(%q) = %q, want %q", root, got, want)
-		}
+// zot keeps repositories at <rootdirectory>/<rootdirectory>/<repo> (see
+// configs.S3Config.KeyPrefix): a bucket zot wrote reads through a driver
+// on that prefix, and what pier writes is where zot looks.
+func TestZotLayout(t *testing.T) {
+	// The driver as a config file makes it, rootdirectory and all.
+	s := testServer(t)
+	root := "zotlayout-" + randomHex(4)
+	file, _, err := configs.Parse([]byte(`{"storage": {"rootDirectory": "` + t.TempDir() + `", "storageDriver": {
+		"name": "s3", "bucket": "` + s.bucket + `", "region": "` + s.region + `", "regionendpoint": "` + s.endpoint + `",
+		"accesskey": "` + s.access + `", "secretkey": "` + s.secret + `", "rootdirectory": "/` + root + `", "chunksize": 5242880}}}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	cfg := testConfig(t, testServer(t))
-	base := cfg.Prefix
-	cfg.Prefix = base + ZotPrefix("/zot")
-	d := mustNew(t, cfg)
+	d := mustNew(t, FromConfig(file.Storage.S3, false, nil))
 	ctx := context.Background()
 
 	// As zot's s3 driver writes them (distribution's s3-aws: plain
 	// PutObject, and a completed multipart upload for a blob).
 	raw := func(key string, data []byte) {
-		_, err := d.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &d.bucket, Key: aws.String(base + key), Body: bytes.NewReader(data)})
+		_, err := d.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &d.bucket, Key: aws.String(key), Body: bytes.NewReader(data)})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	raw("zot/zot/alpine/index.json", []byte(`{"schemaVersion":2,"manifests":[]}`))
-	raw("zot/zot/alpine/oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	raw("zot/zot/alpine/blobs/sha256/0123", []byte("layer"))
+	raw(root+"/"+root+"/alpine/index.json", []byte(`{"schemaVersion":2,"manifests":[]}`))
+	raw(root+"/"+root+"/alpine/oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	raw(root+"/"+root+"/alpine/blobs/sha256/0123", []byte("layer"))
 	got, _, err := d.ReadFile(ctx, "alpine/index.json", 1<<20)
 	if err != nil || string(got) != `{"schemaVersion":2,"manifests":[]}` {
 		t.Fatalf("zot's index.json through the driver: %q, %v", got, err)
@@ -110,7 +112,7 @@ func TestZotPrefix(t *testing.T) {
 	if _, err := d.WriteFile(ctx, "busybox/index.json", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: aws.String(base + "zot/zot/busybox/index.json")}); err != nil {
+	if _, err := d.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: aws.String(root + "/" + root + "/busybox/index.json")}); err != nil {
 		t.Fatalf("pier's index.json is not at zot's key: %v", err)
 	}
 }
