@@ -118,7 +118,7 @@ func (d *Driver) put(ctx context.Context, key string, data []byte, ifMatch, ifNo
 	cctx, cancel := d.call(ctx)
 	defer cancel()
 	out, err := d.s3.PutObject(cctx, &s3.PutObjectInput{
-		Bucket: &d.bucket, Key: &obj, Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
+		Bucket: &d.bucket, Key: &obj, Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 		IfMatch: ifMatch, IfNoneMatch: ifNoneMatch,
 		StorageClass: d.storageClass(), ACL: d.acl(), ServerSideEncryption: sse, SSEKMSKeyId: kms,
 	})

@@ -3,7 +3,9 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/md5" //nolint:gosec // Content-MD5, an integrity check S3 defines
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -84,7 +86,7 @@ func (d *Driver) putRecord(ctx context.Context, key, obj string, rec record, ifM
 	cctx, cancel := d.call(ctx)
 	defer cancel()
 	out, err := d.s3.PutObject(cctx, &s3.PutObjectInput{
-		Bucket: &d.bucket, Key: &obj, Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
+		Bucket: &d.bucket, Key: &obj, Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 		ContentType: aws.String("application/json"),
 		Metadata:    map[string]string{metaUpload: strconv.Itoa(recordFormat), metaSize: strconv.FormatInt(rec.Size, 10)},
 		IfMatch:     ifMatch, IfNoneMatch: ifNoneMatch,
@@ -279,6 +281,7 @@ func (w *writer) flush() error {
 	defer cancel()
 	out, err := w.d.s3.PutObject(ctx, &s3.PutObjectInput{
 		Bucket: &w.d.bucket, Key: &obj, Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf))),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 	})
 	if err != nil {
 		return fail(w.ctx, "write", w.key, err)
@@ -500,7 +503,7 @@ func (d *Driver) assemble(ctx context.Context, dst, dstObj string, parts []copyP
 		var out *s3.UploadPartOutput
 		out, err = d.s3.UploadPart(cctx, &s3.UploadPartInput{
 			Bucket: &d.bucket, Key: &dstObj, UploadId: id, PartNumber: aws.Int32(int32(n)),
-			Body: bytes.NewReader(tail), ContentLength: aws.Int64(int64(len(tail))),
+			Body: bytes.NewReader(tail), ContentLength: aws.Int64(int64(len(tail))), ContentMD5: aws.String(md5Of(tail)),
 		})
 		cancel()
 		if err != nil {
@@ -529,6 +532,13 @@ func (d *Driver) assemble(ctx context.Context, dst, dstObj string, parts []copyP
 		d.log.Warn("s3: a failed multipart upload could not be aborted", "key", dst, "err", aerr)
 	}
 	return err
+}
+
+// md5Of is a part's Content-MD5: a part is sent without a CRC32 (a part's
+// checksum must match its upload's algorithm on AWS), so this guards it.
+func md5Of(b []byte) string {
+	sum := md5.Sum(b)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 func randomHex(n int) string {
