@@ -36,6 +36,26 @@ func testCopy(t *testing.T, storage Storage) {
 	mustWrite(t, d, "a/blobs/sha256/s", []byte("changed"))
 	wantContent(t, d, "b/blobs/sha256/s", small)
 
+	// Keys with characters a URL or a query must escape.
+	odd := "a/blobs/odd name+%20?x=1&y#z;é"
+	mustWrite(t, d, odd, small)
+	if err := d.Copy(ctx, odd, odd+" copy"); err != nil {
+		t.Fatalf("Copy of %q: %v", odd, err)
+	}
+	wantContent(t, d, odd+" copy", small)
+	w = mustCreate(t, d, "a/.uploads/odd name+%20?")
+	writeUpload(t, w, large, 1)
+	mustCommit(t, w, odd+" large")
+	wantContent(t, d, odd+" large", large)
+	if err := d.Move(ctx, odd+" large", odd+" moved"); err != nil {
+		t.Fatalf("Move of %q: %v", odd, err)
+	}
+	wantContent(t, d, odd+" moved", large)
+	entries, err := d.List(ctx, "a/blobs")
+	if err != nil || len(entries) != 4 || entries[0].Key != "a/blobs/odd name+%20?x=1&y#z;é" {
+		t.Fatalf("List of odd keys: %v, %v", keys(entries), err)
+	}
+
 	wantErr(t, "Copy of a missing key", d.Copy(ctx, "a/missing", "b/x"), driver.ErrNotFound)
 	wantGone(t, d, "b/x")
 }

@@ -239,7 +239,9 @@ func (g *gateway) kill() {
 // object appears, and the upload resumes from its last Close.
 func TestFaultServerKilled(t *testing.T) {
 	g := newGateway(t)
-	d := faultDriver(t, "http://"+g.addr)
+	cfg := testConfig(t, testServer(t))
+	cfg.Endpoint, cfg.Timeout = "http://"+g.addr, 5*time.Second // a restarted server is slow at first
+	d := mustNew(t, cfg)
 	ctx := context.Background()
 	if _, err := d.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(d.bucket)}); err != nil {
 		t.Fatal(err)
@@ -281,10 +283,10 @@ func TestFaultServerKilled(t *testing.T) {
 	if cerr == nil {
 		t.Fatal("Commit with the server down succeeded")
 	}
-	if took := time.Since(start); took > 4*faultTimeout {
-		t.Fatalf("three calls with the server down took %v; the deadline is %v each", took, faultTimeout)
+	if took := time.Since(start); took > 3*cfg.Timeout {
+		t.Fatalf("three calls with the server down took %v; the deadline is %v each", took, cfg.Timeout)
 	}
-	every(t, d)
+	every(t, faultDriver(t, "http://"+g.addr))
 
 	g.start()
 	if _, err := d.Stat(ctx, "r/blobs/sha256/x"); !errors.Is(err, driver.ErrNotFound) {
@@ -315,4 +317,56 @@ func TestFaultServerKilled(t *testing.T) {
 	if strings.Join(objs, ",") != "r/blobs/sha256/x,r/index.json" || len(mps) != 0 {
 		t.Fatalf("after the commit the bucket holds %q and multipart uploads %q", objs, mps)
 	}
+}
+
+// An uplink slower than a chunk per deadline: a 5 MiB segment takes longer
+// than the deadline to send, and gets through: a call that sends a body
+// has time for it at a slow link's rate.
+func TestFaultSlowUplink(t *testing.T) {
+	s := testServer(t)
+	target, _ := url.Parse(s.endpoint)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	direct := proxy.Director
+	proxy.Director = func(r *http.Request) {
+		direct(r)
+		if r.Body != nil {
+			r.Body = &slowBody{ReadCloser: r.Body, rate: 2 << 20}
+		}
+	}
+	srv := httptest.NewServer(proxy)
+	defer srv.Close()
+
+	d := faultDriver(t, srv.URL) // deadline 1 s
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("slow uplink "), MinChunkSize/12+1000)
+	start := time.Now()
+	w, err := d.Create(ctx, "r/.uploads/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatalf("Write of a chunk over a slow uplink: %v", err)
+	}
+	if err := w.Commit(ctx, "r/blobs/sha256/slow"); err != nil {
+		t.Fatalf("Commit over a slow uplink: %v", err)
+	}
+	if took := time.Since(start); took < 2*faultTimeout {
+		t.Fatalf("the upload took %v: the uplink was not slower than the deadline, the test proves nothing", took)
+	}
+	got, _, err := d.ReadFile(ctx, "r/blobs/sha256/slow", 1<<30)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
+	}
+}
+
+// slowBody gives rate bytes a second.
+type slowBody struct {
+	io.ReadCloser
+	rate int
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	n := min(len(p), b.rate/20)
+	time.Sleep(50 * time.Millisecond)
+	return b.ReadCloser.Read(p[:n])
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -115,7 +114,7 @@ func (d *Driver) put(ctx context.Context, key string, data []byte, ifMatch, ifNo
 		return driver.Info{}, err
 	}
 	sse, kms := d.sse()
-	cctx, cancel := d.call(ctx)
+	cctx, cancel := d.sendCall(ctx, len(data))
 	defer cancel()
 	out, err := d.s3.PutObject(cctx, &s3.PutObjectInput{
 		Bucket: &d.bucket, Key: &obj, Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
@@ -176,7 +175,7 @@ func (d *Driver) copyObject(ctx context.Context, dst, dstObj string, p piece, me
 		in.MetadataDirective = types.MetadataDirectiveReplace
 		in.Metadata = meta
 	}
-	cctx, cancel := d.call(ctx)
+	cctx, cancel := d.copyCall(ctx, p.size)
 	defer cancel()
 	if _, err := d.s3.CopyObject(cctx, in); err != nil {
 		return fail(ctx, "copy to", dst, err)
@@ -184,13 +183,22 @@ func (d *Driver) copyObject(ctx context.Context, dst, dstObj string, p piece, me
 	return nil
 }
 
-// copySource is the x-amz-copy-source of an object: bucket/key, escaped.
+// copySource is the x-amz-copy-source of an object: bucket/key, with
+// everything but unreserved characters and slashes percent-encoded (servers
+// differ on '+' and the like, so none is left to interpretation).
 func copySource(bucket, obj string) string {
-	parts := strings.Split(obj, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
+	var b strings.Builder
+	b.WriteString(bucket)
+	b.WriteByte('/')
+	for _, c := range []byte(obj) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', strings.IndexByte("-_.~/", c) >= 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
 	}
-	return bucket + "/" + strings.Join(parts, "/")
+	return b.String()
 }
 
 // Move is Copy, then Delete of src.

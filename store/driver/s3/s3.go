@@ -218,6 +218,9 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		o.UsePathStyle = cfg.ForcePathStyle
 		o.UseAccelerate = cfg.Accelerate
 		o.UseDualstack = cfg.DualStack //nolint:staticcheck // zot's usedualstack
+		// No Expect: 100-continue: the body would wait a second for an
+		// answer some proxies and servers never send.
+		o.ContinueHeaderThresholdBytes = -1
 		// The store hashes every byte with sha256 itself; the SDK's
 		// checksums are computed only where S3 requires one.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
@@ -235,15 +238,15 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	return &Driver{s3: client, cfg: cfg, bucket: cfg.Bucket, prefix: cfg.Prefix, log: log}, nil
 }
 
-// httpClient bounds the connection set-up and the wait for a response's
-// headers; the body's pace is watched by the callers. It is the SDK's
-// buildable client, so that AWS_CA_BUNDLE still applies.
+// httpClient bounds the connection set-up; each call bounds the rest (a
+// response-header timeout would cut a body that socket buffers took at once
+// and a slow link still drains). It is the SDK's buildable client, so that
+// AWS_CA_BUNDLE still applies.
 func httpClient(cfg Config) *awshttp.BuildableClient {
 	return awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = 5 * time.Second; d.KeepAlive = 30 * time.Second }).
 		WithTransportOptions(func(t *http.Transport) {
 			t.TLSHandshakeTimeout = 10 * time.Second
-			t.ResponseHeaderTimeout = cfg.Timeout
 			t.MaxIdleConnsPerHost = 64
 			if cfg.SkipVerify {
 				if t.TLSClientConfig == nil {
@@ -325,6 +328,24 @@ func (d *Driver) writable(key string) (string, error) {
 func (d *Driver) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, d.cfg.Timeout)
 }
+
+// copyRate is the slowest a server is expected to copy on its side: a copy
+// of n bytes has the deadline and n at this rate, since S3 says nothing
+// until it is done.
+const copyRate = 8 << 20
+
+func (d *Driver) copyCall(ctx context.Context, n int64) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d.cfg.Timeout+time.Duration(n*int64(time.Second)/copyRate))
+}
+
+// sendCall bounds a call that sends n bytes: the deadline, and the time
+// they take at slowLink, so that a chunk gets through a slow uplink.
+func (d *Driver) sendCall(ctx context.Context, n int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d.cfg.Timeout+time.Duration(int64(n)*int64(time.Second)/slowLink))
+}
+
+// slowLink is the slowest uplink a body is given time for.
+const slowLink = 256 << 10
 
 // The options every object the caller names is written with.
 func (d *Driver) storageClass() types.StorageClass {

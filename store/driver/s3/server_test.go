@@ -211,3 +211,50 @@ func TestServerConditions(t *testing.T) {
 	})
 	t.Logf("CompleteMultipartUpload of an unknown upload id over an existing object: %s (AWS: NoSuchUpload)", code(err))
 }
+
+// Two writers on one upload through drivers of their own (two replicas a
+// client's requests went to): the first Close wins, the second is a
+// conflict and changes nothing, and its segments go when the upload ends.
+func TestConcurrentAppends(t *testing.T) {
+	cfg := testConfig(t, testServer(t))
+	a, b := mustNew(t, cfg), mustNew(t, cfg)
+	ctx := context.Background()
+	w, err := a.Create(ctx, "r/.uploads/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("base "))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wa, err := a.Append(ctx, "r/.uploads/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, err := b.Append(ctx, "r/.uploads/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wa.Write(bytes.Repeat([]byte("a"), MinChunkSize+1))
+	wb.Write([]byte("from b"))
+	if err := wa.Close(); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := wb.Close(); !errors.Is(err, driver.ErrConflict) {
+		t.Fatalf("second Close on the same upload: %v, want ErrConflict", err)
+	}
+	got, _, err := b.ReadFile(ctx, "r/.uploads/u", 1<<30)
+	if err != nil || !bytes.Equal(got, append([]byte("base "), bytes.Repeat([]byte("a"), MinChunkSize+1)...)) {
+		t.Fatalf("the upload holds %d bytes (%v), want the first writer's", len(got), err)
+	}
+	w, err = b.Append(ctx, "r/.uploads/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx, "r/blobs/sha256/ab"); err != nil {
+		t.Fatal(err)
+	}
+	if objs, mps := rawObjects(t, a); strings.Join(objs, ",") != "r/blobs/sha256/ab" || len(mps) != 0 {
+		t.Fatalf("after the commit the bucket holds %q and multipart uploads %q", objs, mps)
+	}
+}

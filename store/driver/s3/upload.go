@@ -83,7 +83,7 @@ func (d *Driver) putRecord(ctx context.Context, key, obj string, rec record, ifM
 	if err != nil {
 		return "", err
 	}
-	cctx, cancel := d.call(ctx)
+	cctx, cancel := d.sendCall(ctx, len(data))
 	defer cancel()
 	out, err := d.s3.PutObject(cctx, &s3.PutObjectInput{
 		Bucket: &d.bucket, Key: &obj, Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
@@ -277,7 +277,7 @@ func (w *writer) flush() error {
 	start := w.size - int64(len(w.buf))
 	name := fmt.Sprintf("%013d-%s", start, randomHex(4))
 	obj := w.d.segmentDir(w.key) + name
-	ctx, cancel := w.d.call(w.ctx)
+	ctx, cancel := w.d.sendCall(w.ctx, len(w.buf))
 	defer cancel()
 	out, err := w.d.s3.PutObject(ctx, &s3.PutObjectInput{
 		Bucket: &w.d.bucket, Key: &obj, Body: bytes.NewReader(w.buf), ContentLength: aws.Int64(int64(len(w.buf))),
@@ -482,10 +482,14 @@ func (d *Driver) assemble(ctx context.Context, dst, dstObj string, parts []copyP
 		return fail(ctx, "copy to", dst, err)
 	}
 	id := created.UploadId
+	total := int64(len(tail))
+	for _, p := range parts {
+		total += p.size
+	}
 	completed := make([]types.CompletedPart, n)
 	err = run(ctx, len(parts), d.cfg.MultipartCopyMaxConcurrency, func(ctx context.Context, i int) error {
 		p := parts[i]
-		cctx, cancel := d.call(ctx)
+		cctx, cancel := d.copyCall(ctx, p.size)
 		defer cancel()
 		out, err := d.s3.UploadPartCopy(cctx, &s3.UploadPartCopyInput{
 			Bucket: &d.bucket, Key: &dstObj, UploadId: id, PartNumber: aws.Int32(int32(i + 1)),
@@ -499,7 +503,7 @@ func (d *Driver) assemble(ctx context.Context, dst, dstObj string, parts []copyP
 		return nil
 	})
 	if err == nil && len(tail) > 0 {
-		cctx, cancel := d.call(ctx)
+		cctx, cancel := d.sendCall(ctx, len(tail))
 		var out *s3.UploadPartOutput
 		out, err = d.s3.UploadPart(cctx, &s3.UploadPartInput{
 			Bucket: &d.bucket, Key: &dstObj, UploadId: id, PartNumber: aws.Int32(int32(n)),
@@ -513,7 +517,8 @@ func (d *Driver) assemble(ctx context.Context, dst, dstObj string, parts []copyP
 		}
 	}
 	if err == nil {
-		cctx, cancel := d.call(ctx)
+		// Completing joins the parts: a copy of the object on some servers.
+		cctx, cancel := d.copyCall(ctx, total)
 		_, err = d.s3.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{
 			Bucket: &d.bucket, Key: &dstObj, UploadId: id,
 			MultipartUpload: &types.CompletedMultipartUpload{Parts: completed},
