@@ -76,8 +76,13 @@ type StoreConfig struct {
 	GCOnce bool
 
 	// StorageDriver holds zot's remote storage settings (e.g. s3) as they are
-	// in the file, nil when absent. Keys inside are free-form.
+	// in the file, nil when absent.
 	StorageDriver map[string]any
+
+	// S3 is StorageDriver read, checked and defaulted: the bucket the
+	// store's images are in, nil for a store on the local disk. The store
+	// keeps its local state (cache.db) in RootDirectory all the same.
+	S3 *S3Config
 
 	// CacheDriver holds zot's dedupe cache database settings (boltdb,
 	// dynamodb, redis) as they are in the file, nil when absent. pier does

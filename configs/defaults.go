@@ -93,6 +93,7 @@ func resolveStore(key string, s *fileStore, gcDefault, dedupeDefault bool) (Stor
 		Dedupe:        value(s.Dedupe, dedupeDefault),
 		GC:            value(s.GC, gcDefault),
 		StorageDriver: s.StorageDriver,
+		S3:            (&validation{}).storageDriver(key, s.StorageDriver), // validated
 		CacheDriver:   s.CacheDriver,
 		Retention:     s.Retention,
 		ReadOnly:      value(s.ReadOnly, false),

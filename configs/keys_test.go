@@ -50,7 +50,7 @@ func TestEveryUnknownKeyReported(t *testing.T) {
 func TestFreeFormSubtrees(t *testing.T) {
 	cfg, _ := mustParse(t, `{
 		"storage": {"rootDirectory": "/r",
-			"storageDriver": {"name": "s3", "anything": {"deep": [1, 2]}},
+			"storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"},
 			"cacheDriver": {"name": "redis", "whatever": true},
 			"retention": {"newPolicyKey": 1}},
 		"http": {"auth": {"ldap": {"someFutureKey": {}}}, "externalURL": {"x": 1}},
@@ -59,7 +59,7 @@ func TestFreeFormSubtrees(t *testing.T) {
 		"cluster": {"members": [], "future": true}
 	}`)
 
-	if cfg.Storage.StorageDriver["anything"] == nil || cfg.Storage.CacheDriver["whatever"] != true {
+	if cfg.Storage.StorageDriver["bucket"] != "bkt" || cfg.Storage.CacheDriver["whatever"] != true {
 		t.Errorf("StorageDriver = %v, CacheDriver = %v; want the file's maps", cfg.Storage.StorageDriver, cfg.Storage.CacheDriver)
 	}
 

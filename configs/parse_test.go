@@ -205,9 +205,9 @@ func TestRemoteCacheDefault(t *testing.T) {
 		storage string
 		want    bool
 	}{
-		{`"storageDriver": {"name": "s3"}`, true},
-		{`"storageDriver": {"name": "s3"}, "dedupe": false`, false},
-		{`"storageDriver": {"name": "s3"}, "remoteCache": false`, false},
+		{`"storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}`, true},
+		{`"storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}, "dedupe": false`, false},
+		{`"storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}, "remoteCache": false`, false},
 		{`"remoteCache": true`, true},
 		{``, false},
 	}
@@ -366,7 +366,7 @@ func TestSubPathNamesAreLowerCased(t *testing.T) {
 	}
 	// What is refused or warned about in a subpath still is, by its new name.
 	cfg, warnings := mustParse(t, `{"storage": {"rootDirectory": "/r", "subPaths": {"/Team": {"rootDirectory": "/t",
-		"storageDriver": {"name": "s3"}, "retention": {}}}}}`)
+		"storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}, "retention": {}}}}}`)
 	if r := cfg.Refusals(); len(r) != 1 || r[0].Key != "storage.subPaths./team.storageDriver" {
 		t.Errorf("refusals = %v, want storage.subPaths./team.storageDriver", r)
 	}

@@ -90,11 +90,11 @@ func TestRefusals(t *testing.T) {
 		{"LDAP", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "p"}, "ldap": {"address": "l"}}}}`, []string{"http.auth.ldap"}},
 		{"OpenID", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"openid": {"providers": {}}}}}`, []string{"http.auth.openid"}},
 		{"OIDC bearer tokens", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"bearer": {"realm": "r", "service": "s", "oidc": {}}}}}`, []string{"http.auth.bearer.oidc"}},
-		{"remote storage", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3"}}}`, []string{"storage.storageDriver"}},
+		{"remote storage", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}}}`, []string{"storage.storageDriver"}},
 		{"subpaths are served", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}}`, nil},
-		{"refusals in several subpaths, in order", `{"storage": {"rootDirectory": "/r", "subPaths": {"/b": {"rootDirectory": "/b", "storageDriver": {}}, "/a": {"rootDirectory": "/a", "storageDriver": {}}, "/c": {"rootDirectory": "/c"}}}, "http": {"auth": {"ldap": {}}}}`,
+		{"refusals in several subpaths, in order", `{"storage": {"rootDirectory": "/r", "subPaths": {"/b": {"rootDirectory": "/b", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "r", "rootdirectory": "/b"}}, "/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "r", "rootdirectory": "/a"}}, "/c": {"rootDirectory": "/c"}}}, "http": {"auth": {"ldap": {}}}}`,
 			[]string{"http.auth.ldap", "storage.subPaths./a.storageDriver", "storage.subPaths./b.storageDriver"}},
-		{"remote storage in a subpath", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3"}}}}}`, []string{"storage.subPaths./a.storageDriver"}},
+		{"remote storage in a subpath", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}}}}}`, []string{"storage.subPaths./a.storageDriver"}},
 		{"read-only is served", `{"storage": {"rootDirectory": "/r", "readOnly": true}}`, nil},
 		{"zot's old read-only is served", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, nil},
 		{"cluster", `{"storage": {"rootDirectory": "/r"}, "cluster": {"members": ["a:1", "b:1"]}}`, []string{"cluster"}},
@@ -209,7 +209,7 @@ func TestStoreNoticesApplyInSubPaths(t *testing.T) {
 		value := "1"
 		switch reflect.TypeFor[fileStore]().FieldByIndex(f.index).Type.Kind() {
 		case reflect.Map:
-			value = `{"name": "x"}`
+			value = `{"name": "s3", "bucket": "bkt", "region": "us-east-1"}` // a valid storageDriver or cacheDriver
 		case reflect.Pointer:
 			value = "true"
 		}

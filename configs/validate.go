@@ -54,8 +54,16 @@ func (v *validation) storage(s *fileStorage) {
 	}
 
 	roots := map[string]string{"storage.rootDirectory": absClean(*s.RootDirectory)}
+	buckets := map[string]*S3Config{}
+	if c := v.storageDriver("storage", s.StorageDriver); c != nil {
+		buckets["storage"] = c
+	}
+	defer v.s3Roots(buckets)
 	for _, name := range sortedKeys(s.SubPaths) {
 		key := "storage.subPaths." + name
+		if c := v.storageDriver(key, s.SubPaths[name].StorageDriver); c != nil {
+			buckets[key] = c
+		}
 		if !strings.HasPrefix(name, "/") || oci.ValidateName(strings.TrimPrefix(name, "/")) != nil {
 			v.fail(key, `a subpath must be "/" and a repository name prefix, like "/a" or "/team/app" (lower case, no trailing "/")`)
 		}

@@ -32,8 +32,9 @@
 //
 // What only some backends can do is an optional interface, asserted at run
 // time as net/http does with http.Flusher: Linker (hard links, for local
-// dedupe), Notifier (change notification), Syncer, Toucher, Redirector,
-// Spacer, SyncCounter. The store degrades, never fails, where one is missing.
+// dedupe), Notifier (change notification), Syncer, Toucher, Redirector, Spacer,
+// SyncCounter, and for a Writer, Checkpointer. The store degrades, never
+// fails, where one is missing.
 package driver
 
 import (
@@ -202,6 +203,21 @@ type Writer interface {
 	Commit(ctx context.Context, dst string) error
 	// Cancel ends the upload and removes what was written to it.
 	Cancel(ctx context.Context) error
+}
+
+// Checkpointer is a Writer that saves a small state with its upload, so that
+// whoever appends next — after a restart, or on another replica — resumes
+// what depends on every byte so far (the store's running sha256, whose
+// state crypto/sha256 marshals) without reading the upload again.
+type Checkpointer interface {
+	// Checkpoint returns the state saved with the upload, and the upload's
+	// length when it was set (SetCheckpoint); nil if none was saved. The
+	// state describes the upload only while its length is still that.
+	Checkpoint() (state []byte, size int64)
+	// SetCheckpoint sets the state, for the upload's first Size() bytes, to
+	// save with them at Close: both are stored, or neither. A few KiB at
+	// most.
+	SetCheckpoint(state []byte)
 }
 
 // Linker is a driver that can give one object several keys (hard links):

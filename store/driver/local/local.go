@@ -68,7 +68,6 @@ type Driver struct {
 	unlock func()
 
 	syncs    atomic.Int64
-	replaces keyLocks // serialises ReplaceFile per key
 	creating keyLocks // held by mkdirAll from a directory's creation to its fsync
 }
 
@@ -229,15 +228,26 @@ func (d *Driver) WriteFile(ctx context.Context, key string, data []byte) (driver
 	return d.Stat(ctx, key)
 }
 
-// ReplaceFile compares and swaps under a lock of the key. The directory's
-// process lock keeps other piers out; a tool that writes into the
+// ReplaceFile compares and swaps under an flock of the key's directory,
+// which orders every writer that takes it: goroutines, and other
+// processes on the same directory (an offline pier gc beside a
+// read-only pier, two drivers in a test). A tool that writes into the
 // directory by hand can still race it, as it can race any reader.
 func (d *Driver) ReplaceFile(ctx context.Context, key string, data []byte, version string) (driver.Info, error) {
 	if err := d.check(key, true); err != nil {
 		return driver.Info{}, err
 	}
-	unlock := d.replaces.lock(key)
-	defer unlock()
+	if err := d.mkdirAll(path.Dir(key)); err != nil {
+		return driver.Info{}, fmt.Errorf("replace %s: %w", key, err)
+	}
+	dir, err := d.root.openDir(path.Dir(key))
+	if err != nil {
+		return driver.Info{}, fmt.Errorf("replace %s: %w", key, mapErr(err))
+	}
+	defer dir.Close() // and with it the lock
+	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX); err != nil {
+		return driver.Info{}, fmt.Errorf("replace %s: lock: %w", key, err)
+	}
 	cur, err := d.Stat(ctx, key)
 	switch {
 	case driver.IsNotFound(err) && version == "":
@@ -371,6 +381,9 @@ func (d *Driver) List(ctx context.Context, dir string) ([]driver.Info, error) {
 	out := make([]driver.Info, 0, len(names))
 	for _, n := range names {
 		key := path.Join(dir, n)
+		if key == d.tmpDir {
+			continue // the driver's own, not the caller's
+		}
 		if !driver.ValidKey(key) {
 			continue // a name no key can spell (a backslash, say): not ours
 		}
@@ -390,6 +403,16 @@ func (d *Driver) List(ctx context.Context, dir string) ([]driver.Info, error) {
 }
 
 func (d *Driver) Walk(ctx context.Context, dir string, fn func(driver.Info) error) error {
+	err := d.walk(ctx, dir, fn)
+	if errors.Is(err, fs.SkipAll) {
+		return nil
+	}
+	return err
+}
+
+// walk is Walk with fs.WalkDir's rules: SkipDir from a directory skips
+// it, from a file the rest of its directory; SkipAll ends the walk.
+func (d *Driver) walk(ctx context.Context, dir string, fn func(driver.Info) error) error {
 	entries, err := d.List(ctx, dir)
 	if err != nil {
 		return err
@@ -399,14 +422,16 @@ func (d *Driver) Walk(ctx context.Context, dir string, fn func(driver.Info) erro
 			return err
 		}
 		err := fn(e)
-		if e.IsDir && errors.Is(err, fs.SkipDir) {
+		switch {
+		case errors.Is(err, fs.SkipDir) && e.IsDir:
 			continue
-		}
-		if err != nil {
+		case errors.Is(err, fs.SkipDir):
+			return nil
+		case err != nil:
 			return err
 		}
 		if e.IsDir {
-			if err := d.Walk(ctx, e.Key, fn); err != nil {
+			if err := d.walk(ctx, e.Key, fn); err != nil {
 				return err
 			}
 		}
@@ -444,7 +469,7 @@ func mapErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ELOOP),
-		errors.Is(err, syscall.EISDIR), escapes(err):
+		errors.Is(err, syscall.EISDIR), errors.Is(err, errNotRegular):
 		return fmt.Errorf("%w: %v", driver.ErrNotFound, err)
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return fmt.Errorf("%w: %v", driver.ErrNoSpace, err)
@@ -454,12 +479,6 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %v", driver.ErrExists, err)
 	}
 	return err
-}
-
-// escapes reports os.Root's refusal of a path (or a link) that leads out
-// of the root. os does not export the error, only its text.
-func escapes(err error) bool {
-	return strings.Contains(err.Error(), "path escapes from parent")
 }
 
 // linkUnsupported reports whether a link(2) failure means "keep a copy"
