@@ -24,108 +24,74 @@ import (
 // repository becomes a hard link to a copy already under the root. The
 // cache says where copies are; the disk says whether they are still there.
 // Every cache failure degrades to "no dedupe for this blob", never to a
-// failed request.
+// failed or slow request: every call has a deadline (indexhealth.go), an
+// index that errs is left alone for a while, and a full write queue drops
+// changes for the next pass over the disk to record.
 type deduper struct {
 	s *Store
-
-	mu    sync.RWMutex
-	c     cache.Cache
-	owned bool // pier opened <root>/cache.db and may replace it
+	c cache.Cache
 
 	index        *indexWriter  // every change to the cache, in the background
-	kick         chan struct{} // asks the background job to rebuild
+	health       indexHealth   // outages, back-off, changes lost meanwhile
+	damaged      atomic.Bool   // the index reported damage; RunDedupe replaces it
+	kick         chan struct{} // asks the background job for a pass (after damage, or lost changes)
 	fallbackOnce sync.Once     // log "no hard links here" once
-	broken       atomic.Bool   // a rebuild has been asked for
 }
 
 func (s *Store) cachePath() string { return filepath.Join(s.root, "cache.db") }
 
+// newDeduper uses c, or, when c is nil, the BoltDB index <root>/cache.db,
+// which it owns: whatever that file holds, it opens (a damaged one is set
+// aside under .pier/ and replaced by a new one that the first pass fills).
 func newDeduper(s *Store, c cache.Cache) (*deduper, error) {
 	d := &deduper{s: s, c: c, kick: make(chan struct{}, 1)}
+	if c == nil {
+		bc, err := boltdb.Open(s.cachePath(), boltdb.Options{Sync: s.fs.Sync, AsideDir: s.pierDir(), Logger: s.log})
+		if err != nil {
+			return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", s.root, err)
+		}
+		d.c = bc
+	}
 	var delay time.Duration
 	if s.fs.Sync {
 		delay = indexBatchDelay
 	}
-	d.index = newIndexWriter(d.write, delay)
-	if c != nil {
-		return d, nil
-	}
-	d.owned = true
-	bc, err := boltdb.Open(s.cachePath(), s.fs.Sync)
-	if errors.Is(err, boltdb.ErrCorrupt) {
-		s.log.Warn("dedupe cache is corrupt; starting a new one and rebuilding it from the disk in the background", "err", err)
-		if bc, err = d.replaceFile(); err == nil {
-			d.kick <- struct{}{}
-		}
-	}
-	if err != nil {
-		d.index.close()
-		return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", s.root, err)
-	}
-	d.c = bc
+	d.index = newIndexWriter(d.write, delay, d.health.drop)
 	return d, nil
 }
 
-// replaceFile moves a damaged cache.db aside (kept for inspection; only
-// the latest, so that a cache that keeps failing cannot fill the card) and
-// opens a new empty one.
-func (d *deduper) replaceFile() (*boltdb.Cache, error) {
-	path := d.s.cachePath()
-	if old, err := filepath.Glob(path + ".corrupt-*"); err == nil {
-		for _, o := range old {
-			os.Remove(o)
-		}
-	}
-	aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
-	if err := os.Rename(path, aside); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("move damaged cache aside: %w", err)
-	}
-	return boltdb.Open(path, d.s.fs.Sync)
-}
-
-// reset replaces a broken cache with an empty one; the caller rebuilds it.
-func (d *deduper) reset() error {
-	if !d.owned {
-		return nil // a remote cache is not ours to replace
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.c.Close()
-	bc, err := d.replaceFile()
-	if err != nil {
-		return err
-	}
-	d.c = bc
-	d.broken.Store(false)
-	return nil
-}
-
-func (d *deduper) cache() cache.Cache {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.c
-}
+func (d *deduper) cache() cache.Cache { return d.c }
 
 func (d *deduper) close() error {
 	d.index.close()
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	return d.c.Close()
 }
 
-// failed notes a cache error; an unusable cache asks for a rebuild.
+// failed notes a cache error. A damaged index asks for a pass over the
+// disk (after replacing the index when pier owns it); an unavailable one
+// is left alone for a while (indexhealth.go), and costs no pass unless
+// changes were lost meanwhile.
 func (d *deduper) failed(op string, err error) {
-	if errors.Is(err, cache.ErrUnavailable) || errors.Is(err, boltdb.ErrCorrupt) {
-		if d.broken.CompareAndSwap(false, true) {
-			d.s.log.Error("dedupe cache failed; rebuilding it in the background", "op", op, "err", err)
-			select {
-			case d.kick <- struct{}{}:
-			default:
-			}
+	switch {
+	case errors.Is(err, cache.ErrCorrupt):
+		d.health.lost()
+		if d.damaged.CompareAndSwap(false, true) {
+			d.s.log.Error("dedupe cache is damaged; replacing it and rebuilding it in the background", "op", op, "err", err)
+			d.askPass()
 		}
-		return
+	case errors.Is(err, cache.ErrUnavailable):
+		d.health.down(d.s.log, op, err)
+	default:
+		d.s.log.Warn("dedupe cache", "op", op, "err", err)
 	}
-	d.s.log.Warn("dedupe cache", "op", op, "err", err)
+}
+
+// askPass asks RunDedupe for a pass over the disk.
+func (d *deduper) askPass() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
 }
 
 // rel is path relative to the root, as the cache records it.
@@ -142,10 +108,18 @@ func (d *deduper) rel(path string) string {
 // zot root's cache.db comes with it), and only a local path that ends in
 // this digest's blobs/<alg>/<hex> is ever used.
 func (d *deduper) copies(ctx context.Context, dg digest.Digest) []string {
-	rels, err := d.cache().Paths(ctx, dg)
-	if err != nil {
-		d.failed("lookup", err)
-		rels = nil
+	var rels []string
+	if d.health.usable() && !d.damaged.Load() {
+		ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		var err error
+		rels, err = d.c.Paths(ctx, dg)
+		cancel()
+		if err != nil {
+			d.failed("lookup", err)
+			rels = nil
+		} else {
+			d.health.up(d)
+		}
 	}
 	rels = d.index.merge(dg, rels)
 	suffix := "/blobs/" + dg.Algorithm().String() + "/" + dg.Encoded()
@@ -169,13 +143,6 @@ func (d *deduper) record(ctx context.Context, dg digest.Digest, path string) {
 
 func (d *deduper) forget(ctx context.Context, dg digest.Digest, path string) {
 	d.index.remove(dg, d.rel(path))
-}
-
-// write is the index writer's: one batch of changes to the cache.
-func (d *deduper) write(ops []cache.Op) {
-	if err := d.cache().Apply(context.Background(), ops); err != nil {
-		d.failed("write", err)
-	}
 }
 
 // existingCopy returns a recorded copy of dg that is still on the disk

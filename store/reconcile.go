@@ -19,6 +19,7 @@ type ReconcileStats struct {
 	Repos         int
 	Blobs         int
 	Recorded      int   // paths newly entered in the cache
+	Unrecorded    int   // paths the cache could not take (down, damaged)
 	AlreadyLinked int   // paths already sharing an inode with another copy
 	Linked        int   // duplicates replaced by a hard link
 	BytesFreed    int64 // by those links
@@ -27,36 +28,51 @@ type ReconcileStats struct {
 
 // RunDedupe keeps the dedupe index in step with the disk until ctx ends:
 // one pass when pier starts (it picks up layouts copied in while pier was
-// off and rebuilds a lost cache), then a rebuild whenever the cache fails.
-// Between those it sleeps on a channel, never polling.
+// off, and fills a new or emptied index), then another whenever the index
+// was damaged (replaced first, when pier owns it), lost changes during an
+// outage or from a full queue, or is found no longer complete (a Redis
+// FLUSHALL). A pass that recorded everything marks the index complete.
+// A transient outage costs no pass by itself.
 func (s *Store) RunDedupe(ctx context.Context) {
-	if s.dedupe == nil {
+	d := s.dedupe
+	if d == nil {
 		return
 	}
-	if c, ok := s.dedupe.cache().(interface{ Check() error }); ok && s.dedupe.owned {
+	if c, ok := d.c.(interface{ Check() error }); ok {
 		if err := c.Check(); err != nil {
-			s.log.Warn("dedupe cache fails its consistency check; rebuilding it", "err", err)
-			if err := s.dedupe.reset(); err != nil {
-				s.log.Error("cannot replace the dedupe cache; dedupe is off until restart", "err", err)
-				return
-			}
+			d.failed("check", err)
 		}
 	}
+	check := time.NewTicker(completeCheckInterval)
+	defer check.Stop()
 	for {
+		d.replaceIfDamaged()
+		if dropped := d.health.passBegins(); dropped > 0 {
+			s.log.Warn("dedupe index writes fell behind; a pass over the disk records the changes dropped", "dropped", dropped)
+		}
 		stats, err := s.Reconcile(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("dedupe pass failed", "err", err)
 		} else if err == nil {
 			s.log.Info("dedupe pass done", "repos", stats.Repos, "blobs", stats.Blobs, "recorded", stats.Recorded,
-				"linked", stats.Linked, "already_linked", stats.AlreadyLinked, "bytes_freed", stats.BytesFreed, "took", stats.Took)
+				"unrecorded", stats.Unrecorded, "linked", stats.Linked, "already_linked", stats.AlreadyLinked,
+				"bytes_freed", stats.BytesFreed, "took", stats.Took)
+			if stats.Unrecorded == 0 {
+				d.markComplete(ctx)
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.dedupe.kick:
-			if err := s.dedupe.reset(); err != nil {
-				s.log.Error("cannot replace the dedupe cache; dedupe is off until restart", "err", err)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
 				return
+			case <-d.kick:
+				break wait
+			case <-check.C:
+				if !d.complete(ctx) {
+					s.log.Warn("dedupe index is not complete (emptied, or new); rebuilding it from the disk")
+					break wait
+				}
 			}
 		}
 	}
@@ -134,10 +150,25 @@ func (s *Store) reconcileRepo(ctx context.Context, repo string, st *ReconcileSta
 			fresh = append(fresh, cache.Op{Digest: b.digest, Path: s.dedupe.rel(b.path)})
 		}
 	}
-	if err := s.dedupe.cache().Apply(ctx, fresh); err != nil {
-		s.dedupe.failed("rebuild", err)
+	if len(fresh) == 0 {
+		return nil
+	}
+	d := s.dedupe
+	if !d.health.usable() || d.damaged.Load() {
+		st.Unrecorded += len(fresh)
+		d.health.lost()
+		return nil
+	}
+	actx, cancel := context.WithTimeout(ctx, writeTimeout)
+	err = d.c.Apply(actx, fresh)
+	cancel()
+	if err != nil {
+		st.Unrecorded += len(fresh)
+		d.failed("rebuild", err)
+		d.health.lost()
 		return err
 	}
+	d.health.up(d)
 	st.Recorded += len(fresh)
 	return nil
 }
