@@ -18,9 +18,9 @@ import (
 // index is not the truth: changes a crash loses are found again by the
 // start-up walk, and a path it names wrongly is checked on the disk.
 type indexWriter struct {
-	apply func(stop <-chan struct{}, ops []cache.Op) // writes one batch; stop closes when the store does
-	delay   time.Duration // how long a batch gathers changes
-	dropped func()        // called for each change dropped from a full queue
+	apply   func(stop <-chan struct{}, ops []cache.Op) // writes one batch; stop closes when the store does
+	delay   time.Duration                              // how long a batch gathers changes
+	dropped func()                                     // called for each change dropped from a full queue
 
 	mu    sync.Mutex
 	queue []queued // changes not written yet, in order

@@ -237,7 +237,9 @@ func TestRandomDamage(t *testing.T) {
 		runs = 30
 	}
 	var setAside, corrupt int
-	defer func() { t.Logf("%d runs: %d files set aside at open, %d found damaged in use", runs, setAside, corrupt) }()
+	defer func() {
+		t.Logf("%d runs: %d files set aside at open, %d found damaged in use", runs, setAside, corrupt)
+	}()
 	for run := range runs {
 		b := append([]byte(nil), good...)
 		switch run % 3 {

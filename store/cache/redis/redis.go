@@ -77,9 +77,11 @@ func New(opts Options) *Cache {
 	return &Cache{c: opts.Client, cluster: cluster, prefix: prefix, pathPrefix: opts.PathPrefix}
 }
 
-func (c *Cache) originals() string                 { return c.prefix + ":blobs:original" }
-func (c *Cache) duplicates(d digest.Digest) string { return c.prefix + ":blobs:duplicates:" + d.String() }
-func (c *Cache) completeKey() string               { return c.prefix + ":pier:complete" }
+func (c *Cache) originals() string { return c.prefix + ":blobs:original" }
+func (c *Cache) duplicates(d digest.Digest) string {
+	return c.prefix + ":blobs:duplicates:" + d.String()
+}
+func (c *Cache) completeKey() string { return c.prefix + ":pier:complete" }
 
 // unavailable wraps every error of the server or the network: to the
 // store, an index that errs is one it cannot use right now.
