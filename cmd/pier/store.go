@@ -7,6 +7,8 @@ import (
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/cache"
+	"github.com/pier-oci/pier/store/cache/remote"
 	"github.com/pier-oci/pier/store/disk"
 	"github.com/pier-oci/pier/store/gc"
 	"github.com/pier-oci/pier/store/scrub"
@@ -68,11 +70,22 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 			}
 			closers = append(closers, unlock)
 		}
+		rlog := log.With("root", rootName(r.key))
+		var index cache.Cache // nil: the BoltDB file <root>/cache.db
+		if r.cfg.Dedupe && !ro {
+			if index, err = remote.Open(r.cfg.Cache, rlog); err != nil {
+				close()
+				return nil, nil, nil, fmt.Errorf("%s: %w", rootName(r.key), err)
+			}
+		}
 		r.st, err = store.New(store.Options{
 			Root: r.cfg.RootDirectory, Commit: r.cfg.Commit, Dedupe: r.cfg.Dedupe, ReadOnly: ro,
-			Logger: log.With("root", rootName(r.key)),
+			Cache: index, Logger: rlog,
 		})
 		if err != nil {
+			if index != nil {
+				index.Close()
+			}
 			close()
 			return nil, nil, nil, fmt.Errorf("%s: %w", rootName(r.key), err)
 		}
