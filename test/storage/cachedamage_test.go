@@ -27,7 +27,9 @@ func TestAnyCacheFileContent(t *testing.T) {
 		"cut inside the meta pages": func(t *testing.T, path string, good []byte) { write(t, path, good[:pageSize+100]) },
 		"cut after the meta pages":  func(t *testing.T, path string, good []byte) { write(t, path, good[:2*pageSize]) },
 		"cut short by a page":       func(t *testing.T, path string, good []byte) { write(t, path, good[:len(good)-pageSize]) },
-		"garbage":                   func(t *testing.T, path string, good []byte) { write(t, path, bytes.Repeat([]byte{0x5a, 0xa5, 7}, len(good)/3)) },
+		"garbage": func(t *testing.T, path string, good []byte) {
+			write(t, path, bytes.Repeat([]byte{0x5a, 0xa5, 7}, len(good)/3))
+		},
 		"garbage after valid meta pages": func(t *testing.T, path string, good []byte) {
 			write(t, path, append(bytes.Clone(good[:2*pageSize]), bytes.Repeat([]byte{0xff, 0x01}, (len(good)-2*pageSize)/2)...))
 		},
