@@ -84,16 +84,20 @@ type StoreConfig struct {
 	// keeps its local state (cache.db) in RootDirectory all the same.
 	S3 *S3Config
 
-	// CacheDriver holds zot's dedupe cache database settings (boltdb,
-	// dynamodb, redis) as they are in the file, nil when absent. pier does
-	// not act on it: it always uses its BoltDB cache at
-	// <RootDirectory>/cache.db.
+	// CacheDriver holds zot's dedupe cache database settings (dynamodb,
+	// redis) as they are in the file, nil when absent; Cache is what pier
+	// makes of them.
 	CacheDriver map[string]any
 
-	// RemoteCache selects a remote CacheDriver instead of the local one. As
-	// in zot, it defaults to true when Dedupe is on and a StorageDriver is set.
-	// pier does not act on it; it has only the local cache.
+	// RemoteCache selects the remote index CacheDriver names instead of the
+	// BoltDB file. As in zot, it defaults to true when Dedupe is on and a
+	// StorageDriver is set.
 	RemoteCache bool
+
+	// Cache is the root's dedupe index: the BoltDB file
+	// <RootDirectory>/cache.db (Driver ""), or the Redis or DynamoDB index
+	// of RemoteCache and CacheDriver. Meaningful only with Dedupe.
+	Cache CacheConfig
 
 	// Retention holds zot's retention policies as they are in the file, nil
 	// when absent.

@@ -48,7 +48,13 @@ func Parse(data []byte) (*Config, []Warning, error) {
 		return nil, nil, err
 	}
 
+	cacheWarnings, err := resolveCaches(&f, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+
 	warnings, refusals := classify(&f, present)
+	warnings = append(warnings, cacheWarnings...)
 	cfg.refusals = refusals
 
 	return cfg, warnings, nil

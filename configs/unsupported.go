@@ -64,11 +64,6 @@ func notices() []notice {
 
 		{key: "storage.gcMaxSchedulerDelay", message: ignored + " (zot scheduler tuning)"},
 		{key: "storage.retention", message: notYet + ": no image is deleted by policy"},
-		// pier dedupes through a local BoltDB index only. Its content is
-		// rebuilt from the disk, so ignoring these loses nothing; the remote
-		// storage a remote cache goes with is refused above.
-		{key: "storage.remoteCache", message: notYet + ": pier uses its BoltDB cache at <rootDirectory>/cache.db"},
-		{key: "storage.cacheDriver", message: notYet + ": pier uses its BoltDB cache at <rootDirectory>/cache.db"},
 		{key: "storage.maxRepos", message: notYet + ": the number of repositories is not limited"},
 		{key: "storage.redirectBlobURL", message: ignored + " (applies to remote storage only)"},
 		{key: "storage.fastRestart", message: ignored + " (zot startup tuning)"},

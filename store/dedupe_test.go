@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,21 +118,22 @@ func TestCacheLossAndCorruption(t *testing.T) {
 				t.Fatal("the rebuilt cache does not dedupe new pushes")
 			}
 			if damage == "corrupt" {
-				matches, _ := filepath.Glob(filepath.Join(root, StateDir, "cache.db.corrupt-*"))
-				if len(matches) != 1 {
-					t.Fatalf("corrupt cache not kept aside: %v", matches)
+				// Kept under .pier/, where no repository name reaches it;
+				// only the latest, however often the cache is damaged.
+				aside := filepath.Join(root, ".pier", boltdb.AsideName)
+				if _, err := os.Stat(aside); err != nil {
+					t.Fatalf("corrupt cache not kept aside: %v", err)
 				}
-				// A cache that keeps getting corrupted keeps one copy aside,
-				// not one per time.
 				s2.Close()
-				for i := range 3 {
-					os.Remove(matches[0])
-					os.WriteFile(filepath.Join(root, StateDir, fmt.Sprintf("cache.db.corrupt-%d", i)), []byte("old"), 0o600)
+				for range 3 {
 					os.WriteFile(cachePath, bytes.Repeat([]byte("garbage!"), 1024), 0o600)
 					newDedupeStore(t, root).Close()
-					if matches, _ = filepath.Glob(filepath.Join(root, StateDir, "cache.db.corrupt-*")); len(matches) != 1 {
-						t.Fatalf("copies of corrupt caches kept: %v", matches)
-					}
+				}
+				if kept, _ := filepath.Glob(filepath.Join(root, ".pier", "cache.db*")); len(kept) != 1 {
+					t.Fatalf("copies of corrupt caches kept: %v", kept)
+				}
+				if at, _ := filepath.Glob(filepath.Join(root, "cache.db?*")); len(at) != 0 {
+					t.Fatalf("files beside cache.db at the root: %v", at)
 				}
 			}
 		})
@@ -292,7 +292,7 @@ func closeAndOpenCache(t *testing.T, s *Store) *boltdb.Cache {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	bc, err := boltdb.Open(s.cachePath(), false)
+	bc, err := boltdb.Open(s.cachePath(), boltdb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func openStore(t *testing.T, root string, commit, dedupe bool) *Store {
 	}
 	var c cache.Cache
 	if dedupe {
-		bc, _, err := boltdb.OpenOrReplace(filepath.Join(root, "cache.db"), filepath.Join(root, StateDir), commit)
+		bc, err := boltdb.Open(filepath.Join(root, "cache.db"), boltdb.Options{Sync: commit, AsideDir: filepath.Join(root, StateDir)})
 		if err != nil {
 			t.Fatal(err)
 		}

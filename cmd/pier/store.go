@@ -10,6 +10,7 @@ import (
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/cache/boltdb"
+	"github.com/pier-oci/pier/store/cache/remote"
 	"github.com/pier-oci/pier/store/driver/local"
 	"github.com/pier-oci/pier/store/jobs"
 )
@@ -82,26 +83,35 @@ func openStore(r *root, readOnly bool, log *slog.Logger) (*store.Store, error) {
 			"if it should be writable under systemd, add it to ReadWritePaths= (systemctl edit pier)",
 			"root", rootName(r.key), "dir", r.cfg.RootDirectory)
 	}
-	slog := log.With("root", rootName(r.key))
-	var c cache.Cache
-	if r.cfg.Dedupe && !drv.ReadOnly() {
-		if c, err = openBoltCache(drv.Dir(), r.cfg.Commit, slog); err != nil {
-			drv.Close()
-			return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", drv.Dir(), err)
-		}
+	rlog := log.With("root", rootName(r.key))
+	c, err := openCache(r, drv, rlog)
+	if err != nil {
+		drv.Close()
+		return nil, err
 	}
-	return store.New(store.Options{Driver: drv, Cache: c, Logger: slog})
+	return store.New(store.Options{Driver: drv, Cache: c, Logger: rlog})
 }
 
-// openBoltCache opens <root>/cache.db; a damaged one is moved aside into
-// the root's state directory and a new one started (the store rebuilds it
-// from the disk).
-func openBoltCache(dir string, sync bool, log *slog.Logger) (*boltdb.Cache, error) {
-	bc, damage, err := boltdb.OpenOrReplace(filepath.Join(dir, "cache.db"), filepath.Join(dir, store.StateDir), sync)
-	if damage != nil {
-		log.Warn("dedupe cache is damaged; moved aside, starting a new one and rebuilding it from the disk in the background", "err", damage)
+// openCache opens a root's dedupe index: none when dedupe is off or the
+// root is read-only, the remote one configured (Redis, DynamoDB), or
+// else the BoltDB file <root>/cache.db, which opens whatever it holds (a
+// damaged one is set aside under the root's state directory, logged
+// once, and rebuilt from the disk).
+func openCache(r *root, drv *local.Driver, log *slog.Logger) (cache.Cache, error) {
+	if !r.cfg.Dedupe || drv.ReadOnly() {
+		return nil, nil
 	}
-	return bc, err
+	c, err := remote.Open(r.cfg.Cache, log)
+	if err != nil || c != nil {
+		return c, err
+	}
+	bc, err := boltdb.Open(filepath.Join(drv.Dir(), "cache.db"), boltdb.Options{
+		Sync: r.cfg.Commit, AsideDir: filepath.Join(drv.Dir(), store.StateDir), Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", drv.Dir(), err)
+	}
+	return bc, nil
 }
 
 // rootName names a root in logs: "default" or the subpath key.

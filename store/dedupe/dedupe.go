@@ -59,13 +59,13 @@ type Deduper struct {
 	repos Repos
 	log   *slog.Logger
 
-	mu sync.RWMutex
-	c  cache.Cache
+	c cache.Cache
 
 	index        *indexWriter  // every change to the cache, in the background
-	kick         chan struct{} // asks the background job to rebuild
+	health       indexHealth   // outages, back-off, changes lost meanwhile (health.go)
+	damaged      atomic.Bool   // the index reported damage; Run replaces it
+	kick         chan struct{} // asks Run for a pass (after damage, or lost changes)
 	fallbackOnce sync.Once     // log "no hard links here" once
-	broken       atomic.Bool   // a rebuild has been asked for
 }
 
 // New starts a Deduper; Close stops it.
@@ -75,37 +75,42 @@ func New(opts Options) *Deduper {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Deduper{drv: opts.Driver, repos: opts.Repos, log: log, c: opts.Cache, kick: make(chan struct{}, 1)}
-	d.index = newIndexWriter(d.write, indexBatchDelay)
+	d.index = newIndexWriter(d.write, indexBatchDelay, d.health.drop)
 	return d
 }
 
-func (d *Deduper) cache() cache.Cache {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return d.c
-}
-
-// Close writes what is queued and closes the index.
+// Close writes what is queued (briefly, if the index is down) and closes
+// the index.
 func (d *Deduper) Close() error {
 	d.index.close()
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	return d.c.Close()
 }
 
-// failed notes an index error; an unusable index asks for a rebuild.
+// failed notes an index error. A damaged index asks for a pass over the
+// storage (after replacing the index when it can be); an unavailable one
+// is left alone for a while (health.go), and costs no pass unless changes
+// were lost meanwhile.
 func (d *Deduper) failed(op string, err error) {
-	if errors.Is(err, cache.ErrUnavailable) || errors.Is(err, cache.ErrCorrupt) {
-		if d.broken.CompareAndSwap(false, true) {
-			d.log.Error("dedupe cache failed; rebuilding it in the background", "op", op, "err", err)
-			select {
-			case d.kick <- struct{}{}:
-			default:
-			}
+	switch {
+	case errors.Is(err, cache.ErrCorrupt):
+		d.health.lost()
+		if d.damaged.CompareAndSwap(false, true) {
+			d.log.Error("dedupe cache is damaged; replacing it and rebuilding it in the background", "op", op, "err", err)
+			d.askPass()
 		}
-		return
+	case errors.Is(err, cache.ErrUnavailable):
+		d.health.down(d.log, op, err)
+	default:
+		d.log.Warn("dedupe cache", "op", op, "err", err)
 	}
-	d.log.Warn("dedupe cache", "op", op, "err", err)
+}
+
+// askPass asks Run for a pass over the storage.
+func (d *Deduper) askPass() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Copies returns the keys the index records for dg. Each is checked
@@ -113,10 +118,18 @@ func (d *Deduper) failed(op string, err error) {
 // it), and only a key that ends in this digest's blobs/<alg>/<hex> is
 // ever used.
 func (d *Deduper) Copies(ctx context.Context, dg digest.Digest) []string {
-	keys, err := d.cache().Paths(ctx, dg)
-	if err != nil {
-		d.failed("lookup", err)
-		keys = nil
+	var keys []string
+	if d.health.usable() && !d.damaged.Load() {
+		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		var err error
+		keys, err = d.c.Paths(lctx, dg)
+		cancel()
+		if err != nil {
+			d.failed("lookup", err)
+			keys = nil
+		} else {
+			d.health.up(d)
+		}
 	}
 	keys = d.index.merge(dg, keys)
 	suffix := "/blobs/" + dg.Algorithm().String() + "/" + dg.Encoded()
@@ -137,13 +150,6 @@ func (d *Deduper) Copies(ctx context.Context, dg digest.Digest) []string {
 func (d *Deduper) Record(dg digest.Digest, key string) { d.index.put(dg, key) }
 
 func (d *Deduper) Forget(dg digest.Digest, key string) { d.index.remove(dg, key) }
-
-// write is the index writer's: one batch of changes to the index.
-func (d *Deduper) write(ops []cache.Op) {
-	if err := d.cache().Apply(context.Background(), ops); err != nil {
-		d.failed("write", err)
-	}
-}
 
 // existingCopy returns a recorded copy of dg that is still in the store
 // with the expected size, other than exclude. Stale entries (missing or of

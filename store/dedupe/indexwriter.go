@@ -18,12 +18,12 @@ import (
 // index is not the truth: changes a crash loses are found again by the
 // start-up walk, and a path it names wrongly is checked on the disk.
 type indexWriter struct {
-	apply func([]cache.Op) // writes one batch
-	delay time.Duration    // how long a batch gathers changes
+	apply   func(stop <-chan struct{}, ops []cache.Op) // writes one batch; stop closes when the store does
+	delay   time.Duration                              // how long a batch gathers changes
+	dropped func()                                     // called for each change dropped from a full queue
 
 	mu    sync.Mutex
-	space sync.Cond // the queue shrank
-	queue []queued  // changes not written yet, in order
+	queue []queued // changes not written yet, in order
 	// pending holds, for each path put and not removed since, the ticket
 	// of its latest put; lookups see these paths until that put is
 	// written (an earlier put of the same path landing does not count).
@@ -48,20 +48,22 @@ const (
 	// to ten a second however fast blobs arrive.
 	indexBatchDelay = 100 * time.Millisecond
 	// maxQueuedChanges bounds the queue's memory (a GC pass over a large
-	// store removes many paths); past it, producers wait for the writer.
+	// store removes many paths). Past it, a change is dropped, never
+	// waited for: a push or GC must not wait on a slow index. The next
+	// pass over the disk records what was dropped.
 	maxQueuedChanges = 4096
 )
 
-func newIndexWriter(apply func([]cache.Op), delay time.Duration) *indexWriter {
+func newIndexWriter(apply func(stop <-chan struct{}, ops []cache.Op), delay time.Duration, dropped func()) *indexWriter {
 	w := &indexWriter{
 		apply:   apply,
+		dropped: dropped,
 		delay:   delay,
 		pending: map[digest.Digest]map[string]uint64{},
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	w.space.L = &w.mu
 	go w.run()
 	return w
 }
@@ -79,12 +81,17 @@ func (w *indexWriter) remove(dg digest.Digest, rel string) {
 
 func (w *indexWriter) enqueue(op cache.Op) {
 	w.mu.Lock()
-	for len(w.queue) >= maxQueuedChanges && !w.closed {
-		w.space.Wait()
-	}
 	if w.closed {
 		w.mu.Unlock()
 		return // the store is closing; the start-up walk will catch up
+	}
+	if len(w.queue) >= maxQueuedChanges {
+		w.mu.Unlock()
+		if op.Remove {
+			w.cancelPending(op.Digest, op.Path)
+		}
+		w.dropped()
+		return
 	}
 	q := queued{op: op}
 	if op.Remove {
@@ -103,6 +110,14 @@ func (w *indexWriter) enqueue(op cache.Op) {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// cancelPending hides a queued put of rel from lookups: a dropped
+// removal must not leave its path visible as pending.
+func (w *indexWriter) cancelPending(dg digest.Digest, rel string) {
+	w.mu.Lock()
+	w.drop(dg, rel)
+	w.mu.Unlock()
 }
 
 func (w *indexWriter) drop(dg digest.Digest, rel string) {
@@ -151,7 +166,6 @@ func (w *indexWriter) flush() {
 	w.mu.Lock()
 	batch := w.queue
 	w.queue = nil
-	w.space.Broadcast()
 	w.mu.Unlock()
 	if len(batch) == 0 {
 		return
@@ -160,7 +174,7 @@ func (w *indexWriter) flush() {
 	for i, q := range batch {
 		ops[i] = q.op
 	}
-	w.apply(ops)
+	w.apply(w.stop, ops)
 	w.mu.Lock()
 	for _, q := range batch {
 		if !q.op.Remove && w.pending[q.op.Digest][q.op.Path] == q.ticket {
@@ -179,7 +193,6 @@ func (w *indexWriter) close() {
 		return
 	}
 	w.closed = true
-	w.space.Broadcast()
 	w.mu.Unlock()
 	close(w.stop)
 	<-w.done

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,20 +14,21 @@ import (
 )
 
 // The index writer keeps order, shows queued puts to lookups until they
-// are written, never blocks a producer for long, and writes everything
-// queued when it closes.
+// are written, never blocks a producer (a change past a full queue is
+// dropped and counted), and writes everything queued when it closes.
 func TestIndexWriter(t *testing.T) {
 	var mu sync.Mutex
 	var written []cache.Op
 	batches := 0
 	release := make(chan struct{})
-	w := newIndexWriter(func(ops []cache.Op) {
+	var dropped atomic.Int64
+	w := newIndexWriter(func(_ <-chan struct{}, ops []cache.Op) {
 		<-release // the disk is slow
 		mu.Lock()
 		written = append(written, ops...)
 		batches++
 		mu.Unlock()
-	}, 10*time.Millisecond)
+	}, 10*time.Millisecond, func() { dropped.Add(1) })
 	d := digest.FromString("x")
 
 	w.put(d, "a")
@@ -35,11 +37,11 @@ func TestIndexWriter(t *testing.T) {
 	if got := fmt.Sprint(w.merge(d, nil)); got != "[a]" {
 		t.Fatalf("lookups see %s while queued, want [a]", got)
 	}
-	close(release)
 
-	// Many more changes than the queue holds: producers wait for the
-	// writer, none is lost, and order is kept.
+	// Many more changes than the queue holds while the writer is stuck:
+	// no producer waits; what does not fit is dropped and counted.
 	var wg sync.WaitGroup
+	start := time.Now()
 	for g := range 4 {
 		wg.Go(func() {
 			for i := range maxQueuedChanges {
@@ -48,13 +50,21 @@ func TestIndexWriter(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("producers waited %v on a stuck writer", took)
+	}
+	close(release)
 	w.close()
 	w.put(d, "after-close") // dropped, not blocked
 
 	mu.Lock()
 	defer mu.Unlock()
-	if len(written) != 3+4*maxQueuedChanges {
-		t.Fatalf("%d changes written, want %d", len(written), 3+4*maxQueuedChanges)
+	if got := int64(len(written)) + dropped.Load(); got != 3+4*maxQueuedChanges {
+		t.Fatalf("%d changes written and %d dropped, want %d in all", len(written), dropped.Load(), 3+4*maxQueuedChanges)
+	}
+	// At most one batch in the writer and one full queue were kept.
+	if dropped.Load() < 2*maxQueuedChanges-3 {
+		t.Fatalf("only %d changes dropped past a full queue", dropped.Load())
 	}
 	if written[1].Path != "b" || written[2].Path != "b" || !written[2].Remove {
 		t.Fatalf("order lost: %+v", written[:3])
@@ -77,7 +87,7 @@ func TestIndexWriterOverlayKeepsARePut(t *testing.T) {
 	entered := make(chan int)
 	gate := make(chan struct{})
 	calls := 0
-	w := newIndexWriter(func(ops []cache.Op) {
+	w := newIndexWriter(func(_ <-chan struct{}, ops []cache.Op) {
 		mu.Lock()
 		calls++
 		n := calls
@@ -89,7 +99,7 @@ func TestIndexWriterOverlayKeepsARePut(t *testing.T) {
 			inCache[op.Path] = !op.Remove
 		}
 		mu.Unlock()
-	}, 0)
+	}, 0, func() { t.Error("a change was dropped") })
 	defer func() { close(gate); w.close() }()
 	lookup := func() []string {
 		mu.Lock()

@@ -18,8 +18,6 @@ import (
 	"github.com/pier-oci/pier/store/driver/local"
 )
 
-var ctx = context.Background()
-
 // The pass decides without the repository lock and acts under it; what
 // it acts on must still be what it decided on.
 
@@ -39,7 +37,7 @@ func TestReconcileNeverResurrectsADeletedBlob(t *testing.T) {
 	plain.Close()
 
 	drv := openDriver(t, root)
-	bc, err := boltdb.Open(filepath.Join(root, "cache.db"), false)
+	bc, err := boltdb.Open(filepath.Join(root, "cache.db"), boltdb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ type Stats struct {
 	Repos         int
 	Blobs         int
 	Recorded      int   // keys newly entered in the index
+	Unrecorded    int   // keys the index could not take (down, damaged)
 	AlreadyLinked int   // keys already sharing an object with another copy
 	Linked        int   // duplicates replaced by a link
 	BytesFreed    int64 // by those links
@@ -26,56 +27,53 @@ type Stats struct {
 }
 
 // Run keeps the index in step with the store until ctx ends: one pass
-// when pier starts (it picks up layouts copied in while pier was off and
-// rebuilds a lost index), then a rebuild whenever the index fails, while
-// Watch picks up what arrives meanwhile. Between those it sleeps on a
-// channel, never polling.
+// when pier starts (it picks up layouts copied in while pier was off, and
+// fills a new or emptied index), then another whenever the index was
+// damaged (replaced first, where it can be), lost changes during an
+// outage or from a full queue, or is found no longer complete (a Redis
+// FLUSHALL). A pass that recorded everything marks the index complete; a
+// transient outage costs no pass by itself. Watch picks up what arrives
+// meanwhile. Between those it sleeps on a channel, never polling.
 func (d *Deduper) Run(ctx context.Context) {
-	if c, ok := d.cache().(interface{ Check() error }); ok {
+	if c, ok := d.c.(interface{ Check() error }); ok {
 		if err := c.Check(); err != nil {
-			d.log.Warn("dedupe cache fails its consistency check; rebuilding it", "err", err)
-			if !d.reset(ctx) {
-				return
-			}
+			d.failed("check", err)
 		}
 	}
 	go d.Watch(ctx)
+	check := time.NewTicker(completeCheckInterval)
+	defer check.Stop()
 	for {
+		d.replaceIfDamaged()
+		if dropped := d.health.passBegins(); dropped > 0 {
+			d.log.Warn("dedupe index writes fell behind; a pass over the storage records the changes dropped", "dropped", dropped)
+		}
 		stats, err := d.Reconcile(ctx)
 		if err != nil && ctx.Err() == nil {
 			d.log.Error("dedupe pass failed", "err", err)
 		} else if err == nil {
 			d.log.Info("dedupe pass done", "repos", stats.Repos, "blobs", stats.Blobs, "recorded", stats.Recorded,
-				"linked", stats.Linked, "already_linked", stats.AlreadyLinked, "bytes_freed", stats.BytesFreed, "took", stats.Took)
-			if err := d.cache().MarkComplete(ctx); err != nil {
-				d.failed("mark complete", err)
+				"unrecorded", stats.Unrecorded, "linked", stats.Linked, "already_linked", stats.AlreadyLinked,
+				"bytes_freed", stats.BytesFreed, "took", stats.Took)
+			if stats.Unrecorded == 0 {
+				d.markComplete(ctx)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.kick:
-			if !d.reset(ctx) {
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
 				return
+			case <-d.kick:
+				break wait
+			case <-check.C:
+				if !d.complete(ctx) {
+					d.log.Warn("dedupe index is not complete (emptied, or new); rebuilding it from the storage")
+					break wait
+				}
 			}
 		}
 	}
-}
-
-// reset replaces an index that failed with an empty one, where the index
-// can be replaced (the BoltDB file), before a rebuild. It reports whether
-// dedupe can go on.
-func (d *Deduper) reset(ctx context.Context) bool {
-	defer d.broken.Store(false)
-	r, ok := d.cache().(interface{ Reset(context.Context) error })
-	if !ok {
-		return true // a remote index is rebuilt in place
-	}
-	if err := r.Reset(ctx); err != nil {
-		d.log.Error("cannot replace the dedupe cache; dedupe is off until restart", "err", err)
-		return false
-	}
-	return true
 }
 
 // resumeState is the state file that holds where an interrupted pass
@@ -165,10 +163,24 @@ func (d *Deduper) reconcileRepo(ctx context.Context, repo string, st *Stats) err
 			fresh = append(fresh, cache.Op{Digest: digests[i], Path: info.Key})
 		}
 	}
-	if err := d.cache().Apply(ctx, fresh); err != nil {
+	if len(fresh) == 0 {
+		return nil
+	}
+	if !d.health.usable() || d.damaged.Load() {
+		st.Unrecorded += len(fresh)
+		d.health.lost()
+		return nil
+	}
+	actx, cancel := context.WithTimeout(ctx, writeTimeout)
+	err = d.c.Apply(actx, fresh)
+	cancel()
+	if err != nil {
+		st.Unrecorded += len(fresh)
 		d.failed("rebuild", err)
+		d.health.lost()
 		return err
 	}
+	d.health.up(d)
 	st.Recorded += len(fresh)
 	return nil
 }

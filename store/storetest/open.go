@@ -31,7 +31,7 @@ func New(t testing.TB, drv driver.Driver, dedupe bool) *store.Store {
 	t.Helper()
 	opts := store.Options{Driver: drv}
 	if dedupe {
-		bc, err := boltdb.Open(filepath.Join(t.TempDir(), "cache.db"), false)
+		bc, err := boltdb.Open(filepath.Join(t.TempDir(), "cache.db"), boltdb.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,23 +3,31 @@
 //
 //	blobs/                     root bucket
 //	  <alg>:<hex>/             one bucket per digest
-//	    original/<path> = nil  the first path recorded
+//	    original/<path> = nil  the original
 //	    duplicates/<path> = nil every path, the original included
+//	pier/complete              pier's mark of a full build; zot ignores it
 //
 // Paths are relative to the root, as zot writes them for local storage.
+// zot leaves a removed original in original/ while duplicates remain; such
+// a stale original (not among the duplicates) is not returned, and the
+// next change to its digest replaces it.
+//
+// The package owns the file: Open never fails on what the file holds (see
+// file.go), and no read or write of a damaged file can take the process
+// down (see guard).
 package boltdb
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"log/slog"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/pier-oci/pier/store/cache"
 )
@@ -35,120 +43,134 @@ var (
 // ErrInUse means another process (a running pier, or zot) holds the file.
 var ErrInUse = errors.New("cache database is in use by another process")
 
-// ErrCorrupt means the file is not a usable BoltDB database.
-var ErrCorrupt = errors.New("cache database is corrupt")
+// Options configures Open.
+type Options struct {
+	// Sync fsyncs every commit (the root's commit setting). Off, the
+	// index costs no fsync at all: pier rebuilds it from the disk.
+	Sync bool
+	// AsideDir is where a damaged file is kept for inspection, as
+	// cache.db.damaged (only the latest). Empty: a damaged file is
+	// removed.
+	AsideDir string
+	// Logger receives the one line logged for each damaged file; nil
+	// discards it.
+	Logger *slog.Logger
+}
 
 // Cache is a BoltDB dedupe index.
 type Cache struct {
+	path  string
+	opts  Options
+	log   *slog.Logger
+	write chan struct{} // one writer at a time, waited for with the caller's deadline
+
+	mu sync.RWMutex // guards db; Reset swaps it
 	db *bolt.DB
 }
 
 var _ cache.Cache = (*Cache)(nil)
 
-// Open opens (creating) the cache at path. With sync false the database
-// skips fsync: the cache is an index that pier rebuilds from the disk, so
-// with commit off it need not cost a single fsync. The freelist is not
-// synced either way. The store batches its writes (Apply), from one
-// background writer.
-func Open(path string, sync bool) (*Cache, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        time.Second,
-		NoSync:         !sync,
-		NoGrowSync:     !sync, // commit false: no fsync when the file grows either
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s", ErrInUse, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
-	}
-	c := &Cache{db: db}
-	err = c.guard(func() error {
-		return db.Update(func(tx *bolt.Tx) error {
-			_, err := tx.CreateBucketIfNotExists(bucketBlobs)
-			return err
-		})
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
-	}
-	return c, nil
-}
+// openTimeout is how long Open waits for another process's lock.
+const openTimeout = time.Second
 
-// OpenOrReplace opens the cache at path. A damaged file is moved into
-// asideDir (only the latest one is kept, so that a cache that keeps
-// breaking cannot fill the card) and a new, empty cache is started, for
-// the store to rebuild; damage then says what was wrong with the old one.
-func OpenOrReplace(path, asideDir string, sync bool) (c *Cache, damage, err error) {
-	c, err = Open(path, sync)
-	if !errors.Is(err, ErrCorrupt) {
-		return c, nil, err
-	}
-	damage = err
-	if old, gerr := filepath.Glob(filepath.Join(asideDir, filepath.Base(path)+".corrupt-*")); gerr == nil {
-		for _, o := range old {
-			os.RemoveAll(o)
-		}
-	}
-	if err := os.MkdirAll(asideDir, 0o755); err != nil {
-		return nil, damage, fmt.Errorf("move damaged cache aside: %w", err)
-	}
-	aside := filepath.Join(asideDir, fmt.Sprintf("%s.corrupt-%d", filepath.Base(path), time.Now().Unix()))
-	if err := os.Rename(path, aside); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, damage, fmt.Errorf("move damaged cache aside: %w", err)
-	}
-	c, err = Open(path, sync)
-	return c, damage, err
-}
-
-// guard turns a panic inside bbolt (which it raises on some corrupt pages)
-// into an error, so a damaged cache can never take a request down.
-func (c *Cache) guard(fn func() error) (err error) {
+// guard runs fn so that a damaged file cannot take the process down:
+// bbolt panics on some damaged pages, and a page past the end of a file
+// cut short (or changed behind its back) is a fault in its memory map,
+// which SetPanicOnFault turns into a panic on this goroutine. Both come
+// back as an error that wraps cache.ErrCorrupt.
+func guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", cache.ErrUnavailable, r)
+			err = fmt.Errorf("%w: %v", cache.ErrCorrupt, r)
 		}
 	}()
 	return fn()
 }
 
-// Check walks the whole database and reports the first inconsistency.
+// do runs fn on the open database, guarded, unless ctx is already done.
+func (c *Cache) do(ctx context.Context, fn func(db *bolt.DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", cache.ErrUnavailable, err)
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.db == nil {
+		return fmt.Errorf("%w: closed", cache.ErrUnavailable)
+	}
+	return guard(func() error { return fn(c.db) })
+}
+
+// update is do for a write: it waits for the writer's turn no longer than
+// ctx allows (a commit with sync on can take a while on an SD card).
+func (c *Cache) update(ctx context.Context, fn func(db *bolt.DB) error) error {
+	select {
+	case c.write <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", cache.ErrUnavailable, ctx.Err())
+	}
+	defer func() { <-c.write }()
+	err := c.do(ctx, fn)
+	if err != nil && !errors.Is(err, cache.ErrCorrupt) && !errors.Is(err, cache.ErrUnavailable) {
+		// A write that fails but did not find damage: the disk is full,
+		// or failing. The store tries again later.
+		err = fmt.Errorf("%w: %w", cache.ErrUnavailable, err)
+	}
+	return err
+}
+
+// Check walks the whole index, every bucket and key, and reports damage
+// found since it was opened (Open checked the file's structure) as an
+// error that wraps cache.ErrCorrupt.
 func (c *Cache) Check() error {
-	return c.guard(func() error {
-		return c.db.View(func(tx *bolt.Tx) error {
-			for err := range tx.Check() {
-				return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	return c.do(context.Background(), func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketBlobs) == nil {
+				return fmt.Errorf("%w: no blobs bucket", cache.ErrCorrupt)
 			}
-			return nil
+			return tx.ForEach(func(name []byte, b *bolt.Bucket) error { return walk(b, 0) })
 		})
+	})
+}
+
+func walk(b *bolt.Bucket, depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("%w: buckets nested deeper than %d", cache.ErrCorrupt, maxDepth)
+	}
+	return b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			if sub := b.Bucket(k); sub != nil {
+				return walk(sub, depth+1)
+			}
+		}
+		return nil
 	})
 }
 
 // Paths returns the paths recorded for d, the original first.
 func (c *Cache) Paths(ctx context.Context, d digest.Digest) ([]string, error) {
 	var out []string
-	err := c.guard(func() error {
-		return c.db.View(func(tx *bolt.Tx) error {
+	err := c.do(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
 			b := digestBucket(tx, d)
 			if b == nil {
 				return nil
 			}
+			dup := b.Bucket(bucketDuplicates)
 			orig := first(b.Bucket(bucketOriginal))
-			if orig != "" {
-				out = append(out, orig)
+			if orig == "" || dup == nil || dup.Get([]byte(orig)) == nil {
+				orig = first(dup) // none, or zot's stale original
 			}
-			if dup := b.Bucket(bucketDuplicates); dup != nil {
-				return dup.ForEach(func(k, _ []byte) error {
-					if string(k) != orig {
-						out = append(out, string(k))
-					}
-					return nil
-				})
+			if orig == "" {
+				return nil
 			}
-			return nil
+			out = append(out, orig)
+			return dup.ForEach(func(k, _ []byte) error {
+				if string(k) != orig {
+					out = append(out, string(k))
+				}
+				return nil
+			})
 		})
 	})
 	return out, err
@@ -162,22 +184,32 @@ func (c *Cache) Apply(ctx context.Context, ops []cache.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	return c.guard(func() error {
+	for _, op := range ops {
+		if op.Path == "" {
+			return fmt.Errorf("cache: an empty path for %s", op.Digest)
+		}
+	}
+	return c.update(ctx, func(db *bolt.DB) error {
 		var changes []cache.Op
-		err := c.db.View(func(tx *bolt.Tx) error {
+		if err := db.View(func(tx *bolt.Tx) error {
 			changes = changing(tx, ops)
 			return nil
-		})
-		if err != nil || len(changes) == 0 {
+		}); err != nil || len(changes) == 0 {
 			return err
 		}
-		return c.db.Update(func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: %w", cache.ErrUnavailable, err)
+		}
+		return db.Update(func(tx *bolt.Tx) error {
+			blobs, err := tx.CreateBucketIfNotExists(bucketBlobs)
+			if err != nil {
+				return err
+			}
 			for _, op := range changes {
-				var err error
 				if op.Remove {
-					err = remove(tx, op.Digest, op.Path)
+					err = remove(blobs, op.Digest, op.Path)
 				} else {
-					err = put(tx, op.Digest, op.Path)
+					err = put(blobs, op.Digest, op.Path)
 				}
 				if err != nil {
 					return err
@@ -209,6 +241,11 @@ func changing(tx *bolt.Tx, ops []cache.Op) []cache.Op {
 		if b := digestBucket(tx, op.Digest); b != nil {
 			if dup := b.Bucket(bucketDuplicates); dup != nil && dup.Get([]byte(op.Path)) != nil {
 				recorded = true
+				// Under zot's stale original, a put is a change: it
+				// repairs the original.
+				if orig := first(b.Bucket(bucketOriginal)); !op.Remove && (orig == "" || dup.Get([]byte(orig)) == nil) {
+					recorded = false
+				}
 			}
 		}
 		if recorded == op.Remove {
@@ -218,11 +255,8 @@ func changing(tx *bolt.Tx, ops []cache.Op) []cache.Op {
 	return out
 }
 
-func put(tx *bolt.Tx, d digest.Digest, path string) error {
-	if path == "" {
-		return errors.New("cache: empty path")
-	}
-	b, err := tx.Bucket(bucketBlobs).CreateBucketIfNotExists([]byte(d.String()))
+func put(blobs *bolt.Bucket, d digest.Digest, path string) error {
+	b, err := blobs.CreateBucketIfNotExists([]byte(d.String()))
 	if err != nil {
 		return err
 	}
@@ -233,18 +267,17 @@ func put(tx *bolt.Tx, d digest.Digest, path string) error {
 	if err := dup.Put([]byte(path), []byte{}); err != nil {
 		return err
 	}
-	orig, err := b.CreateBucketIfNotExists(bucketOriginal)
-	if err != nil {
-		return err
-	}
-	if first(orig) == "" {
-		return orig.Put([]byte(path), []byte{})
+	orig := first(b.Bucket(bucketOriginal))
+	switch {
+	case orig == "":
+		return setOriginal(b, path)
+	case dup.Get([]byte(orig)) == nil:
+		return setOriginal(b, first(dup)) // zot's stale original
 	}
 	return nil
 }
 
-func remove(tx *bolt.Tx, d digest.Digest, path string) error {
-	blobs := tx.Bucket(bucketBlobs)
+func remove(blobs *bolt.Bucket, d digest.Digest, path string) error {
 	b := blobs.Bucket([]byte(d.String()))
 	if b == nil {
 		return nil
@@ -259,21 +292,31 @@ func remove(tx *bolt.Tx, d digest.Digest, path string) error {
 	if next == "" {
 		return blobs.DeleteBucket([]byte(d.String()))
 	}
-	orig := b.Bucket(bucketOriginal)
-	if orig != nil && orig.Get([]byte(path)) != nil {
-		if err := orig.Delete([]byte(path)); err != nil {
-			return err
-		}
-		return orig.Put([]byte(next), []byte{})
+	if orig := first(b.Bucket(bucketOriginal)); orig == path || dup.Get([]byte(orig)) == nil {
+		return setOriginal(b, next)
 	}
 	return nil
+}
+
+// setOriginal makes path the only key of d's original bucket.
+func setOriginal(b *bolt.Bucket, path string) error {
+	if b.Bucket(bucketOriginal) != nil {
+		if err := b.DeleteBucket(bucketOriginal); err != nil {
+			return err
+		}
+	}
+	orig, err := b.CreateBucket(bucketOriginal)
+	if err != nil {
+		return err
+	}
+	return orig.Put([]byte(path), []byte{})
 }
 
 // Complete reports whether MarkComplete was called on this file.
 func (c *Cache) Complete(ctx context.Context) (bool, error) {
 	done := false
-	err := c.guard(func() error {
-		return c.db.View(func(tx *bolt.Tx) error {
+	err := c.do(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
 			if b := tx.Bucket(bucketPier); b != nil {
 				done = b.Get(keyComplete) != nil
 			}
@@ -285,8 +328,8 @@ func (c *Cache) Complete(ctx context.Context) (bool, error) {
 
 // MarkComplete records that the index was built from the whole store.
 func (c *Cache) MarkComplete(ctx context.Context) error {
-	return c.guard(func() error {
-		return c.db.Update(func(tx *bolt.Tx) error {
+	return c.update(ctx, func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
 			b, err := tx.CreateBucketIfNotExists(bucketPier)
 			if err != nil {
 				return err
@@ -297,7 +340,16 @@ func (c *Cache) MarkComplete(ctx context.Context) error {
 }
 
 // Close closes the database file.
-func (c *Cache) Close() error { return c.db.Close() }
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.db == nil {
+		return nil
+	}
+	err := guard(c.db.Close)
+	c.db = nil
+	return err
+}
 
 func digestBucket(tx *bolt.Tx, d digest.Digest) *bolt.Bucket {
 	root := tx.Bucket(bucketBlobs)

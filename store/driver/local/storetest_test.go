@@ -26,7 +26,7 @@ func TestStore(t *testing.T) {
 		New:    func(t *testing.T) driver.Driver { return open(t, t.TempDir()) },
 		Reopen: func(t *testing.T, d driver.Driver) driver.Driver { return open(t, d.(*local.Driver).Dir()) },
 		Cache: func(t *testing.T) cache.Cache {
-			c, err := boltdb.Open(filepath.Join(t.TempDir(), "cache.db"), true)
+			c, err := boltdb.Open(filepath.Join(t.TempDir(), "cache.db"), boltdb.Options{Sync: true})
 			if err != nil {
 				t.Fatal(err)
 			}
