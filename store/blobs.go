@@ -75,7 +75,7 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 	if _, err := s.StatBlob(ctx, repo, d); err != nil {
 		return err
 	}
-	by, err := s.referencedBy(repo, d)
+	by, err := s.referencedBy(ctx, repo, d)
 	if err != nil {
 		return err
 	}
@@ -216,6 +216,14 @@ func (s *Store) refresh(path string) {
 // isNotDir reports ENOTDIR, which a path through a regular file (a
 // repository name that crosses a file) produces instead of ENOENT.
 func isNotDir(err error) bool { return errors.Is(err, unix.ENOTDIR) }
+
+// notFound reports an error that means a path names nothing pier can
+// serve: it does not exist, crosses a file (ENOTDIR), or runs into a loop
+// of symbolic links (ELOOP). Names from the network reach such paths when
+// a repository name crosses a file, or a layout holds odd entries.
+func notFound(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || isNotDir(err) || errors.Is(err, unix.ELOOP)
+}
 
 // readAllLimited reads r up to limit bytes and fails beyond it.
 func readAllLimited(r io.Reader, limit int64) ([]byte, error) {

@@ -57,7 +57,7 @@ func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duratio
 		return rep, err
 	}
 	now := time.Now()
-	plan, err := s.planCollection(repo, snap, blobs, delay, now)
+	plan, err := s.planCollection(ctx, repo, snap, blobs, delay, now)
 	if err != nil {
 		return rep, err
 	}
@@ -74,7 +74,7 @@ func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duratio
 	if !bytes.Equal(cur, snap) {
 		// index.json changed during the walk: decide again, now under the
 		// lock. Blobs that arrived since the listing are not candidates.
-		if plan, err = s.planCollection(repo, cur, blobs, delay, now); err != nil {
+		if plan, err = s.planCollection(ctx, repo, cur, blobs, delay, now); err != nil {
 			return rep, err
 		}
 	}
@@ -142,7 +142,7 @@ type collectionPlan struct {
 // manifests and untagged ones younger than delay are roots; the children
 // of a live index and the referrers of a live subject are live; so is
 // every blob a live manifest references. The rest is garbage once old.
-func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile, delay time.Duration, now time.Time) (*collectionPlan, error) {
+func (s *Store) planCollection(ctx context.Context, repo string, indexBytes []byte, blobs []blobFile, delay time.Duration, now time.Time) (*collectionPlan, error) {
 	x, err := decodeIndex(bytes.NewReader(indexBytes))
 	if err != nil {
 		return nil, fmt.Errorf("parse index.json of %s: %w", repo, err)
@@ -168,7 +168,7 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 		live[d] = true
 		m, ok := docs[d]
 		if !ok && depth <= maxIndexDepth {
-			loaded, err := s.loadManifest(repo, d)
+			loaded, err := s.loadManifest(ctx, repo, d)
 			if err == nil {
 				m, docs[d] = loaded, loaded
 			} else if !errors.Is(err, ErrManifestUnknown) || onDisk[d].path != "" {
@@ -222,7 +222,7 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 			continue
 		}
 		var subject digest.Digest
-		if m, err := s.loadManifest(repo, e.Digest); err == nil {
+		if m, err := s.loadManifest(ctx, repo, e.Digest); err == nil {
 			docs[e.Digest] = m
 			if m.Subject != nil {
 				subject = m.Subject.Digest
@@ -256,6 +256,9 @@ func (s *Store) planCollection(repo string, indexBytes []byte, blobs []blobFile,
 		} else {
 			p.manifests = append(p.manifests, w.desc.Digest)
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // a manifest may have gone unread: nothing is known dead
 	}
 	kept := p.keep[:0]
 	for _, e := range p.keep {

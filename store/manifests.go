@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -96,7 +98,7 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 // checkRequired fails unless every blob and child manifest m needs is in
 // repo at the size its descriptor gives.
 func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc) error {
-	for _, need := range m.requiredBlobs() {
+	for need := range m.requiredBlobs() {
 		info, err := s.StatBlob(ctx, repo, need.Digest)
 		if errors.Is(err, ErrBlobUnknown) {
 			return fmt.Errorf("%w: %s", ErrManifestBlobUnknown, need.Digest)
@@ -170,19 +172,21 @@ func (s *Store) writeBlobBytes(repo string, d digest.Digest, body []byte) error 
 // tools that list only the top index, among the children of those entries.
 // Content that no longer matches its digest is never served.
 func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, error) {
-	desc, err := s.resolve(repo, ref)
+	desc, err := s.resolve(ctx, repo, ref)
 	if err != nil {
 		return Manifest{}, err
 	}
-	body, err := s.readManifestBlob(repo, desc.Digest)
+	var body []byte
+	var m *manifestDoc
+	err = s.readManifest(ctx, repo, desc.Digest, func(b []byte) error {
+		var err error
+		if m, err = decodeStored(b); err != nil {
+			return fmt.Errorf("%w: %s cannot be served: %v", ErrManifestUnknown, desc.Digest, err)
+		}
+		body = b
+		return s.checkComplete(repo, m)
+	})
 	if err != nil {
-		return Manifest{}, err
-	}
-	m, err := decodeStored(body)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("%w: %s cannot be served: %v", ErrManifestUnknown, desc.Digest, err)
-	}
-	if err := s.checkComplete(repo, m); err != nil {
 		return Manifest{}, err
 	}
 	mt := desc.MediaType
@@ -205,7 +209,7 @@ func (s *Store) checkComplete(repo string, m *manifestDoc) error {
 	if m.Config == nil && !oci.IsIndexType(m.MediaType) {
 		return nil // not a shape pier checks (an unknown artifact format)
 	}
-	for _, need := range m.requiredBlobs() {
+	for need := range m.requiredBlobs() {
 		if _, err := oci.ParseDigest(string(need.Digest)); err != nil {
 			return fmt.Errorf("%w: it references an invalid digest %q", ErrManifestUnknown, need.Digest)
 		}
@@ -218,7 +222,7 @@ func (s *Store) checkComplete(repo string, m *manifestDoc) error {
 }
 
 // resolve finds the index entry (or child descriptor) for ref.
-func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
+func (s *Store) resolve(ctx context.Context, repo, ref string) (ispec.Descriptor, error) {
 	x, err := s.readIndex(repo)
 	if errors.Is(err, ErrNameUnknown) {
 		return ispec.Descriptor{}, fmt.Errorf("%w: %s: %v", ErrManifestUnknown, ref, err)
@@ -242,76 +246,123 @@ func (s *Store) resolve(repo, ref string) (ispec.Descriptor, error) {
 	if i := x.findDigest(d); i >= 0 {
 		return x.Manifests[i], nil
 	}
-	if child, ok := s.findChild(repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
-		return child, nil
+	child, ok, err := s.findChild(ctx, repo, entries(x.Manifests), d, map[digest.Digest]bool{})
+	if err != nil {
+		return ispec.Descriptor{}, err
+	}
+	if ok {
+		return child.spec(), nil
 	}
 	return ispec.Descriptor{}, fmt.Errorf("%w: %s", ErrManifestUnknown, d)
+}
+
+// entries yields index.json's entries as the descriptors pier reads.
+func entries(list []ispec.Descriptor) iter.Seq[descriptor] {
+	return func(yield func(descriptor) bool) {
+		for _, e := range list {
+			if !yield(descriptor{MediaType: mediaType(e.MediaType), Digest: e.Digest, Size: e.Size}) {
+				return
+			}
+		}
+	}
 }
 
 // maxIndexDepth bounds how deep nested indexes are searched.
 const maxIndexDepth = 8
 
-// findChild searches the children of the indexes among descs for d.
-func (s *Store) findChild(repo string, descs []ispec.Descriptor, d digest.Digest, seen map[digest.Digest]bool) (ispec.Descriptor, bool) {
+// findChild searches the children of the indexes among descs for d. An
+// index that cannot be read is passed over; the error is ctx's, when the
+// search was cut short and so proves nothing.
+func (s *Store) findChild(ctx context.Context, repo string, descs iter.Seq[descriptor], d digest.Digest, seen map[digest.Digest]bool) (descriptor, bool, error) {
 	if len(seen) > 1000 {
-		return ispec.Descriptor{}, false
+		return descriptor{}, false, nil
 	}
-	for _, desc := range descs {
-		if !oci.IsIndexType(desc.MediaType) || seen[desc.Digest] {
+	for desc := range descs {
+		if !oci.IsIndexType(string(desc.MediaType)) || seen[desc.Digest] {
 			continue
 		}
 		seen[desc.Digest] = true
-		m, err := s.loadManifest(repo, desc.Digest)
+		m, err := s.loadManifest(ctx, repo, desc.Digest)
+		if cerr := ctx.Err(); cerr != nil {
+			return descriptor{}, false, cerr
+		}
 		if err != nil {
 			continue
 		}
 		for _, c := range m.Manifests {
 			if c.Digest == d {
-				return c, true
+				return c, true, nil
 			}
 		}
-		if c, ok := s.findChild(repo, m.Manifests, d, seen); ok {
-			return c, true
+		if c, ok, err := s.findChild(ctx, repo, slices.Values(m.Manifests), d, seen); ok || err != nil {
+			return c, ok, err
 		}
 	}
-	return ispec.Descriptor{}, false
+	return descriptor{}, false, nil
 }
 
-// readManifestBlob reads a manifest's bytes and checks them against d.
-func (s *Store) readManifestBlob(repo string, d digest.Digest) ([]byte, error) {
+// NewManifestBudget is the budget of manifest bytes a pier holds in memory
+// at once: two of the largest, or any number of the usual few kilobytes.
+func NewManifestBudget() *budget.Budget { return budget.New(2 * oci.MaxManifestSize) }
+
+// readManifest reads manifest d of repo, checks it against its digest and
+// hands it to use, within the store's manifest budget: the bytes count
+// against it from before the read until use returns, so however many
+// requests read manifests at once, only a few large ones are in memory.
+// A wait for the budget ends with ctx.
+func (s *Store) readManifest(ctx context.Context, repo string, d digest.Digest, use func(body []byte) error) error {
 	if !oci.ValidDigest(d) {
-		return nil, fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
+		return fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
 	}
 	f, err := os.Open(s.blobPath(repo, d))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s is listed but its blob is missing", ErrManifestUnknown, d)
+		if notFound(err) {
+			return fmt.Errorf("%w: %s is listed but its blob is missing", ErrManifestUnknown, d)
 		}
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+		return fmt.Errorf("read manifest %s: %w", d, err)
 	}
 	defer f.Close()
-	body, err := readAllLimited(f, oci.MaxManifestSize)
+	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+		return fmt.Errorf("read manifest %s: %w", d, err)
 	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s is not a regular file", ErrManifestUnknown, d)
+	}
+	if fi.Size() > oci.MaxManifestSize {
+		return fmt.Errorf("%w: %s is %d bytes, more than a manifest may have", ErrManifestUnknown, d, fi.Size())
+	}
+	_, release, err := s.manifests.Acquire(ctx, fi.Size())
+	if err != nil {
+		return fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	defer release()
+	// One more byte than the file had when stat'ed: a file that grew is
+	// read whole by the check below and fails its digest, never truncated.
+	body := make([]byte, fi.Size()+1)
+	n, err := io.ReadFull(f, body)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	body = body[:n]
 	if got := d.Algorithm().FromBytes(body); got != d {
 		s.log.Error("stored manifest does not match its digest; not serving it", "repo", repo, "digest", d, "actual", got)
-		return nil, fmt.Errorf("%w: %s is corrupt on disk", ErrManifestUnknown, d)
+		return fmt.Errorf("%w: %s is corrupt on disk", ErrManifestUnknown, d)
 	}
-	return body, nil
+	return use(body)
 }
 
 // loadManifest reads and decodes a stored manifest.
-func (s *Store) loadManifest(repo string, d digest.Digest) (*manifestDoc, error) {
-	body, err := s.readManifestBlob(repo, d)
-	if err != nil {
-		return nil, err
-	}
-	m, err := decodeStored(body)
-	if err != nil {
-		return nil, fmt.Errorf("decode manifest %s: %w", d, err)
-	}
-	return m, nil
+func (s *Store) loadManifest(ctx context.Context, repo string, d digest.Digest) (*manifestDoc, error) {
+	var m *manifestDoc
+	err := s.readManifest(ctx, repo, d, func(body []byte) error {
+		var err error
+		if m, err = decodeStored(body); err != nil {
+			return fmt.Errorf("decode manifest %s: %w", d, err)
+		}
+		return nil
+	})
+	return m, err
 }
 
 // DeleteManifest deletes ref of repo. A tag is removed and its manifest
@@ -353,14 +404,19 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 		return s.writeIndex(repo, x)
 	}
 	kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })
-	if len(kept) == len(x.Manifests) {
-		if _, ok := s.findChild(repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
-			return fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
-		}
-		return fmt.Errorf("%w: %s", ErrManifestUnknown, d)
+	listed := len(kept) < len(x.Manifests)
+	search := kept
+	if !listed {
+		search = x.Manifests
 	}
-	if _, ok := s.findChild(repo, kept, d, map[digest.Digest]bool{}); ok {
+	_, byIndex, err := s.findChild(ctx, repo, entries(search), d, map[digest.Digest]bool{})
+	switch {
+	case err != nil:
+		return err
+	case byIndex:
 		return fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
+	case !listed:
+		return fmt.Errorf("%w: %s", ErrManifestUnknown, d)
 	}
 	x.Manifests = kept
 	if err := s.writeIndex(repo, x); err != nil {
@@ -388,7 +444,7 @@ func (s *Store) Tags(ctx context.Context, repo string) ([]string, error) {
 
 // referencedBy returns a manifest of repo that references d (as config,
 // layer or child, or d itself when it is a listed manifest), or "".
-func (s *Store) referencedBy(repo string, d digest.Digest) (digest.Digest, error) {
+func (s *Store) referencedBy(ctx context.Context, repo string, d digest.Digest) (digest.Digest, error) {
 	x, err := s.readIndex(repo)
 	if errors.Is(err, ErrNameUnknown) {
 		return "", nil
@@ -397,28 +453,31 @@ func (s *Store) referencedBy(repo string, d digest.Digest) (digest.Digest, error
 		return "", err
 	}
 	seen := map[digest.Digest]bool{}
-	var walk func(descs []ispec.Descriptor, depth int) digest.Digest
-	walk = func(descs []ispec.Descriptor, depth int) digest.Digest {
-		for _, desc := range descs {
+	var walk func(descs iter.Seq[descriptor], depth int) (digest.Digest, error)
+	walk = func(descs iter.Seq[descriptor], depth int) (digest.Digest, error) {
+		for desc := range descs {
 			if desc.Digest == d {
-				return desc.Digest
+				return desc.Digest, nil
 			}
 			if seen[desc.Digest] || depth > maxIndexDepth {
 				continue
 			}
 			seen[desc.Digest] = true
-			m, err := s.loadManifest(repo, desc.Digest)
+			m, err := s.loadManifest(ctx, repo, desc.Digest)
+			if cerr := ctx.Err(); cerr != nil {
+				return "", cerr // cut short: proves nothing
+			}
 			if err != nil {
 				continue
 			}
-			if slices.Contains(m.references(), d) {
-				return desc.Digest
+			if m.references(d) {
+				return desc.Digest, nil
 			}
-			if by := walk(m.Manifests, depth+1); by != "" {
-				return by
+			if by, err := walk(slices.Values(m.Manifests), depth+1); by != "" || err != nil {
+				return by, err
 			}
 		}
-		return ""
+		return "", nil
 	}
-	return walk(x.Manifests, 0), nil
+	return walk(entries(x.Manifests), 0)
 }

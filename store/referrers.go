@@ -28,7 +28,14 @@ func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest, art
 			continue
 		}
 		seen[desc.Digest] = true
-		m, err := s.loadManifest(repo, desc.Digest)
+		var m *manifestHead
+		err := s.readManifest(ctx, repo, desc.Digest, func(body []byte) (err error) {
+			m, err = decodeHead(body)
+			return err
+		})
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
 		if err != nil {
 			s.log.Warn("referrers: cannot read manifest", "repo", repo, "digest", desc.Digest, "err", err)
 			continue

@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	"github.com/opencontainers/go-digest"
-	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pier-oci/pier/store/oci"
 )
@@ -127,7 +126,7 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 		fail(res, st, d)
 		return
 	}
-	m, err := sc.s.loadManifest(sc.repo, d)
+	m, err := sc.s.loadManifest(ctx, sc.repo, d)
 	if errors.Is(err, ErrManifestInvalid) {
 		// It hashes fine but references digests no blob can have: the
 		// image cannot be pulled.
@@ -153,11 +152,11 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 	}
 }
 
-func (sc *scrubber) visitBlob(ctx context.Context, desc ispec.Descriptor, res *ScrubResult) {
+func (sc *scrubber) visitBlob(ctx context.Context, desc descriptor, res *ScrubResult) {
 	st, seen := sc.verdict[desc.Digest]
 	if !seen {
 		st = sc.check(ctx, desc.Digest)
-		if st == ScrubMissing && (oci.IsForeignLayer(desc.MediaType)) {
+		if st == ScrubMissing && (oci.IsForeignLayer(string(desc.MediaType))) {
 			st = ScrubOK // foreign layers are fetched from elsewhere by design
 		}
 		sc.verdict[desc.Digest] = st

@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/disk"
 )
@@ -38,18 +39,23 @@ type Options struct {
 	ReadOnly bool
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
+	// Manifests bounds the manifest bytes held in memory at once, to read,
+	// hash and decode them; several stores (subPaths) may share one. When
+	// nil the store has its own (NewManifestBudget).
+	Manifests *budget.Budget
 }
 
 // Store is the OCI content of one root directory. It is safe for concurrent
 // use; writes to one repository never wait on another repository.
 type Store struct {
-	root    string
-	fs      *disk.FS
-	log     *slog.Logger
-	locks   *repoLocks
-	uploads *uploadTable
-	dedupe  *deduper // nil when dedupe is off
-	ro      bool     // read-only root
+	root      string
+	fs        *disk.FS
+	log       *slog.Logger
+	locks     *repoLocks
+	uploads   *uploadTable
+	dedupe    *deduper // nil when dedupe is off
+	ro        bool     // read-only root
+	manifests *budget.Budget
 }
 
 // New opens (creating if needed) the store rooted at opts.Root.
@@ -63,12 +69,16 @@ func New(opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		root:    root,
-		fs:      &disk.FS{Sync: opts.Commit},
-		log:     log,
-		locks:   newRepoLocks(),
-		uploads: newUploadTable(),
-		ro:      opts.ReadOnly || disk.ReadOnlyFS(root),
+		root:      root,
+		fs:        &disk.FS{Sync: opts.Commit},
+		log:       log,
+		locks:     newRepoLocks(),
+		uploads:   newUploadTable(),
+		ro:        opts.ReadOnly || disk.ReadOnlyFS(root),
+		manifests: opts.Manifests,
+	}
+	if s.manifests == nil {
+		s.manifests = NewManifestBudget()
 	}
 	if !s.ro {
 		if err := s.fs.MkdirAll(root); err != nil {
@@ -106,6 +116,11 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// ManifestBudget is the budget that bounds the manifest bytes in memory
+// for repo: a request that reads a manifest body itself (a push) holds its
+// bytes of it while it reads and while the store decodes it.
+func (s *Store) ManifestBudget(repo string) *budget.Budget { return s.manifests }
 
 // Root is the absolute directory the store lives in.
 func (s *Store) Root() string { return s.root }

@@ -41,7 +41,7 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 	if ref == "" {
 		roots = x.Manifests
 	} else {
-		desc, err := s.resolve(repo, ref)
+		desc, err := s.resolve(ctx, repo, ref)
 		if err != nil {
 			return rep, err
 		}
@@ -51,7 +51,7 @@ func (s *Store) Export(ctx context.Context, repo, ref, dir string) (TransferRepo
 		}
 		roots = []ispec.Descriptor{desc}
 	}
-	g := &graph{s: s, repo: repo, manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
+	g := &graph{ctx: ctx, s: s, repo: repo, manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
 	for _, d := range roots {
 		if err := g.add(d); err != nil {
 			return rep, err
@@ -151,6 +151,7 @@ func fileHasDigest(path string, d digest.Digest) bool {
 
 // graph is what a set of manifests reaches in one repository (or layout).
 type graph struct {
+	ctx       context.Context
 	s         *Store // the store to read from; nil when reading a layout
 	repo      string
 	layout    string // the layout directory when s is nil
@@ -161,7 +162,12 @@ type graph struct {
 
 func (g *graph) readManifest(d digest.Digest) ([]byte, error) {
 	if g.s != nil {
-		return g.s.readManifestBlob(g.repo, d)
+		var body []byte
+		err := g.s.readManifest(g.ctx, g.repo, d, func(b []byte) error {
+			body = b
+			return nil
+		})
+		return body, err
 	}
 	if _, err := oci.ParseDigest(d.String()); err != nil {
 		return nil, err
@@ -195,18 +201,18 @@ func (g *graph) add(desc ispec.Descriptor) error {
 	g.manifests[desc.Digest] = m
 	g.blobs[desc.Digest] = desc
 	for _, c := range m.Manifests {
-		if err := g.add(c); err != nil {
+		if err := g.add(c.spec()); err != nil {
 			return err
 		}
 	}
 	if m.Config != nil {
-		g.blobs[m.Config.Digest] = *m.Config
+		g.blobs[m.Config.Digest] = m.Config.spec()
 	}
 	for _, l := range m.Layers {
-		if oci.IsForeignLayer(l.MediaType) {
+		if oci.IsForeignLayer(string(l.MediaType)) {
 			continue // never pushed: fetched from elsewhere
 		}
-		g.blobs[l.Digest] = l
+		g.blobs[l.Digest] = l.spec()
 	}
 	g.order = append(g.order, desc)
 	return nil
@@ -259,7 +265,7 @@ func (s *Store) Import(ctx context.Context, dir, repo string) (TransferReport, e
 	if err := json.Unmarshal(b, &idx); err != nil {
 		return rep, fmt.Errorf("import: %s/index.json: %w", dir, err)
 	}
-	g := &graph{layout: dir, manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
+	g := &graph{ctx: ctx, layout: dir, manifests: map[digest.Digest]*manifestDoc{}, blobs: map[digest.Digest]ispec.Descriptor{}}
 	for _, d := range idx.Manifests {
 		if err := g.add(d); err != nil {
 			return rep, fmt.Errorf("import: %w", err)

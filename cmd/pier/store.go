@@ -48,6 +48,7 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 	}
 	rs = roots(cfg)
 	subs := map[string]*store.Store{}
+	manifests := store.NewManifestBudget() // memory is the process's, whatever root it serves
 	for i := range rs {
 		r := &rs[i]
 		ro := readOnly || r.cfg.ReadOnly
@@ -70,7 +71,7 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 		}
 		r.st, err = store.New(store.Options{
 			Root: r.cfg.RootDirectory, Commit: r.cfg.Commit, Dedupe: r.cfg.Dedupe, ReadOnly: ro,
-			Logger: log.With("root", rootName(r.key)),
+			Logger: log.With("root", rootName(r.key)), Manifests: manifests,
 		})
 		if err != nil {
 			close()
