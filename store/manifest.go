@@ -249,6 +249,11 @@ func (m *manifestDoc) check() error {
 			if err := checkDescriptor(d); err != nil {
 				return fmt.Errorf("manifests[%d]: %w", i, err)
 			}
+			// An index lists manifests (image spec, image-index.md);
+			// pier stores no other kind, so nothing else can be here.
+			if !oci.IsManifestType(string(d.MediaType)) {
+				return fmt.Errorf("%w: manifests[%d] is a %s, not a manifest", ErrManifestInvalid, i, d.MediaType)
+			}
 		}
 	} else {
 		if m.Config == nil {

@@ -110,6 +110,78 @@ func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc) 
 			return fmt.Errorf("%w: descriptor of %s says %d bytes, the blob has %d", ErrManifestInvalid, need.Digest, need.Size, info.Size)
 		}
 	}
+	return s.checkChildren(ctx, repo, m)
+}
+
+// checkChildren fails unless every manifest an index (or Docker manifest
+// list) lists is a manifest of repo, of the media type its descriptor
+// gives. The image spec's index lists manifests: a client that follows a
+// child to a layer blob, or to a manifest of another type than it was
+// told, fails in the middle of a pull. A manifest of the repository is
+// one index.json lists, or (in a layout written by another tool) a child
+// of one of those.
+func (s *Store) checkChildren(ctx context.Context, repo string, m *manifestDoc) error {
+	if !oci.IsIndexType(m.MediaType) || len(m.Manifests) == 0 {
+		return nil
+	}
+	x, err := s.readIndex(repo)
+	if errors.Is(err, ErrNameUnknown) {
+		x = &repoIndex{}
+	} else if err != nil {
+		return err
+	}
+	known := make(map[digest.Digest]string, len(x.Manifests))
+	for _, e := range x.Manifests {
+		known[e.Digest] = e.MediaType
+	}
+	nestedRead := false
+	for i, c := range m.Manifests {
+		mt, ok := known[c.Digest]
+		if !ok && !nestedRead {
+			// Read once, and only for an index whose child is not
+			// listed: the children of the listed indexes.
+			nestedRead = true
+			if err := s.addNested(ctx, repo, entries(x.Manifests), known, 0); err != nil {
+				return err
+			}
+			mt, ok = known[c.Digest]
+		}
+		if !ok {
+			return fmt.Errorf("%w: manifests[%d] %s is not a manifest of %s", ErrManifestBlobUnknown, i, c.Digest, repo)
+		}
+		if mt != "" && mt != string(c.MediaType) {
+			return fmt.Errorf("%w: manifests[%d] says %s is a %s, but it is a %s", ErrManifestInvalid, i, c.Digest, c.MediaType, mt)
+		}
+	}
+	return nil
+}
+
+// addNested adds to known the children of the indexes among descs, and
+// theirs, with their media types. An index that cannot be read is passed
+// over; the error is ctx's.
+func (s *Store) addNested(ctx context.Context, repo string, descs iter.Seq[descriptor], known map[digest.Digest]string, depth int) error {
+	for desc := range descs {
+		if !oci.IsIndexType(string(desc.MediaType)) || depth > maxIndexDepth || len(known) > 10000 {
+			continue
+		}
+		m, err := s.loadManifest(ctx, repo, desc.Digest)
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			continue
+		}
+		var fresh []descriptor
+		for _, c := range m.Manifests {
+			if _, seen := known[c.Digest]; !seen {
+				known[c.Digest] = string(c.MediaType)
+				fresh = append(fresh, c)
+			}
+		}
+		if err := s.addNested(ctx, repo, slices.Values(fresh), known, depth+1); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
