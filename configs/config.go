@@ -138,6 +138,17 @@ type HTTPConfig struct {
 	// changes nothing and is kept only so the file round-trips.
 	Compat []string
 
+	// BodyIdleTimeout cuts a request body that stops arriving (less than
+	// a few KiB in this long), releasing its connection, its upload's file
+	// and its buffers. A slow push that keeps sending is never cut. 0:
+	// never. pier's key, not zot's. Default 1m.
+	BodyIdleTimeout time.Duration
+
+	// MaxConcurrentUploads is how many requests may write blob data at
+	// once; past it a request gets 429 TOOMANYREQUESTS with Retry-After.
+	// 0: no cap. pier's key, not zot's. Default 16.
+	MaxConcurrentUploads int
+
 	// Auth holds zot's authentication settings as they are in the file, nil
 	// when absent. Pier does not implement authentication yet; see Refusals.
 	Auth json.RawMessage

@@ -183,7 +183,7 @@ func TestExamplePi(t *testing.T) {
 			GCDelay:       time.Hour,
 			GCInterval:    6 * time.Hour,
 		}},
-		HTTP: HTTPConfig{Address: "0.0.0.0", Port: "5000"},
+		HTTP: HTTPConfig{Address: "0.0.0.0", Port: "5000", BodyIdleTimeout: time.Minute, MaxConcurrentUploads: 16},
 		Log:  LogConfig{Level: "info"},
 		Extensions: ExtensionsConfig{Scrub: &ScrubConfig{
 			Enable: true, Interval: 7 * 24 * time.Hour, MaxBytesPerSecond: 4 << 20,

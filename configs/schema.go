@@ -79,6 +79,10 @@ type fileHTTP struct {
 	TLS     *fileTLS `json:"tls"`
 	Compat  []string `json:"compat"`
 
+	// pier's keys, not zot's.
+	BodyIdleTimeout      *duration `json:"bodyIdleTimeout"`
+	MaxConcurrentUploads *int      `json:"maxConcurrentUploads"`
+
 	Auth          json.RawMessage `json:"auth"`
 	AccessControl json.RawMessage `json:"accessControl"`
 	Ratelimit     json.RawMessage `json:"ratelimit"`

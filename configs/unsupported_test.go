@@ -327,7 +327,7 @@ func TestImplementedKeys(t *testing.T) {
 	want := []string{
 		"distSpecVersion",
 		"extensions.scrub.enable", "extensions.scrub.interval", "extensions.scrub.maxBytesPerSecond",
-		"http.address", "http.compat", "http.port", "http.realm",
+		"http.address", "http.bodyIdleTimeout", "http.compat", "http.maxConcurrentUploads", "http.port", "http.realm",
 		"http.tls.cacert", "http.tls.cert", "http.tls.key",
 		"log.level", "log.output",
 		"storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval",

@@ -51,6 +51,8 @@ type API struct {
 	log      *slog.Logger
 	router   *httprouter.Router
 	inFlight atomic.Int64
+	limits   Limits
+	uploads  chan struct{} // a slot per upload being written (Limits.MaxUploads); nil: no cap
 }
 
 // InFlight is the number of requests being served right now; background
@@ -95,6 +97,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer a.inFlight.Add(-1)
 	}
 	start := time.Now()
+	a.watchBody(w, r)
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	a.router.ServeHTTP(rec, r)

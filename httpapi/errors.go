@@ -59,6 +59,10 @@ func errUnsupported(detail string) *apiError {
 func errRangeInvalid(detail string) *apiError {
 	return &apiError{http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID", "requested range not satisfiable", detail}
 }
+func errTooManyRequests(detail string) *apiError {
+	return &apiError{http.StatusTooManyRequests, "TOOMANYREQUESTS", "too many requests", detail}
+}
+
 func errUnknown(detail string) *apiError {
 	return &apiError{http.StatusInternalServerError, "UNKNOWN", "internal error; see the registry's log", detail}
 }
@@ -102,6 +106,8 @@ func toAPIError(err error) *apiError {
 		return errManifestBlobUnknown(msg)
 	case errors.Is(err, store.ErrReadOnly):
 		return errDenied(msg)
+	case errors.Is(err, errBodyIdle):
+		return errBlobUploadInvalid(err.Error())
 	}
 	return errUnknown("")
 }

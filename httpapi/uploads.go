@@ -37,6 +37,11 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) e
 		if err != nil {
 			return err
 		}
+		release, err := a.holdUpload(w)
+		if err != nil {
+			return err
+		}
+		defer release()
 		if _, err := a.reg.PutBlob(r.Context(), req.repo, d, r.Body); err != nil {
 			return err
 		}
@@ -86,6 +91,11 @@ func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) e
 	if err != nil {
 		return a.withUploadState(w, r, req, err)
 	}
+	release, err := a.holdUpload(w)
+	if err != nil {
+		return err
+	}
+	defer release()
 	size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
 	if err != nil {
 		return a.uploadFailed(w, req, err)
@@ -111,6 +121,11 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) err
 	if err != nil {
 		return a.withUploadState(w, r, req, err)
 	}
+	release, err := a.holdUpload(w)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if c.start >= 0 {
 		size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
 		if err != nil {

@@ -179,9 +179,21 @@ func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Read
 	if u.hashed != size {
 		return appendUnhashed(f, size, r) // the commit will hash the file again
 	}
+	// Buffers are taken from the pool as the data needs them: a body that
+	// stalls (a client that stopped sending) holds one, not hashDepth.
 	free := make(chan *[]byte, hashDepth)
-	for range hashDepth {
-		free <- hashBufs.Get().(*[]byte)
+	taken := 0
+	next := func() *[]byte {
+		select {
+		case b := <-free:
+			return b
+		default:
+		}
+		if taken < hashDepth {
+			taken++
+			return hashBufs.Get().(*[]byte)
+		}
+		return <-free
 	}
 	written := make(chan []byte, hashDepth)
 	hashed := make(chan struct{})
@@ -197,12 +209,12 @@ func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Read
 	defer func() {
 		close(written)
 		<-hashed
-		for range hashDepth {
+		for range taken {
 			hashBufs.Put(<-free)
 		}
 	}()
 	for {
-		bufp := <-free
+		bufp := next()
 		n, rerr := io.ReadFull(r, *bufp)
 		w, werr := 0, error(nil)
 		if n > 0 {

@@ -123,6 +123,8 @@ func restartOnly(old, cur *configs.Config) []string {
 	check("http.address", old.HTTP.Address, cur.HTTP.Address)
 	check("http.port", old.HTTP.Port, cur.HTTP.Port)
 	check("http.tls", old.HTTP.TLS, cur.HTTP.TLS)
+	check("http.bodyIdleTimeout", old.HTTP.BodyIdleTimeout, cur.HTTP.BodyIdleTimeout)
+	check("http.maxConcurrentUploads", old.HTTP.MaxConcurrentUploads, cur.HTTP.MaxConcurrentUploads)
 	check("log.output", old.Log.Output, cur.Log.Output)
 	return keys
 }

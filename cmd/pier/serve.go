@@ -110,6 +110,7 @@ func (s *server) run(ctx context.Context) error {
 	}
 	st := rs[0].st
 	s.api = httpapi.New(ctl, s.log)
+	s.api.SetLimits(httpapi.Limits{BodyIdleTimeout: s.cfg.HTTP.BodyIdleTimeout, MaxUploads: s.cfg.HTTP.MaxConcurrentUploads})
 	s.status = &status{ctl: ctl, root: st.Root()}
 	s.jobs = startJobs(rs, s.log)
 	defer s.jobs.stop()

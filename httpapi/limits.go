@@ -1,0 +1,116 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Limits bound what clients can hold of a server on a small board: a
+// connection, its file descriptors and buffers, for as long as they like.
+type Limits struct {
+	// BodyIdleTimeout cuts a request body that delivers less than
+	// minBodyProgress bytes in this long: a client that stopped sending
+	// (or trickles a byte at a time) no longer holds its connection, its
+	// upload's file and its buffers forever. It is not a deadline on the
+	// whole body: a slow push that keeps sending is never cut. 0: never.
+	BodyIdleTimeout time.Duration
+	// MaxUploads is how many requests may write blob data at once (chunks,
+	// monolithic pushes, the last chunk of an upload). Past it a request is
+	// answered 429 TOOMANYREQUESTS with Retry-After at once, rather than
+	// queued without bound. 0: no cap.
+	MaxUploads int
+}
+
+// minBodyProgress is what a body must deliver within BodyIdleTimeout to
+// count as moving: a few TCP segments, which the slowest real link (a 2G
+// modem) sends in about a second, and a byte every few seconds never.
+const minBodyProgress = 4 << 10
+
+// extendEvery is how often, at most, a moving body's deadline is pushed
+// back: not on every read, which may come thousands of times a second.
+// A short timeout is extended more often (a quarter of it), so that a
+// moving body always gets its deadline moved before it passes.
+const extendEvery = time.Second
+
+// uploadRetryAfter is the Retry-After of a 429: roughly how long a chunk
+// takes to finish on a Pi's SD card.
+const uploadRetryAfter = 2 * time.Second
+
+// SetLimits applies l. It must be called before the API serves.
+func (a *API) SetLimits(l Limits) {
+	a.limits = l
+	a.uploads = nil
+	if l.MaxUploads > 0 {
+		a.uploads = make(chan struct{}, l.MaxUploads)
+	}
+}
+
+// errBodyIdle is a request body cut for making no progress.
+var errBodyIdle = errors.New("the request body stopped arriving")
+
+// idleBody is a request body whose connection's read deadline moves back
+// as its bytes arrive, so only a body that stops is cut.
+type idleBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	timeout  time.Duration
+	extended time.Time // when the deadline was last set
+	progress int64     // bytes since then
+	started  bool
+	done     bool // the deadline is cleared
+}
+
+// watchBody makes r's body an idleBody when the limits ask for one.
+func (a *API) watchBody(w http.ResponseWriter, r *http.Request) {
+	if a.limits.BodyIdleTimeout <= 0 || r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: a.limits.BodyIdleTimeout}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if !b.done {
+		now := time.Now()
+		// The deadline moves back before the read, not after it, so time
+		// spent between reads (a slow disk) is never counted against the
+		// client.
+		if !b.started || b.progress >= minBodyProgress && now.Sub(b.extended) >= min(extendEvery, b.timeout/4) {
+			// Where the connection does not support deadlines (none that
+			// net/http serves), the body is simply not watched.
+			b.rc.SetReadDeadline(now.Add(b.timeout))
+			b.started, b.extended, b.progress = true, now, 0
+		}
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.progress += int64(n)
+	if err == io.EOF && !b.done {
+		// The body is whole: no deadline may cut the connection's reads
+		// that net/http does after it (watching for a client gone).
+		b.rc.SetReadDeadline(time.Time{})
+		b.done = true
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("%w: less than %d bytes in %v", errBodyIdle, minBodyProgress, b.timeout)
+	}
+	return n, err
+}
+
+// holdUpload takes one of the MaxUploads slots for a request that writes
+// blob data, or answers 429 when they are all taken. release frees it.
+func (a *API) holdUpload(w http.ResponseWriter) (release func(), err error) {
+	if a.uploads == nil {
+		return func() {}, nil
+	}
+	select {
+	case a.uploads <- struct{}{}:
+		return func() { <-a.uploads }, nil
+	default:
+		w.Header().Set("Retry-After", strconv.Itoa(int(uploadRetryAfter/time.Second)))
+		return nil, errTooManyRequests(fmt.Sprintf("%d uploads are being written; retry later", cap(a.uploads)))
+	}
+}
