@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"syscall"
 
 	"github.com/pier-oci/pier/store"
 )
@@ -63,6 +64,19 @@ func errTooManyRequests(detail string) *apiError {
 	return &apiError{http.StatusTooManyRequests, "TOOMANYREQUESTS", "too many requests", detail}
 }
 
+// errStorageFull answers a write the disk has no room for. The spec has no
+// code for it, so the code is UNKNOWN and the message says what happened.
+// The status is 507 Insufficient Storage (RFC 4918): "the server is unable
+// to store the representation needed to complete the request", which is
+// exactly this. It is a 5xx, so no client blames its own request, and not
+// one of the 500, 502, 503 and 504 that clients retry at once (crane, ggcr
+// and containerd do), which against a full disk would only repeat the
+// upload. DENIED would make docker and podman ask for credentials.
+func errStorageFull() *apiError {
+	return &apiError{http.StatusInsufficientStorage, "UNKNOWN", "the registry's storage is full",
+		"no space left on the registry's disk; pushes work again once space is freed (delete images, then garbage collection frees their blobs)"}
+}
+
 func errUnknown(detail string) *apiError {
 	return &apiError{http.StatusInternalServerError, "UNKNOWN", "internal error; see the registry's log", detail}
 }
@@ -106,6 +120,12 @@ func toAPIError(err error) *apiError {
 		return errManifestBlobUnknown(msg)
 	case errors.Is(err, store.ErrReadOnly):
 		return errDenied(msg)
+	case store.IsStorageFull(err):
+		return errStorageFull()
+	case errors.Is(err, syscall.EROFS):
+		// The filesystem went read-only under pier (ext4 does that on
+		// an SD card's I/O errors): nothing can be written any more.
+		return errDenied("the registry's storage has become read-only; only pulls are served")
 	case errors.Is(err, errBodyIdle):
 		return errBlobUploadInvalid(err.Error())
 	}

@@ -98,7 +98,7 @@ func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) e
 	defer release()
 	size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
 	if err != nil {
-		return a.uploadFailed(w, req, err)
+		return a.uploadFailed(w, r, req, err)
 	}
 	if err := c.checkEnd(size); err != nil {
 		return err
@@ -129,7 +129,7 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) err
 	if c.start >= 0 {
 		size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
 		if err != nil {
-			return a.uploadFailed(w, req, err)
+			return a.uploadFailed(w, r, req, err)
 		}
 		if err := c.checkEnd(size); err != nil {
 			return err
@@ -159,11 +159,14 @@ func (a *API) cancelUpload(w http.ResponseWriter, r *http.Request, req request) 
 }
 
 // uploadFailed adds, to a 416, where the upload really is so the client can
-// resume from there.
-func (a *API) uploadFailed(w http.ResponseWriter, req request, err error) error {
+// resume from there; and to a chunk the disk had no room for, where the
+// upload still is (the chunk was taken back).
+func (a *API) uploadFailed(w http.ResponseWriter, r *http.Request, req request, err error) error {
 	var off *store.OffsetError
 	if errors.As(err, &off) {
 		setUploadState(w, req.repo, req.ref, off.Size)
+	} else if store.IsStorageFull(err) {
+		return a.withUploadState(w, r, req, err)
 	}
 	return err
 }

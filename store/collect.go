@@ -314,7 +314,7 @@ func (s *Store) lastActivity(repo string, now time.Time) time.Time {
 func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionPlan, delay time.Duration, now time.Time, rep CollectReport) (CollectReport, error) {
 	if len(p.keep) != len(p.index.Manifests) {
 		p.index.Manifests = p.keep
-		if err := s.writeIndex(repo, p.index); err != nil {
+		if err := s.freeing(func() error { return s.writeIndex(repo, p.index) }); err != nil {
 			return rep, err
 		}
 	}

@@ -196,7 +196,7 @@ func (s *Store) repoExists(repo string) bool {
 // ensureRepo makes repo an OCI layout if it is not one yet. Pushes create
 // repositories; reads never do.
 func (s *Store) ensureRepo(repo string) error {
-	if err := s.writable(); err != nil {
+	if err := s.pushable(); err != nil {
 		return err
 	}
 	if s.repoExists(repo) {

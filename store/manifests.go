@@ -473,7 +473,7 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 		x.remove(i)
 		x.keepAddressable(old)
 		s.log.Info("tag deleted", "repo", repo, "tag", ref, "digest", old.Digest)
-		return s.writeIndex(repo, x)
+		return s.freeing(func() error { return s.writeIndex(repo, x) })
 	}
 	kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })
 	listed := len(kept) < len(x.Manifests)
@@ -491,7 +491,7 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 		return fmt.Errorf("%w: %s", ErrManifestUnknown, d)
 	}
 	x.Manifests = kept
-	if err := s.writeIndex(repo, x); err != nil {
+	if err := s.freeing(func() error { return s.writeIndex(repo, x) }); err != nil {
 		return err
 	}
 	s.log.Info("manifest deleted", "repo", repo, "digest", d)

@@ -56,6 +56,7 @@ type Store struct {
 	dedupe    *deduper // nil when dedupe is off
 	ro        bool     // read-only root
 	manifests *budget.Budget
+	reserve   *reserve // nil for a read-only root
 }
 
 // New opens (creating if needed) the store rooted at opts.Root.
@@ -88,6 +89,12 @@ func New(opts Options) (*Store, error) {
 	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("store root %s is not a directory", root)
 	}
+	if !s.ro {
+		s.reserve = newReserve(s)
+		if err := s.reserve.ensure(); err != nil {
+			log.Warn("no room to keep space for deletes: pushes are refused until space is freed", "err", err)
+		}
+	}
 	if opts.Dedupe && !s.ro {
 		d, err := newDeduper(s, opts.Cache)
 		if err != nil {
@@ -105,6 +112,18 @@ func (s *Store) ReadOnly() bool { return s.ro }
 func (s *Store) writable() error {
 	if s.ro {
 		return fmt.Errorf("%w: %s is served read-only", ErrReadOnly, s.root)
+	}
+	return nil
+}
+
+// pushable is writable, for a write that adds content: it fails, with the
+// storage full, when the space kept for deletes cannot be kept.
+func (s *Store) pushable() error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if err := s.reserve.ensure(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStorageFull, err)
 	}
 	return nil
 }

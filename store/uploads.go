@@ -158,6 +158,9 @@ func (e *OffsetError) Unwrap() error { return ErrUploadOffset }
 // equal the upload's current size (chunks arrive in order), else an
 // *OffsetError is returned and nothing is written. It returns the new size.
 func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
+	if err := s.pushable(); err != nil {
+		return 0, err
+	}
 	o, err := s.openUpload(repo, id)
 	if err != nil {
 		return 0, err
@@ -170,12 +173,42 @@ func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r
 	return s.appendUpload(u, f, size, r)
 }
 
-// appendUpload copies r to the end of f, hashing what is written while the
+// errWriteUpload marks a failed write to an upload's file (a full disk,
+// an I/O error), as opposed to a failed read of the request body.
+var errWriteUpload = errors.New("write upload")
+
+// appendUpload copies r to the end of f and returns the new size. A chunk
+// whose write fails (the disk is full) is taken back whole: the file is
+// cut back to its size before the chunk, so the upload is where the
+// client last left it and the space is free for the next push. A chunk
+// whose body stops (the client went away) keeps what arrived, which the
+// client may resume from.
+func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Reader) (int64, error) {
+	start := size
+	size, err := s.appendData(u, f, size, r)
+	if err == nil || !errors.Is(err, errWriteUpload) {
+		return size, err
+	}
+	// The running hash has seen bytes the file no longer holds: start it
+	// again, so the commit hashes the file rather than trust it.
+	u.sha.Reset()
+	u.hashed = 0
+	if terr := f.Truncate(start); terr != nil {
+		s.log.Error("cannot take back a failed chunk; dropping the upload", "upload", f.Name(), "err", terr)
+		if rerr := os.Remove(f.Name()); rerr != nil {
+			s.log.Error("cannot remove an upload", "upload", f.Name(), "err", rerr)
+		}
+		return start, fmt.Errorf("%w; the upload is dropped: %v", err, terr)
+	}
+	return start, err
+}
+
+// appendData copies r to the end of f, hashing what is written while the
 // hash is in step with the file. The hash runs on its own goroutine, a few
 // buffers behind the reads and writes, so a push costs the slower of hashing
 // and I/O rather than their sum; it is done with the last byte before
-// appendUpload returns.
-func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Reader) (int64, error) {
+// appendData returns.
+func (s *Store) appendData(u *uploadSession, f *os.File, size int64, r io.Reader) (int64, error) {
 	if u.hashed != size {
 		return appendUnhashed(f, size, r) // the commit will hash the file again
 	}
@@ -223,7 +256,7 @@ func (s *Store) appendUpload(u *uploadSession, f *os.File, size int64, r io.Read
 		}
 		written <- (*bufp)[:w] // hashed, and handed back to free, in order
 		if werr != nil {
-			return size, fmt.Errorf("write upload: %w", werr)
+			return size, fmt.Errorf("%w: %w", errWriteUpload, werr)
 		}
 		switch {
 		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
@@ -244,7 +277,7 @@ func appendUnhashed(f *os.File, size int64, r io.Reader) (int64, error) {
 			w, werr := f.Write((*bufp)[:n])
 			size += int64(w)
 			if werr != nil {
-				return size, fmt.Errorf("write upload: %w", werr)
+				return size, fmt.Errorf("%w: %w", errWriteUpload, werr)
 			}
 		}
 		if rerr == io.EOF {
@@ -299,6 +332,9 @@ func (s *Store) openUpload(repo, id string) (*openedUpload, error) {
 // whole content against d and, when it matches, makes it blob d of repo
 // durably. A mismatch deletes the upload and changes nothing else.
 func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, d digest.Digest) (BlobInfo, error) {
+	if err := s.pushable(); err != nil {
+		return BlobInfo{}, err
+	}
 	o, err := s.openUpload(repo, id)
 	if err != nil {
 		return BlobInfo{}, err
