@@ -97,7 +97,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer a.inFlight.Add(-1)
 	}
 	start := time.Now()
-	a.watchBody(w, r)
+	r = a.watchBody(w, r)
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	a.router.ServeHTTP(rec, r)

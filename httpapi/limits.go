@@ -61,29 +61,45 @@ type idleBody struct {
 	timeout  time.Duration
 	extended time.Time // when the deadline was last set
 	progress int64     // bytes since then
-	started  bool
-	done     bool // the deadline is cleared
+	reading  bool      // the handler has read
+	done     bool      // the deadline is cleared
 }
 
-// watchBody makes r's body an idleBody when the limits ask for one.
-func (a *API) watchBody(w http.ResponseWriter, r *http.Request) {
+// watchBody returns r with its body watched, when the limits ask for it.
+// The request is a shallow copy: net/http must still see its own body in
+// the original, to know after the handler how much of it is left unread
+// (it drains a little to keep the connection, and closes it otherwise).
+// The deadline is set at once, so that drain is bounded too, and moves
+// back as the handler reads.
+func (a *API) watchBody(w http.ResponseWriter, r *http.Request) *http.Request {
 	if a.limits.BodyIdleTimeout <= 0 || r.Body == nil || r.Body == http.NoBody {
-		return
+		return r
 	}
-	r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: a.limits.BodyIdleTimeout}
+	b := &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: a.limits.BodyIdleTimeout}
+	b.extend(time.Now())
+	watched := new(http.Request)
+	*watched = *r
+	watched.Body = b
+	return watched
+}
+
+// extend moves the deadline to timeout from now. Where the connection
+// does not support deadlines (none that net/http serves), the body is
+// simply not watched.
+func (b *idleBody) extend(now time.Time) {
+	b.rc.SetReadDeadline(now.Add(b.timeout))
+	b.extended, b.progress = now, 0
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	if !b.done {
 		now := time.Now()
 		// The deadline moves back before the read, not after it, so time
-		// spent between reads (a slow disk) is never counted against the
-		// client.
-		if !b.started || b.progress >= minBodyProgress && now.Sub(b.extended) >= min(extendEvery, b.timeout/4) {
-			// Where the connection does not support deadlines (none that
-			// net/http serves), the body is simply not watched.
-			b.rc.SetReadDeadline(now.Add(b.timeout))
-			b.started, b.extended, b.progress = true, now, 0
+		// spent between reads (a slow disk, a wait for the manifest
+		// budget before the first) is never counted against the client.
+		if !b.reading || b.progress >= minBodyProgress && now.Sub(b.extended) >= min(extendEvery, b.timeout/4) {
+			b.extend(now)
+			b.reading = true
 		}
 	}
 	n, err := b.ReadCloser.Read(p)

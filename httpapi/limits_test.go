@@ -106,6 +106,30 @@ func TestAStalledBodyIsCut(t *testing.T) {
 	}
 }
 
+// A request answered with an error before the handler read its body (a
+// bad digest here) is answered at once, and its connection let go within
+// the idle timeout even though the client never sends the body: net/http
+// reads a little of an unread body to keep the connection, and that read
+// is bounded too.
+func TestAnEarlyErrorIsNotHeldByAnUnsentBody(t *testing.T) {
+	f := newLimitedFixture(t, Limits{BodyIdleTimeout: time.Second})
+	for _, length := range []int64{100 << 10, 1 << 30} { // drained by net/http, or too big to
+		start := time.Now()
+		s := f.stall("POST", "/v2/app/blobs/uploads/?digest=sha256:bad", length, nil)
+		select {
+		case answer := <-s.closed:
+			if !strings.Contains(answer, "DIGEST_INVALID") {
+				t.Fatalf("answer: %q", answer)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Fatalf("the answer to a %d-byte body never sent took %v", length, took)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a %d-byte body never sent held its connection 10 s after its error", length)
+		}
+	}
+}
+
 // A body trickled a byte at a time is moving, but not enough to count:
 // it is cut like a stalled one.
 func TestATrickledBodyIsCut(t *testing.T) {
@@ -175,6 +199,12 @@ func TestUploadsPastTheCapAreRefusedWithRetryAfter(t *testing.T) {
 	}
 	resp = f.do("PATCH", f.startUpload("app"), data, "Content-Type", "application/octet-stream")
 	expectError(t, resp, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	// A client refused before it sent its body hears so at once.
+	refused := f.stall("PATCH", f.startUpload("app"), 1<<30, nil)
+	refused.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if answer := <-refused.closed; !strings.HasPrefix(answer, "HTTP/1.1 429") {
+		t.Fatalf("a refused upload whose body was not sent yet got %q within 500 ms", answer)
+	}
 	for _, s := range held {
 		select {
 		case <-s.closed:

@@ -56,6 +56,7 @@ type Server struct {
 type Options struct {
 	Root    string         // storage root; a new temp dir when empty
 	Storage map[string]any // extra storage keys (commit, dedupe, ...)
+	HTTP    map[string]any // extra http keys (beside address and port)
 	Extra   map[string]any // extra top-level keys
 }
 
@@ -73,10 +74,14 @@ func Start(t testing.TB, opts Options) *Server {
 	for k, v := range opts.Storage {
 		storage[k] = v
 	}
+	httpKeys := map[string]any{"address": "127.0.0.1", "port": fmt.Sprint(port)}
+	for k, v := range opts.HTTP {
+		httpKeys[k] = v
+	}
 	cfg := map[string]any{
 		"distSpecVersion": "1.1.1",
 		"storage":         storage,
-		"http":            map[string]any{"address": "127.0.0.1", "port": fmt.Sprint(port)},
+		"http":            httpKeys,
 		"log":             map[string]any{"level": "warn"},
 	}
 	for k, v := range opts.Extra {
