@@ -122,6 +122,9 @@ func toAPIError(err error) *apiError {
 		return errDenied(msg)
 	case store.IsStorageFull(err):
 		return errStorageFull()
+	case store.IsNotRepository(err):
+		// Reads report these as unknown; a push cannot go there.
+		return errNameInvalid("the name leads to something that is not a repository and cannot become one (a file, or a damaged layout)")
 	case errors.Is(err, syscall.EROFS):
 		// The filesystem went read-only under pier (ext4 does that on
 		// an SD card's I/O errors): nothing can be written any more.

@@ -29,7 +29,7 @@ type BlobInfo struct {
 func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
 	fi, err := os.Stat(s.blobPath(repo, d))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrInvalid) || isNotDir(err) {
+		if notFound(err) || errors.Is(err, fs.ErrInvalid) {
 			return BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
 		}
 		return BlobInfo{}, fmt.Errorf("stat blob %s in %s: %w", d, repo, err)
@@ -43,9 +43,9 @@ func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (Blo
 // OpenBlob opens blob d of repo for reading. Locally the reader is an
 // *os.File, so the HTTP layer serves it with sendfile and ranges.
 func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, error) {
-	f, err := os.Open(s.blobPath(repo, d))
+	f, err := openRegular(s.blobPath(repo, d))
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+		if notFound(err) {
 			return nil, BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
 		}
 		return nil, BlobInfo{}, fmt.Errorf("open blob %s in %s: %w", d, repo, err)
@@ -137,7 +137,7 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	unlock := s.locks.rlock(repo)
 	defer unlock()
 	dst := s.blobPath(repo, d)
-	if _, err := os.Stat(dst); err == nil {
+	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() {
 		s.refresh(dst)
 		return s.syncExisting(dst)
 	}
@@ -171,7 +171,7 @@ func (s *Store) commitBlob(ctx context.Context, repo, uploadPath string, d diges
 	unlock := s.locks.rlock(repo)
 	defer unlock()
 	dst := s.blobPath(repo, d)
-	if _, err := os.Stat(dst); err == nil {
+	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() {
 		s.refresh(dst)
 		if err := s.syncExisting(dst); err != nil {
 			return err
@@ -223,6 +223,21 @@ func isNotDir(err error) bool { return errors.Is(err, unix.ENOTDIR) }
 // a repository name crosses a file, or a layout holds odd entries.
 func notFound(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || isNotDir(err) || errors.Is(err, unix.ELOOP)
+}
+
+// IsNotRepository reports an error from a write that found something other
+// than a repository's own files where its name leads: a file crossing the
+// path (ENOTDIR), a directory where a file belongs (EISDIR, or EEXIST and
+// ENOTEMPTY from a rename onto it), a loop of links (ELOOP). Reads report
+// these as not found; a push cannot go there. pier's own writes never
+// collide otherwise: its new names are random.
+func IsNotRepository(err error) bool {
+	for _, e := range []error{ErrNotRepository, unix.ENOTDIR, unix.ELOOP, unix.EISDIR, unix.EEXIST, unix.ENOTEMPTY} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // readAllLimited reads r up to limit bytes and fails beyond it.

@@ -45,7 +45,7 @@ func (s *Store) Repositories(ctx context.Context) ([]string, error) {
 		if oci.ValidateName(repo) != nil {
 			return filepath.SkipDir
 		}
-		if _, err := os.Stat(filepath.Join(path, "index.json")); err == nil {
+		if fi, err := os.Stat(filepath.Join(path, "index.json")); err == nil && fi.Mode().IsRegular() {
 			repos = append(repos, repo)
 		}
 		return nil

@@ -117,7 +117,7 @@ func (s *Store) listBlobs(repo string) ([]blobFile, error) {
 
 func (s *Store) readIndexBytes(repo string) ([]byte, error) {
 	b, err := os.ReadFile(s.indexPath(repo))
-	if errors.Is(err, fs.ErrNotExist) {
+	if notFound(err) {
 		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
 	}
 	if err != nil {

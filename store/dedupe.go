@@ -240,12 +240,12 @@ func (d *deduper) linkFailed(err error) {
 // rather than re-hashes: a compare costs a read of each file, which the
 // page cache mostly serves for the upload just written.
 func sameContent(a, b string) (bool, error) {
-	fa, err := os.Open(a)
+	fa, err := openRegular(a)
 	if err != nil {
 		return false, err
 	}
 	defer fa.Close()
-	fb, err := os.Open(b)
+	fb, err := openRegular(b)
 	if err != nil {
 		return false, err
 	}

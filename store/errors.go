@@ -22,6 +22,7 @@ var (
 	ErrManifestBlobUnknown = errors.New("manifest references a blob not in the repository")
 	ErrManifestReferenced  = errors.New("manifest is referenced by an index")
 	ErrReadOnly            = errors.New("storage is read-only")
+	ErrNotRepository       = errors.New("something other than a repository is where the name leads")
 )
 
 // The grammar's errors, under the store's names so that callers map every

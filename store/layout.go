@@ -146,8 +146,8 @@ func untaggedSince(desc ispec.Descriptor) (time.Time, bool) {
 // readIndex reads repo's index.json. A repository that does not exist is
 // ErrNameUnknown.
 func (s *Store) readIndex(repo string) (*repoIndex, error) {
-	f, err := os.Open(s.indexPath(repo))
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := openRegular(s.indexPath(repo))
+	if notFound(err) {
 		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
 	}
 	if err != nil {
@@ -189,8 +189,22 @@ func (s *Store) writeIndex(repo string, x *repoIndex) error {
 
 // repoExists reports whether repo is an OCI layout in this store.
 func (s *Store) repoExists(repo string) bool {
-	_, err := os.Stat(s.indexPath(repo))
-	return err == nil
+	fi, err := os.Stat(s.indexPath(repo))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// canBeRepo fails, before anything is written, when repo's index.json is
+// something a push cannot replace: a directory, a loop of links, or a path
+// through a file (the name crosses a file in the root).
+func (s *Store) canBeRepo(repo string) error {
+	fi, err := os.Stat(s.indexPath(repo))
+	switch {
+	case err == nil && !fi.Mode().IsRegular():
+		return fmt.Errorf("%w: %s/index.json is not a file", ErrNotRepository, repo)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %s: %v", ErrNotRepository, repo, err)
+	}
+	return nil
 }
 
 // ensureRepo makes repo an OCI layout if it is not one yet. Pushes create
@@ -201,6 +215,9 @@ func (s *Store) ensureRepo(repo string) error {
 	}
 	if s.repoExists(repo) {
 		return s.fs.MkdirAll(s.uploadsDir(repo)) // a hosted layout may lack it
+	}
+	if err := s.canBeRepo(repo); err != nil {
+		return err
 	}
 	unlock := s.locks.lock(repo)
 	defer unlock()

@@ -386,7 +386,7 @@ func (s *Store) readManifest(ctx context.Context, repo string, d digest.Digest, 
 	if !oci.ValidDigest(d) {
 		return fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
 	}
-	f, err := os.Open(s.blobPath(repo, d))
+	f, err := openRegular(s.blobPath(repo, d))
 	if err != nil {
 		if notFound(err) {
 			return fmt.Errorf("%w: %s is listed but its blob is missing", ErrManifestUnknown, d)

@@ -205,7 +205,7 @@ func (s *Store) linkDuplicate(ctx context.Context, repo string, d digest.Digest,
 
 // fileMatches re-hashes a file and reports whether it holds d.
 func (s *Store) fileMatches(path string, d digest.Digest) bool {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return false
 	}

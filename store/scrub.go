@@ -182,7 +182,7 @@ func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, os.FileI
 	if ctx.Err() != nil {
 		return ScrubOK, nil // stopping: the pass is abandoned, report nothing false
 	}
-	f, err := os.Open(sc.s.blobPath(sc.repo, d))
+	f, err := openRegular(sc.s.blobPath(sc.repo, d))
 	if err != nil {
 		return ScrubMissing, nil
 	}

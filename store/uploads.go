@@ -137,7 +137,7 @@ func (s *Store) UploadSize(ctx context.Context, repo, id string) (int64, error) 
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+		if notFound(err) {
 			return 0, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 		}
 		return 0, fmt.Errorf("stat upload %s: %w", id, err)
@@ -322,7 +322,7 @@ func (s *Store) openUpload(repo, id string) (*openedUpload, error) {
 	}
 	u.mu.Unlock()
 	s.uploads.drop(key)
-	if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+	if notFound(err) {
 		return nil, fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 	}
 	return nil, fmt.Errorf("open upload %s: %w", id, err)
@@ -385,7 +385,7 @@ func uploadDigest(u *uploadSession, path string, size int64, alg digest.Algorith
 	if alg == digest.SHA256 && u.hashed == size {
 		return digest.NewDigest(alg, u.sha), nil
 	}
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return "", fmt.Errorf("rehash upload: %w", err)
 	}
@@ -438,7 +438,7 @@ func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
 	defer u.mu.Unlock()
 	s.uploads.drop(key)
 	if err := os.Remove(path); err != nil {
-		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+		if notFound(err) {
 			return fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 		}
 		return fmt.Errorf("cancel upload %s: %w", id, err)
