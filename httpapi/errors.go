@@ -60,6 +60,14 @@ func errUnsupported(detail string) *apiError {
 func errRangeInvalid(detail string) *apiError {
 	return &apiError{http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID", "requested range not satisfiable", detail}
 }
+
+// errRangeNotSatisfiable answers a blob GET whose Range pier will not
+// serve. The spec has no code for it; UNSUPPORTED says the request, not
+// the blob, is at fault.
+func errRangeNotSatisfiable(detail string) *apiError {
+	return &apiError{http.StatusRequestedRangeNotSatisfiable, "UNSUPPORTED", "requested range not satisfiable", detail}
+}
+
 func errTooManyRequests(detail string) *apiError {
 	return &apiError{http.StatusTooManyRequests, "TOOMANYREQUESTS", "too many requests", detail}
 }
