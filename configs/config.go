@@ -139,8 +139,9 @@ type HTTPConfig struct {
 	Compat []string
 
 	// BodyIdleTimeout cuts a request body that stops arriving (less than
-	// a few KiB in this long), releasing its connection, its upload's file
-	// and its buffers. A slow push that keeps sending is never cut. 0:
+	// 4 KiB in this long), or a response its client stops reading (less
+	// than 64 KiB in this long), releasing its connection, its file and
+	// its buffers. A slow push or pull that keeps moving is never cut. 0:
 	// never. pier's key, not zot's. Default 1m.
 	BodyIdleTimeout time.Duration
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"regexp"
 	"sync/atomic"
@@ -98,9 +99,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	r = a.watchBody(w, r)
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, watch: a.watchWrites(w)}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	a.router.ServeHTTP(rec, r)
+	rec.watch.handlerDone()
 	level := slog.LevelInfo
 	switch {
 	case rec.status >= 500:
@@ -270,11 +272,13 @@ func methodNotAllowed(method string) error {
 	return errUnsupported("method " + method + " is not allowed on this path")
 }
 
-// recorder remembers the status and size of a response for the log line.
+// recorder remembers the status and size of a response for the log line,
+// and moves the write deadline back as the body goes out (watch).
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	watch  *writeWatch // nil: writes are not watched
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -283,18 +287,61 @@ func (r *recorder) WriteHeader(code int) {
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	n, err := r.ResponseWriter.Write(b)
-	r.bytes += int64(n)
-	return n, err
+	if r.watch == nil {
+		n, err := r.ResponseWriter.Write(b)
+		r.bytes += int64(n)
+		return n, err
+	}
+	written := 0
+	for len(b) > 0 { // in pieces, so that a slow client shows progress
+		r.watch.moving()
+		n, err := r.ResponseWriter.Write(b[:min(len(b), watchedChunk)])
+		written += n
+		r.bytes += int64(n)
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
 }
 
 // ReadFrom keeps sendfile working through the recorder: http.ServeContent
 // copies an *os.File into the ResponseWriter, and net/http only uses
-// sendfile when the writer it sees implements io.ReaderFrom.
+// sendfile when the writer it sees implements io.ReaderFrom. A watched
+// response is sent a piece at a time, each piece still by sendfile.
 func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
-	n, err := io.Copy(r.ResponseWriter, src)
-	r.bytes += n
-	return n, err
+	if r.watch == nil {
+		n, err := io.Copy(r.ResponseWriter, src)
+		r.bytes += n
+		return n, err
+	}
+	// net/http's sendfile takes an *os.File, or one under a LimitedReader
+	// (as io.CopyN and ServeContent pass it): keep that shape per piece.
+	inner, remaining := src, int64(math.MaxInt64)
+	lr, limited := src.(*io.LimitedReader)
+	if limited {
+		inner, remaining = lr.R, lr.N
+	}
+	var total int64
+	for remaining > 0 {
+		r.watch.moving()
+		piece := &io.LimitedReader{R: inner, N: min(remaining, watchedChunk)}
+		n, err := io.Copy(r.ResponseWriter, piece)
+		total += n
+		remaining -= n
+		r.bytes += n
+		if err != nil || piece.N > 0 { // an error, or the end of src
+			if limited {
+				lr.N = remaining
+			}
+			return total, err
+		}
+	}
+	if limited {
+		lr.N = remaining
+	}
+	return total, nil
 }
 
 // Unwrap lets http.ResponseController reach the real writer.

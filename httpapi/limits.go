@@ -14,10 +14,12 @@ import (
 // connection, its file descriptors and buffers, for as long as they like.
 type Limits struct {
 	// BodyIdleTimeout cuts a request body that delivers less than
-	// minBodyProgress bytes in this long: a client that stopped sending
-	// (or trickles a byte at a time) no longer holds its connection, its
-	// upload's file and its buffers forever. It is not a deadline on the
-	// whole body: a slow push that keeps sending is never cut. 0: never.
+	// minBodyProgress bytes in this long, and a response whose client
+	// takes less than watchedChunk in this long: a client that stopped
+	// sending or reading (or trickles a byte at a time) no longer holds its
+	// connection, its upload's file and its buffers forever. It is not a
+	// deadline on the whole body: a slow push or pull that keeps moving is
+	// never cut. 0: never.
 	BodyIdleTimeout time.Duration
 	// MaxUploads is how many requests may write blob data at once (chunks,
 	// monolithic pushes, the last chunk of an upload). Past it a request is
@@ -114,6 +116,50 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		err = fmt.Errorf("%w: less than %d bytes in %v", errBodyIdle, minBodyProgress, b.timeout)
 	}
 	return n, err
+}
+
+// watchedChunk is the piece in which a watched response goes out: a
+// client must take one within BodyIdleTimeout (64 KiB a minute, about a
+// kilobyte a second, is slower than any link that still moves).
+const watchedChunk = 64 << 10
+
+// writeWatch moves a response's write deadline back as its pieces go out,
+// so a client that stops reading (or reads a byte at a time) no longer
+// holds its connection, its file and, for a manifest, its bytes forever.
+type writeWatch struct {
+	rc       *http.ResponseController
+	timeout  time.Duration
+	extended time.Time
+}
+
+// watchWrites returns the watch for a response, or nil without a timeout.
+// A connection keeps its write deadline from one request to the next
+// (net/http resets it only with a WriteTimeout): each request starts
+// with none.
+func (a *API) watchWrites(w http.ResponseWriter) *writeWatch {
+	if a.limits.BodyIdleTimeout <= 0 {
+		return nil
+	}
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{})
+	return &writeWatch{rc: rc, timeout: a.limits.BodyIdleTimeout}
+}
+
+// moving is called before each piece is written.
+func (ww *writeWatch) moving() {
+	if now := time.Now(); now.Sub(ww.extended) >= min(extendEvery, ww.timeout/4) {
+		ww.rc.SetWriteDeadline(now.Add(ww.timeout))
+		ww.extended = now
+	}
+}
+
+// handlerDone gives the rest of the response, which net/http flushes after
+// the handler, its own time: before it flushes, net/http may drain an
+// unread request body for up to the read deadline.
+func (ww *writeWatch) handlerDone() {
+	if ww != nil {
+		ww.rc.SetWriteDeadline(time.Now().Add(2 * ww.timeout))
+	}
 }
 
 // holdUpload takes one of the MaxUploads slots for a request that writes

@@ -274,3 +274,50 @@ func TestLargeManifestPushesWaitForTheBudget(t *testing.T) {
 	}
 	held[1].conn.Close()
 }
+
+// A client that stops reading a response (a large blob) is cut once no
+// piece of it has gone out for BodyIdleTimeout: the connection and the
+// open blob are let go. Without the limit it held them forever.
+func TestAStalledReaderIsCut(t *testing.T) {
+	f := newLimitedFixture(t, Limits{BodyIdleTimeout: time.Second})
+	blob := bytes.Repeat([]byte("z"), 64<<20) // more than the socket buffers hold
+	d := f.pushBlob("app", blob)
+	conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v2/app/blobs/%s HTTP/1.1\r\nHost: pier\r\n\r\n", d)
+	if _, err := io.ReadFull(conn, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second) // stop reading for four idle timeouts
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, _ := io.Copy(io.Discard, conn)
+	if total := n + 1<<20; total >= int64(len(blob)) {
+		t.Fatalf("a client that stopped reading for 4 s (idle timeout 1 s) still got the whole blob (%d bytes)", total)
+	}
+}
+
+// A client that reads slowly but steadily gets the whole blob, however
+// long it takes.
+func TestASlowSteadyReaderIsNotCut(t *testing.T) {
+	f := newLimitedFixture(t, Limits{BodyIdleTimeout: time.Second})
+	blob := bytes.Repeat([]byte("s"), 16<<20)
+	d := f.pushBlob("app", blob)
+	resp := f.do("GET", "/v2/app/blobs/"+d.String(), nil)
+	buf := make([]byte, 256<<10)
+	var got int64
+	start := time.Now()
+	for {
+		time.Sleep(50 * time.Millisecond) // about 5 MB/s: seconds of a blocked server
+		n, err := io.ReadFull(resp.Body, buf)
+		got += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	if got != int64(len(blob)) {
+		t.Fatalf("a steady reader got %d of %d bytes in %v", got, len(blob), time.Since(start))
+	}
+}
