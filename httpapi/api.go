@@ -8,8 +8,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
+	"os"
 	"regexp"
 	"sync/atomic"
 	"time"
@@ -309,39 +309,43 @@ func (r *recorder) Write(b []byte) (int, error) {
 // ReadFrom keeps sendfile working through the recorder: http.ServeContent
 // copies an *os.File into the ResponseWriter, and net/http only uses
 // sendfile when the writer it sees implements io.ReaderFrom. A watched
-// response is sent a piece at a time, each piece still by sendfile.
+// file goes out in one sendfile as before, its progress followed by its
+// offset; anything else in pieces.
 func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 	if r.watch == nil {
 		n, err := io.Copy(r.ResponseWriter, src)
 		r.bytes += n
 		return n, err
 	}
-	// net/http's sendfile takes an *os.File, or one under a LimitedReader
-	// (as io.CopyN and ServeContent pass it): keep that shape per piece.
-	inner, remaining := src, int64(math.MaxInt64)
-	lr, limited := src.(*io.LimitedReader)
-	if limited {
-		inner, remaining = lr.R, lr.N
+	inner := src
+	if lr, ok := src.(*io.LimitedReader); ok { // as io.CopyN and ServeContent pass it
+		inner = lr.R
+	}
+	if f, ok := inner.(*os.File); ok {
+		stop := r.watch.follow(f)
+		n, err := io.Copy(r.ResponseWriter, src)
+		stop()
+		r.bytes += n
+		return n, err
 	}
 	var total int64
-	for remaining > 0 {
-		r.watch.moving()
-		piece := &io.LimitedReader{R: inner, N: min(remaining, watchedChunk)}
-		n, err := io.Copy(r.ResponseWriter, piece)
-		total += n
-		remaining -= n
-		r.bytes += n
-		if err != nil || piece.N > 0 { // an error, or the end of src
-			if limited {
-				lr.N = remaining
+	buf := make([]byte, watchedChunk)
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := r.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
 			}
-			return total, err
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
 		}
 	}
-	if limited {
-		lr.N = remaining
-	}
-	return total, nil
 }
 
 // Unwrap lets http.ResponseController reach the real writer.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -118,9 +119,10 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// watchedChunk is the piece in which a watched response goes out: a
-// client must take one within BodyIdleTimeout (64 KiB a minute, about a
-// kilobyte a second, is slower than any link that still moves).
+// watchedChunk is the piece in which a watched response held in memory
+// goes out (a manifest): a client must take one within BodyIdleTimeout
+// (64 KiB a minute, about a kilobyte a second, is slower than any link
+// that still moves).
 const watchedChunk = 64 << 10
 
 // writeWatch moves a response's write deadline back as its pieces go out,
@@ -143,6 +145,37 @@ func (a *API) watchWrites(w http.ResponseWriter) *writeWatch {
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Time{})
 	return &writeWatch{rc: rc, timeout: a.limits.BodyIdleTimeout}
+}
+
+// follow moves the write deadline back while f, being sent by sendfile
+// (which moves f's offset as it goes), keeps moving: it looks every
+// quarter of the timeout, and a client that took less than
+// minBodyProgress since is left to its deadline. stop ends the following.
+func (ww *writeWatch) follow(f *os.File) (stop func()) {
+	ww.rc.SetWriteDeadline(time.Now().Add(ww.timeout))
+	last, _ := f.Seek(0, io.SeekCurrent)
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	t = time.AfterFunc(ww.timeout/4, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if pos, err := f.Seek(0, io.SeekCurrent); err == nil && pos-last >= minBodyProgress {
+			last = pos
+			ww.rc.SetWriteDeadline(time.Now().Add(ww.timeout))
+		}
+		t.Reset(ww.timeout / 4)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+		ww.extended = time.Time{} // the next write sets its own deadline
+	}
 }
 
 // moving is called before each piece is written.

@@ -300,9 +300,12 @@ func TestAStalledReaderIsCut(t *testing.T) {
 }
 
 // A client that reads slowly but steadily gets the whole blob, however
-// long it takes.
+// long it takes (here longer than the idle timeout, once the socket
+// buffers are full). The file's progress shows in bursts of about half
+// the socket's send buffer (megabytes on loopback), so the timeout here
+// is 2 s, not 1.
 func TestASlowSteadyReaderIsNotCut(t *testing.T) {
-	f := newLimitedFixture(t, Limits{BodyIdleTimeout: time.Second})
+	f := newLimitedFixture(t, Limits{BodyIdleTimeout: 2 * time.Second})
 	blob := bytes.Repeat([]byte("s"), 16<<20)
 	d := f.pushBlob("app", blob)
 	resp := f.do("GET", "/v2/app/blobs/"+d.String(), nil)
