@@ -147,6 +147,18 @@ type HTTPConfig struct {
 	// changes nothing and is kept only so the file round-trips.
 	Compat []string
 
+	// BodyIdleTimeout cuts a request body that stops arriving (less than
+	// 4 KiB in this long), or a response its client stops reading (less
+	// than 64 KiB in this long), releasing its connection, its file and
+	// its buffers. A slow push or pull that keeps moving is never cut. 0:
+	// never. pier's key, not zot's. Default 1m.
+	BodyIdleTimeout time.Duration
+
+	// MaxConcurrentUploads is how many requests may write blob data at
+	// once; past it a request gets 429 TOOMANYREQUESTS with Retry-After.
+	// 0: no cap. pier's key, not zot's. Default 16.
+	MaxConcurrentUploads int
+
 	// Auth is how clients authenticate (auth.go); nil when the file
 	// configures no login.
 	Auth *AuthConfig

@@ -22,6 +22,14 @@ const (
 	// defaultScrubRate keeps a scrub from saturating an SD card, which reads
 	// at 20-90 MB/s, while the registry serves.
 	defaultScrubRate = 8 << 20
+	// defaultBodyIdleTimeout is long enough for any link that still moves,
+	// short enough that a stalled client lets go of its upload soon.
+	defaultBodyIdleTimeout = time.Minute
+	// defaultMaxUploads is sized for a Raspberry Pi: an upload being
+	// written holds up to 1.5 MiB of buffers, so 16 hold 24 MiB of the
+	// packaged unit's 64 MiB, and an SD card writes no faster for more.
+	// docker pushes 5 layers at once, podman and skopeo about as many.
+	defaultMaxUploads = 16
 )
 
 // resolve builds the Config a validated file describes, applying defaults.
@@ -131,6 +139,9 @@ func resolveHTTP(h *fileHTTP) HTTPConfig {
 		AccessControl: h.AccessControl.cfg,
 		Ratelimit:     resolveRatelimit(h.Ratelimit),
 		Limits:        resolveLimits(h),
+
+		BodyIdleTimeout:      time.Duration(value(h.BodyIdleTimeout, duration(defaultBodyIdleTimeout))),
+		MaxConcurrentUploads: value(h.MaxConcurrentUploads, defaultMaxUploads),
 	}
 
 	if h.Port != nil {

@@ -181,7 +181,7 @@ func TestExamplePi(t *testing.T) {
 			GCDelay:       time.Hour,
 			GCInterval:    6 * time.Hour,
 		}},
-		HTTP: HTTPConfig{Address: "0.0.0.0", Port: "5000", Limits: LimitsConfig{
+		HTTP: HTTPConfig{Address: "0.0.0.0", Port: "5000", BodyIdleTimeout: time.Minute, MaxConcurrentUploads: 16, Limits: LimitsConfig{
 			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			MaxManifestSize: 4 << 20, MaxUploadSessions: 512, UploadIdleTimeout: 15 * time.Minute,
 		}},

@@ -117,6 +117,8 @@ func TestDefaultsForAbsentKeys(t *testing.T) {
 		{"Auth is nil", cfg.HTTP.Auth == nil, true},
 		{"AccessControl is nil", cfg.HTTP.AccessControl == nil, true},
 		{"Other extensions is nil", cfg.Extensions.Other == nil, true},
+		{"BodyIdleTimeout", cfg.HTTP.BodyIdleTimeout, time.Minute},
+		{"MaxConcurrentUploads", cfg.HTTP.MaxConcurrentUploads, 16},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -411,6 +413,10 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		{"disabled log level", `{` + root + `, "log": {"level": "disabled"}}`, `log.level: "disabled" is not a log level`},
 		{"negative scrub interval", `{` + root + `, "extensions": {"scrub": {"interval": "-1s"}}}`, `extensions.scrub.interval: "-1s" is negative`},
 		{"negative scrub rate", `{` + root + `, "extensions": {"scrub": {"maxBytesPerSecond": -1}}}`, "extensions.scrub.maxBytesPerSecond: must be 0 (unthrottled) or more"},
+		{"body idle timeout too short", `{` + root + `, "http": {"bodyIdleTimeout": "500ms"}}`, "http.bodyIdleTimeout: must be 0 (never cut) or at least 1s"},
+		{"negative body idle timeout", `{` + root + `, "http": {"bodyIdleTimeout": "-1m"}}`, `http.bodyIdleTimeout: "-1m" is negative`},
+		{"negative upload cap", `{` + root + `, "http": {"maxConcurrentUploads": -1}}`, "http.maxConcurrentUploads: must be 0 (no cap) or more"},
+		{"upload cap not a number", `{` + root + `, "http": {"maxConcurrentUploads": "8"}}`, "http.maxConcurrentUploads: expected a whole number, got string"},
 		{"negative gcInterval", `{"storage": {"rootDirectory": "/r", "gcInterval": "-1m"}}`, `storage.gcInterval: "-1m" is negative`},
 		{"subpath without slash", `{"storage": {"rootDirectory": "/r", "subPaths": {"a": {"rootDirectory": "/a"}}}}`, `storage.subPaths.a: a subpath must be "/" and a repository name prefix`},
 		{"subpath empty", `{"storage": {"rootDirectory": "/r", "subPaths": {"": {"rootDirectory": "/a"}}}}`, `storage.subPaths.: a subpath must be "/" and a repository name prefix`},
@@ -491,6 +497,17 @@ func TestLoad(t *testing.T) {
 	cfg, warnings, err := Load(good)
 	if err != nil || cfg.Storage.RootDirectory != "/r" || len(warnings) != 1 || warnings[0].Key != "extensions.search" {
 		t.Errorf("Load(good) = %+v, %v, %v", cfg, warnings, err)
+	}
+}
+
+func TestHTTPLimits(t *testing.T) {
+	cfg, _ := mustParse(t, `{"storage": {"rootDirectory": "/r"}, "http": {"bodyIdleTimeout": "5m", "maxConcurrentUploads": 4}}`)
+	if cfg.HTTP.BodyIdleTimeout != 5*time.Minute || cfg.HTTP.MaxConcurrentUploads != 4 {
+		t.Errorf("limits = %v, %d", cfg.HTTP.BodyIdleTimeout, cfg.HTTP.MaxConcurrentUploads)
+	}
+	cfg, _ = mustParse(t, `{"storage": {"rootDirectory": "/r"}, "http": {"bodyIdleTimeout": 0, "maxConcurrentUploads": 0}}`)
+	if cfg.HTTP.BodyIdleTimeout != 0 || cfg.HTTP.MaxConcurrentUploads != 0 {
+		t.Errorf("0 turns the limits off; got %v, %d", cfg.HTTP.BodyIdleTimeout, cfg.HTTP.MaxConcurrentUploads)
 	}
 }
 

@@ -79,6 +79,10 @@ type fileHTTP struct {
 	TLS     *fileTLS `json:"tls"`
 	Compat  []string `json:"compat"`
 
+	// pier's keys, not zot's.
+	BodyIdleTimeout      *duration `json:"bodyIdleTimeout"`
+	MaxConcurrentUploads *int      `json:"maxConcurrentUploads"`
+
 	Auth          *fileAuth       `json:"auth"`          // auth.go
 	AccessControl accessControl   `json:"accessControl"` // access.go: both of zot's forms
 	Ratelimit     *fileRatelimit  `json:"ratelimit"`     // limits.go

@@ -336,7 +336,7 @@ func TestImplementedKeys(t *testing.T) {
 		"http.accessControl", "http.address",
 		"http.auth.bearer.cert", "http.auth.bearer.realm", "http.auth.bearer.service",
 		"http.auth.failDelay", "http.auth.htpasswd.path", "http.auth.mtls.identityAttributes",
-		"http.compat", "http.idleTimeout", "http.maxManifestSize", "http.maxUploadSessions", "http.port",
+		"http.bodyIdleTimeout", "http.compat", "http.idleTimeout", "http.maxConcurrentUploads", "http.maxManifestSize", "http.maxUploadSessions", "http.port",
 		"http.ratelimit.methods", "http.ratelimit.rate", "http.readHeaderTimeout", "http.realm",
 		"http.tls.cacert", "http.tls.cert", "http.tls.key", "http.uploadIdleTimeout",
 		"log.audit", "log.level", "log.output",

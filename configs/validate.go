@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pier-oci/pier/store/oci"
 )
@@ -142,6 +143,15 @@ func (v *validation) http(h *fileHTTP) {
 		if !strings.EqualFold(c, "docker2s2") {
 			v.fail("http.compat", "%q is not a compatibility mode (the only one is \"docker2s2\")", c)
 		}
+	}
+
+	if h.BodyIdleTimeout != nil && *h.BodyIdleTimeout != 0 && time.Duration(*h.BodyIdleTimeout) < time.Second {
+		// Deadlines move back once a second: less would cut moving bodies.
+		v.fail("http.bodyIdleTimeout", "must be 0 (never cut) or at least 1s")
+	}
+
+	if h.MaxConcurrentUploads != nil && *h.MaxConcurrentUploads < 0 {
+		v.fail("http.maxConcurrentUploads", "must be 0 (no cap) or more")
 	}
 }
 

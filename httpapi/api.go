@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,7 @@ type API struct {
 	limits   Limits
 	rate     *rateLimiter
 	uploads  *sessions
+	writing  chan struct{} // a slot per upload being written (Limits.MaxUploads); nil: no cap
 }
 
 // InFlight is the number of requests being served right now; background
@@ -74,6 +76,9 @@ func New(reg Registry, log *slog.Logger, opts ...Option) *API {
 		o(a)
 	}
 	a.uploads = newSessions(a.limits)
+	if a.limits.MaxUploads > 0 {
+		a.writing = make(chan struct{}, a.limits.MaxUploads)
+	}
 	r := httprouter.New()
 	// Repository names contain '/', so everything below /v2/ is one
 	// catch-all parsed by route(); httprouter's path "fixes" would turn a
@@ -106,13 +111,15 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer a.inFlight.Add(-1)
 	}
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	r = a.watchBody(w, r)
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, watch: a.watchWrites(w)}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if ref := a.rate.admit(r); ref != nil {
 		writeRefusal(rec, ref)
 	} else {
 		a.router.ServeHTTP(rec, r)
 	}
+	rec.watch.handlerDone()
 	level := slog.LevelInfo
 	switch {
 	case rec.status >= 500:
@@ -307,11 +314,13 @@ func methodNotAllowed(method string) error {
 	return errUnsupported("method " + method + " is not allowed on this path")
 }
 
-// recorder remembers the status and size of a response for the log line.
+// recorder remembers the status and size of a response for the log line,
+// and moves the write deadline back as the body goes out (watch).
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	watch  *writeWatch // nil: writes are not watched
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -320,18 +329,65 @@ func (r *recorder) WriteHeader(code int) {
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
-	n, err := r.ResponseWriter.Write(b)
-	r.bytes += int64(n)
-	return n, err
+	if r.watch == nil {
+		n, err := r.ResponseWriter.Write(b)
+		r.bytes += int64(n)
+		return n, err
+	}
+	written := 0
+	for len(b) > 0 { // in pieces, so that a slow client shows progress
+		r.watch.moving()
+		n, err := r.ResponseWriter.Write(b[:min(len(b), watchedChunk)])
+		written += n
+		r.bytes += int64(n)
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
 }
 
 // ReadFrom keeps sendfile working through the recorder: http.ServeContent
 // copies an *os.File into the ResponseWriter, and net/http only uses
-// sendfile when the writer it sees implements io.ReaderFrom.
+// sendfile when the writer it sees implements io.ReaderFrom. A watched
+// file goes out in one sendfile as before, its progress followed by its
+// offset; anything else in pieces.
 func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
-	n, err := io.Copy(r.ResponseWriter, src)
-	r.bytes += n
-	return n, err
+	if r.watch == nil {
+		n, err := io.Copy(r.ResponseWriter, src)
+		r.bytes += n
+		return n, err
+	}
+	inner := src
+	if lr, ok := src.(*io.LimitedReader); ok { // as io.CopyN and ServeContent pass it
+		inner = lr.R
+	}
+	if f, ok := inner.(*os.File); ok {
+		stop := r.watch.follow(f)
+		n, err := io.Copy(r.ResponseWriter, src)
+		stop()
+		r.bytes += n
+		return n, err
+	}
+	var total int64
+	buf := make([]byte, watchedChunk)
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := r.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
 }
 
 // Unwrap lets http.ResponseController reach the real writer.

@@ -7,8 +7,9 @@ import (
 	"github.com/pier-oci/pier/store/oci"
 )
 
-// getBlob serves GET and HEAD of a blob. http.ServeContent does Range (206
-// and 416), If-None-Match against the ETag, HEAD, and sendfile.
+// getBlob serves GET and HEAD of a blob. http.ServeContent does ranges
+// (206, once checkRange has checked and rewritten them), If-None-Match
+// against the ETag, HEAD, and sendfile.
 func (a *API) getBlob(w http.ResponseWriter, r *http.Request, req request) error {
 	d, err := oci.ParseDigest(req.ref)
 	if err != nil {
@@ -19,9 +20,13 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request, req request) error
 		return err
 	}
 	defer f.Close()
+	etag := `"` + d.String() + `"`
+	if err := checkRange(w, r, info.Size, info.ModTime, etag); err != nil {
+		return err
+	}
 	h := w.Header()
 	h.Set("Docker-Content-Digest", d.String())
-	h.Set("ETag", `"`+d.String()+`"`)
+	h.Set("ETag", etag)
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Cache-Control", "max-age=31536000") // content-addressed: never changes
 	http.ServeContent(w, r, "", info.ModTime, f)

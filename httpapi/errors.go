@@ -59,6 +59,31 @@ func errUnsupported(detail string) *apiError {
 func errRangeInvalid(detail string) *apiError {
 	return &apiError{http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID", "requested range not satisfiable", detail}
 }
+
+// errRangeNotSatisfiable answers a blob GET whose Range pier will not
+// serve. The spec has no code for it; UNSUPPORTED says the request, not
+// the blob, is at fault.
+func errRangeNotSatisfiable(detail string) *apiError {
+	return &apiError{http.StatusRequestedRangeNotSatisfiable, "UNSUPPORTED", "requested range not satisfiable", detail}
+}
+
+func errTooManyRequests(detail string) *apiError {
+	return &apiError{http.StatusTooManyRequests, "TOOMANYREQUESTS", "too many requests", detail}
+}
+
+// errStorageFull answers a write the disk has no room for. The spec has no
+// code for it, so the code is UNKNOWN and the message says what happened.
+// The status is 507 Insufficient Storage (RFC 4918): "the server is unable
+// to store the representation needed to complete the request", which is
+// exactly this. It is a 5xx, so no client blames its own request, and not
+// one of the 500, 502, 503 and 504 that clients retry at once (crane, ggcr
+// and containerd do), which against a full disk would only repeat the
+// upload. DENIED would make docker and podman ask for credentials.
+func errStorageFull() *apiError {
+	return &apiError{http.StatusInsufficientStorage, "UNKNOWN", "the registry's storage is full",
+		"no space left on the registry's disk; pushes work again once space is freed (delete images, then garbage collection frees their blobs)"}
+}
+
 func errUnknown(detail string) *apiError {
 	return &apiError{http.StatusInternalServerError, "UNKNOWN", "internal error; see the registry's log", detail}
 }
@@ -102,6 +127,15 @@ func toAPIError(err error) *apiError {
 		return errManifestBlobUnknown(msg)
 	case errors.Is(err, store.ErrReadOnly):
 		return errDenied(msg)
+	case errors.Is(err, store.ErrNoSpace):
+		return errStorageFull()
+	case errors.Is(err, store.ErrNotRepository):
+		// Reads report these as unknown; a push cannot go there.
+		return errNameInvalid("the name leads to something that is not a repository and cannot become one (a file, or a damaged layout)")
+	case errors.Is(err, store.ErrUnavailable):
+		return &apiError{http.StatusServiceUnavailable, "UNKNOWN", "the registry's storage cannot be reached; retry later", msg}
+	case errors.Is(err, errBodyIdle):
+		return errBlobUploadInvalid(err.Error())
 	}
 	return errUnknown("")
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -79,6 +80,15 @@ func accepts(accept []string, mediaType string) bool {
 	return !namesManifest
 }
 
+// manifestBudgeter is a Registry that bounds the manifest bytes in memory
+// at once. A push holds its share from before it reads the body until the
+// store has decoded and stored it, so eight 4 MiB manifests pushed at once
+// are read and decoded a few at a time, the others waiting their turn
+// (until their client gives up) with their bytes still in the network.
+type manifestBudgeter interface {
+	ManifestBudget(repo string) *budget.Budget
+}
+
 // putManifest stores a manifest under a tag or its digest, and under every
 // ?tag= of the request.
 func (a *API) putManifest(w http.ResponseWriter, r *http.Request, req request) error {
@@ -88,19 +98,29 @@ func (a *API) putManifest(w http.ResponseWriter, r *http.Request, req request) e
 	if r.ContentLength > limit {
 		return fmt.Errorf("%w: %d bytes, the limit is %d", store.ErrManifestTooLarge, r.ContentLength, limit)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return errManifestInvalid("reading the body: " + err.Error())
+	ctx := r.Context()
+	if mb, ok := a.reg.(manifestBudgeter); ok {
+		weight := r.ContentLength
+		if weight < 0 {
+			weight = limit // not known until it is read
+		}
+		held, release, err := mb.ManifestBudget(req.repo).Acquire(ctx, weight)
+		if err != nil {
+			return fmt.Errorf("waiting to read a manifest: %w", err)
+		}
+		defer release()
+		ctx = held
 	}
-	if int64(len(body)) > limit {
-		return fmt.Errorf("%w: larger than %d bytes", store.ErrManifestTooLarge, limit)
+	body, err := readManifestBody(r, limit)
+	if err != nil {
+		return err
 	}
 	tags := r.URL.Query()["tag"]
 	moved, err := a.tagMoves(r, req, body, tags)
 	if err != nil {
 		return err
 	}
-	res, err := a.reg.PutManifest(r.Context(), req.repo, req.ref, r.Header.Get("Content-Type"), body, tags)
+	res, err := a.reg.PutManifest(ctx, req.repo, req.ref, r.Header.Get("Content-Type"), body, tags)
 	if err != nil {
 		return err
 	}
@@ -121,6 +141,27 @@ func (a *API) putManifest(w http.ResponseWriter, r *http.Request, req request) e
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// readManifestBody reads a manifest push's body: into a buffer of its
+// Content-Length when it has one, so the bytes are not copied as a buffer
+// grows, else up to one byte past the limit.
+func readManifestBody(r *http.Request, limit int64) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, errManifestInvalid("reading the body: " + err.Error())
+		}
+		return body, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, errManifestInvalid("reading the body: " + err.Error())
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%w: larger than %d bytes", store.ErrManifestTooLarge, limit)
+	}
+	return body, nil
 }
 
 // deleteManifest deletes a tag (the manifest stays) or a manifest by digest

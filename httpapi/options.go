@@ -39,6 +39,19 @@ type Limits struct {
 	// UploadIdleTimeout is how long a session may go without a request
 	// before it is cancelled to make room.
 	UploadIdleTimeout time.Duration
+	// BodyIdleTimeout cuts a request body that delivers less than
+	// minBodyProgress bytes in this long, and a response whose client
+	// takes less than watchedChunk in this long: a client that stopped
+	// sending or reading (or trickles a byte at a time) no longer holds its
+	// connection, its upload's file and its buffers forever. It is not a
+	// deadline on the whole body: a slow push or pull that keeps moving is
+	// never cut. 0: never.
+	BodyIdleTimeout time.Duration
+	// MaxUploads is how many requests may write blob data at once (chunks,
+	// monolithic pushes, the last chunk of an upload). Past it a request is
+	// answered 429 TOOMANYREQUESTS with Retry-After at once, rather than
+	// queued without bound. 0: no cap.
+	MaxUploads int
 }
 
 // DefaultLimits are the limits of an API given none.

@@ -37,6 +37,11 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) e
 		if err != nil {
 			return err
 		}
+		release, err := a.holdUpload(w)
+		if err != nil {
+			return err
+		}
+		defer release()
 		if _, err := a.reg.PutBlob(r.Context(), req.repo, d, r.Body); err != nil {
 			return err
 		}
@@ -98,9 +103,14 @@ func (a *API) patchUpload(w http.ResponseWriter, r *http.Request, req request) (
 	if err != nil {
 		return a.withUploadState(w, r, req, err)
 	}
+	release, err := a.holdUpload(w)
+	if err != nil {
+		return err
+	}
+	defer release()
 	size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
 	if err != nil {
-		return a.uploadFailed(w, req, err)
+		return a.uploadFailed(w, r, req, err)
 	}
 	if err := c.checkEnd(size); err != nil {
 		return err
@@ -126,10 +136,15 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) (er
 	if err != nil {
 		return a.withUploadState(w, r, req, err)
 	}
+	release, err := a.holdUpload(w)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if c.start >= 0 {
 		size, err := a.reg.WriteUpload(r.Context(), req.repo, req.ref, c.start, c.body)
 		if err != nil {
-			return a.uploadFailed(w, req, err)
+			return a.uploadFailed(w, r, req, err)
 		}
 		if err := c.checkEnd(size); err != nil {
 			return err
@@ -166,11 +181,14 @@ func (a *API) cancelUpload(w http.ResponseWriter, r *http.Request, req request) 
 }
 
 // uploadFailed adds, to a 416, where the upload really is so the client can
-// resume from there.
-func (a *API) uploadFailed(w http.ResponseWriter, req request, err error) error {
+// resume from there; and to a chunk the disk had no room for, where the
+// upload still is (the chunk was taken back).
+func (a *API) uploadFailed(w http.ResponseWriter, r *http.Request, req request, err error) error {
 	var off *store.OffsetError
 	if errors.As(err, &off) {
 		setUploadState(w, req.repo, req.ref, off.Size)
+	} else if errors.Is(err, store.ErrNoSpace) {
+		return a.withUploadState(w, r, req, err)
 	}
 	return err
 }

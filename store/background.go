@@ -54,7 +54,7 @@ func (h *dedupeHost) RLock(repo string) func() { return h.locks.rlock(repo) }
 
 func (h *dedupeHost) Checked(ctx context.Context, key string, d digest.Digest) {
 	if info, err := h.drv.Stat(ctx, key); err == nil {
-		h.verified.add(info.Version, d)
+		h.verified.add(info.Content, d)
 	}
 }
 

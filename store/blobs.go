@@ -144,9 +144,9 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	}
 	// A link or a copy of checked content is checked content: dst's new
 	// version (the link's also src's) joins the set.
-	if s.verified.has(src.Version, d) {
+	if s.verified.has(src.Content, d) {
 		if after, err := s.drv.Stat(ctx, dst); err == nil {
-			s.verified.add(after.Version, d)
+			s.verified.add(after.Content, d)
 		}
 	}
 	if s.dedupe != nil {
@@ -181,9 +181,9 @@ func (s *Store) refresh(ctx context.Context, key string, d digest.Digest) {
 		s.log.Warn("cannot refresh blob time", "key", key, "err", err)
 		return
 	}
-	if s.verified.has(before.Version, d) {
+	if s.verified.has(before.Content, d) {
 		if after, err := s.drv.Stat(ctx, key); err == nil {
-			s.verified.add(after.Version, d)
+			s.verified.add(after.Content, d)
 		}
 	}
 }

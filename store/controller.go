@@ -11,6 +11,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/pier-oci/pier/store/budget"
 )
 
 // Controller puts several stores behind one namespace (zot's subPaths): a
@@ -118,6 +120,10 @@ func (c *Controller) FindBlob(ctx context.Context, d digest.Digest) (string, err
 }
 
 // The rest of the API belongs to the repository's own store.
+
+func (c *Controller) ManifestBudget(repo string) *budget.Budget {
+	return c.StoreFor(repo).ManifestBudget(repo)
+}
 
 func (c *Controller) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
 	return c.StoreFor(repo).StatBlob(ctx, repo, d)

@@ -28,6 +28,10 @@ var (
 	ErrNoSpace = errors.New("storage is full")
 	// ErrUnavailable: the storage backend cannot be reached right now.
 	ErrUnavailable = errors.New("storage unavailable")
+	// ErrNotRepository: a push found something other than a repository's
+	// own files where its name leads (a file across the path, a directory
+	// where index.json belongs), which it cannot replace.
+	ErrNotRepository = errors.New("something other than a repository is where the name leads")
 )
 
 // The grammar's errors, under the store's names so that callers map every
@@ -39,18 +43,22 @@ var (
 	ErrDigestUnsupported = oci.ErrDigestUnsupported
 )
 
-// fromDriver gives a driver error its store meaning: a missing object is
-// notFound (ErrBlobUnknown, ErrManifestUnknown…), a full or unreachable
-// backend ErrNoSpace or ErrUnavailable. Other errors stay as they are
-// (a 500, logged).
+// fromDriver gives a driver error its store meaning. For a read (notFound
+// set), a missing object, or one too large to be what it claims, is
+// notFound (ErrBlobUnknown, ErrManifestUnknown…); for a write (notFound
+// nil), "not found" means the way to the key is blocked (a file across
+// the path): ErrNotRepository. A full or unreachable backend is ErrNoSpace
+// or ErrUnavailable. Other errors stay as they are (a 500, logged).
 func fromDriver(err, notFound error, format string, args ...any) error {
 	if err == nil {
 		return nil
 	}
 	what := fmt.Sprintf(format, args...)
 	switch {
-	case errors.Is(err, driver.ErrNotFound) && notFound != nil:
+	case (errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrTooLarge)) && notFound != nil:
 		return fmt.Errorf("%w: %s", notFound, what)
+	case errors.Is(err, driver.ErrNotFound):
+		return fmt.Errorf("%w: %s: %v", ErrNotRepository, what, err)
 	case errors.Is(err, driver.ErrNoSpace):
 		return fmt.Errorf("%w: %s: %v", ErrNoSpace, what, err)
 	case errors.Is(err, driver.ErrUnavailable):

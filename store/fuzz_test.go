@@ -25,7 +25,7 @@ func FuzzParseManifest(f *testing.F) {
 		if !oci.IsManifestType(m.MediaType) {
 			t.Fatalf("accepted with media type %q", m.MediaType)
 		}
-		for _, d := range m.descriptors() {
+		for d := range m.descriptors() {
 			if !oci.ValidDigest(d.Digest) || d.Size < 0 {
 				t.Fatalf("accepted a descriptor %s of size %d", d.Digest, d.Size)
 			}

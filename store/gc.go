@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -69,7 +70,7 @@ func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duratio
 	if err != nil {
 		return rep, err
 	}
-	if cur.info.Version != snap.info.Version {
+	if !bytes.Equal(cur.data, snap.data) {
 		// index.json changed during the walk: decide again, now under the
 		// lock. Blobs that arrived since the listing are not candidates.
 		if plan, err = s.planCollection(ctx, repo, cur, blobs, delay, now); err != nil {
@@ -124,7 +125,7 @@ func (s *Store) readIndexBytes(ctx context.Context, repo string) (indexSnapshot,
 // blobs to delete.
 type collectionPlan struct {
 	index     *repoIndex
-	version   string // of the index.json decided on
+	data      []byte // the index.json decided on
 	keep      []ispec.Descriptor
 	manifests []digest.Digest
 	referrers []digest.Digest
@@ -143,7 +144,7 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 		return nil, fmt.Errorf("parse index.json of %s: %w", repo, err)
 	}
 	indexAge := now.Sub(lastActivity(snap.info, blobs))
-	p := &collectionPlan{index: x, version: snap.info.Version, indexOld: indexAge >= delay}
+	p := &collectionPlan{index: x, data: snap.data, indexOld: indexAge >= delay}
 	incomplete := false // entries wait for blobs that may still be arriving
 	onDisk := make(map[digest.Digest]blobFile, len(blobs))
 	for _, b := range blobs {
@@ -162,6 +163,12 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 		}
 		live[d] = true
 		m, ok := docs[d]
+		if !ok && depth > maxIndexDepth {
+			// Deeper than pier follows: what it keeps alive is unknown,
+			// so nothing of the repository is garbage (a layout another
+			// tool wrote may nest deeper than pier's own pushes do).
+			unreadable = true
+		}
 		if !ok && depth <= maxIndexDepth {
 			loaded, err := s.loadManifest(ctx, repo, d)
 			if err == nil {
@@ -252,6 +259,9 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 			p.manifests = append(p.manifests, w.desc.Digest)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // a manifest may have gone unread: nothing is known dead
+	}
 	kept := p.keep[:0]
 	for _, e := range p.keep {
 		if !dead[e.Digest] {
@@ -300,15 +310,17 @@ func lastActivity(index driver.Info, blobs []blobFile) time.Time {
 // idle uploads, then the repository itself if nothing is left.
 func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionPlan, delay time.Duration, now time.Time, rep CollectReport) (CollectReport, error) {
 	if len(p.keep) != len(p.index.Manifests) {
-		err := s.updateIndex(ctx, repo, func(x *repoIndex, version string) (bool, error) {
-			if version != p.version {
-				// Another replica changed the index since the plan: leave
-				// this repository to the next pass rather than write an
-				// index decided on an older one.
-				return false, errIndexMoved
-			}
-			x.Manifests = p.keep
-			return true, nil
+		err := s.freeing(func() error {
+			return s.updateIndex(ctx, repo, func(x *repoIndex, cur []byte) (bool, error) {
+				if !bytes.Equal(cur, p.data) {
+					// Another replica changed the index since the plan: leave
+					// this repository to the next pass rather than write an
+					// index decided on an older one.
+					return false, errIndexMoved
+				}
+				x.Manifests = p.keep
+				return true, nil
+			})
 		})
 		if errors.Is(err, errIndexMoved) {
 			return rep, nil

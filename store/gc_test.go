@@ -32,7 +32,13 @@ func blobsOf(t *testing.T, body []byte) []digest.Digest {
 	t.Helper()
 	var m manifestDoc
 	mustUnmarshal(t, body, &m)
-	return m.references()
+	var out []digest.Digest
+	for d := range m.descriptors() {
+		if m.Subject == nil || d != *m.Subject {
+			out = append(out, d.Digest)
+		}
+	}
+	return out
 }
 
 func exists(s *Store, repo string, d digest.Digest) bool {

@@ -31,7 +31,7 @@ func newStore(t *testing.T, commit bool) *Store {
 // a BoltDB dedupe index in it when dedupe is set.
 func openStore(t *testing.T, root string, commit, dedupe bool) *Store {
 	t.Helper()
-	drv, err := local.Open(root, local.Options{Sync: commit, Lock: true, TempDir: StateDir + "/tmp"})
+	drv, err := local.Open(root, local.Options{Sync: commit, Lock: true, TempDir: StateDir + "/tmp", Reserve: ReserveSize})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func TestManifestWithUnusableReferences(t *testing.T) {
 			bad, _ := json.Marshal(m)
 			d := oci.SHA256Of(bad)
 			os.WriteFile(s.blobPath("odd", d), bad, 0o644) // as another tool would have
-			err := s.updateIndex(ctx, "odd", func(x *repoIndex, _ string) (bool, error) {
+			err := s.updateIndex(ctx, "odd", func(x *repoIndex, _ []byte) (bool, error) {
 				x.Manifests = append(x.Manifests, ispec.Descriptor{
 					MediaType: ispec.MediaTypeImageManifest, Digest: d, Size: int64(len(bad)),
 					Annotations: map[string]string{ispec.AnnotationRefName: "bad"},
@@ -183,7 +183,7 @@ func TestHostedBlobsAreCheckedBeforeTheyAreServed(t *testing.T) {
 	}
 	// Once checked, it is served without reading it again; once the file
 	// changes, it is checked again.
-	if !s.verified.has(mustStat(t, s, "usb/blobs/sha256/"+goodDigest.Encoded()).Version, goodDigest) {
+	if !s.verified.has(mustStat(t, s, "usb/blobs/sha256/"+goodDigest.Encoded()).Content, goodDigest) {
 		t.Fatal("a checked blob was not remembered")
 	}
 	os.WriteFile(filepath.Join(blobs, goodDigest.Encoded()), []byte("rotten after its check!!!"), 0o644)

@@ -174,35 +174,36 @@ func (s *Store) readIndex(ctx context.Context, repo string) (*repoIndex, error) 
 }
 
 // loadIndex reads and decodes repo's index.json afresh, for a change.
-func (s *Store) loadIndex(ctx context.Context, repo string) (*repoIndex, driver.Info, error) {
+func (s *Store) loadIndex(ctx context.Context, repo string) (*repoIndex, indexSnapshot, error) {
 	b, info, err := s.drv.ReadFile(ctx, indexKey(repo), maxIndexSize)
 	if err != nil {
-		return nil, info, fromDriver(err, ErrNameUnknown, "read index of %s", repo)
+		return nil, indexSnapshot{}, fromDriver(err, ErrNameUnknown, "read index of %s", repo)
 	}
 	x, err := decodeIndex(b)
 	if err != nil {
 		// A layout still being copied in is not a repository yet.
-		return nil, info, fmt.Errorf("%w: %s: index.json is incomplete or invalid (still being copied?): %v", ErrNameUnknown, repo, err)
+		return nil, indexSnapshot{}, fmt.Errorf("%w: %s: index.json is incomplete or invalid (still being copied?): %v", ErrNameUnknown, repo, err)
 	}
-	return x, info, nil
+	return x, indexSnapshot{b, info}, nil
 }
 
 // maxIndexRetries bounds how often a change of index.json is retried when
 // another writer (a replica on the same bucket) changed it in between.
 const maxIndexRetries = 10
 
-// updateIndex applies change to repo's index.json (as read, at version) and writes it back with
+// updateIndex applies change to repo's index.json (decoded, and as read) and writes it back with
 // a compare-and-swap, retrying from a fresh read when another process
 // changed the file in between. change reports whether it changed
 // anything; nothing is written otherwise. The caller holds the
 // repository's lock, which orders the writers of this process.
-func (s *Store) updateIndex(ctx context.Context, repo string, change func(x *repoIndex, version string) (bool, error)) error {
+func (s *Store) updateIndex(ctx context.Context, repo string, change func(x *repoIndex, cur []byte) (bool, error)) error {
 	for attempt := 0; ; attempt++ {
-		x, info, err := s.loadIndex(ctx, repo)
+		x, snap, err := s.loadIndex(ctx, repo)
 		if err != nil {
 			return err
 		}
-		changed, err := change(x, info.Version)
+		info := snap.info
+		changed, err := change(x, snap.data)
 		if err != nil || !changed {
 			return err
 		}
@@ -220,7 +221,7 @@ func (s *Store) updateIndex(ctx context.Context, repo string, change func(x *rep
 		if err != nil {
 			return fromDriver(err, nil, "write index of %s", repo)
 		}
-		s.views.put(repo, &repoView{version: written.Version, index: x})
+		s.views.put(repo, &repoView{version: written.Version, index: x, size: int64(len(data))})
 		return nil
 	}
 }
@@ -231,14 +232,30 @@ func (s *Store) repoExists(ctx context.Context, repo string) bool {
 	return err == nil
 }
 
+// canBeRepo fails, before anything is written, when something other than
+// a repository's own file is where repo's index.json would go (a
+// directory, a link, a pipe): a push must not replace what it did not
+// write. A name that crosses a file fails at the first write, which makes
+// the directories it needs.
+func (s *Store) canBeRepo(ctx context.Context, repo string) error {
+	_, err := s.drv.Stat(ctx, indexKey(repo))
+	if errors.Is(err, driver.ErrNotObject) {
+		return fmt.Errorf("%w: %s/index.json is not a file", ErrNotRepository, repo)
+	}
+	return nil
+}
+
 // ensureRepo makes repo an OCI layout if it is not one yet. Pushes create
 // repositories; reads never do.
 func (s *Store) ensureRepo(ctx context.Context, repo string) error {
-	if err := s.writable(); err != nil {
+	if err := s.pushable(ctx); err != nil {
 		return err
 	}
 	if s.repoExists(ctx, repo) {
 		return nil
+	}
+	if err := s.canBeRepo(ctx, repo); err != nil {
+		return err
 	}
 	unlock := s.locks.lock(repo)
 	defer unlock()
@@ -258,7 +275,7 @@ func (s *Store) ensureRepo(ctx context.Context, repo string) error {
 	if err != nil {
 		return fromDriver(err, nil, "create repository %s", repo)
 	}
-	s.views.put(repo, &repoView{version: written.Version, index: &repoIndex{}})
+	s.views.put(repo, &repoView{version: written.Version, index: &repoIndex{}, size: int64(len(data))})
 	s.log.Info("repository created", "repo", repo)
 	return nil
 }

@@ -1,14 +1,17 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -73,7 +76,7 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 		return PutResult{}, err
 	}
 	desc := ispec.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(body))}
-	err = s.updateIndex(ctx, repo, func(x *repoIndex, _ string) (bool, error) { return x.setTags(desc, tags), nil })
+	err = s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) { return x.setTags(desc, tags), nil })
 	if err != nil {
 		return PutResult{}, err
 	}
@@ -88,7 +91,7 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 // checkRequired fails unless every blob and child manifest m needs is in
 // repo at the size its descriptor gives.
 func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc) error {
-	for _, need := range m.requiredBlobs() {
+	for need := range m.requiredBlobs() {
 		info, err := s.StatBlob(ctx, repo, need.Digest)
 		if errors.Is(err, ErrBlobUnknown) {
 			return fmt.Errorf("%w: %s", ErrManifestBlobUnknown, need.Digest)
@@ -98,6 +101,78 @@ func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc) 
 		}
 		if info.Size != need.Size {
 			return fmt.Errorf("%w: descriptor of %s says %d bytes, the blob has %d", ErrManifestInvalid, need.Digest, need.Size, info.Size)
+		}
+	}
+	return s.checkChildren(ctx, repo, m)
+}
+
+// checkChildren fails unless every manifest an index (or Docker manifest
+// list) lists is a manifest of repo, of the media type its descriptor
+// gives. The image spec's index lists manifests: a client that follows a
+// child to a layer blob, or to a manifest of another type than it was
+// told, fails in the middle of a pull. A manifest of the repository is
+// one index.json lists, or (in a layout written by another tool) a child
+// of one of those.
+func (s *Store) checkChildren(ctx context.Context, repo string, m *manifestDoc) error {
+	if !oci.IsIndexType(m.MediaType) || len(m.Manifests) == 0 {
+		return nil
+	}
+	x, err := s.readIndex(ctx, repo)
+	if errors.Is(err, ErrNameUnknown) {
+		x = &repoIndex{}
+	} else if err != nil {
+		return err
+	}
+	known := make(map[digest.Digest]string, len(x.Manifests))
+	for _, e := range x.Manifests {
+		known[e.Digest] = e.MediaType
+	}
+	nestedRead := false
+	for i, c := range m.Manifests {
+		mt, ok := known[c.Digest]
+		if !ok && !nestedRead {
+			// Read once, and only for an index whose child is not
+			// listed: the children of the listed indexes.
+			nestedRead = true
+			if err := s.addNested(ctx, repo, entries(x.Manifests), known, 0); err != nil {
+				return err
+			}
+			mt, ok = known[c.Digest]
+		}
+		if !ok {
+			return fmt.Errorf("%w: manifests[%d] %s is not a manifest of %s", ErrManifestBlobUnknown, i, c.Digest, repo)
+		}
+		if mt != "" && mt != string(c.MediaType) {
+			return fmt.Errorf("%w: manifests[%d] says %s is a %s, but it is a %s", ErrManifestInvalid, i, c.Digest, c.MediaType, mt)
+		}
+	}
+	return nil
+}
+
+// addNested adds to known the children of the indexes among descs, and
+// theirs, with their media types. An index that cannot be read is passed
+// over; the error is ctx's.
+func (s *Store) addNested(ctx context.Context, repo string, descs iter.Seq[descriptor], known map[digest.Digest]string, depth int) error {
+	for desc := range descs {
+		if !oci.IsIndexType(string(desc.MediaType)) || depth > maxIndexDepth || len(known) > 10000 {
+			continue
+		}
+		m, err := s.loadManifest(ctx, repo, desc.Digest)
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			continue
+		}
+		var fresh []descriptor
+		for _, c := range m.Manifests {
+			if _, seen := known[c.Digest]; !seen {
+				known[c.Digest] = string(c.MediaType)
+				fresh = append(fresh, c)
+			}
+		}
+		if err := s.addNested(ctx, repo, slices.Values(fresh), known, depth+1); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -142,17 +217,19 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 }
 
 // writeBlobBytes stores small content pier holds in memory (a manifest) as
-// blob d, unless it is already there.
+// blob d. One already there is kept if it holds these bytes (and made
+// durable: its writer may not have synced it); a damaged one (a power
+// cut with commit off can leave a file empty) is replaced.
 func (s *Store) writeBlobBytes(ctx context.Context, repo string, d digest.Digest, body []byte) error {
 	key := blobKey(repo, d)
-	if _, err := s.drv.Stat(ctx, key); err == nil {
-		return nil
+	if cur, _, err := s.drv.ReadFile(ctx, key, int64(len(body))); err == nil && bytes.Equal(cur, body) {
+		return s.syncExisting(ctx, key)
 	}
 	info, err := s.drv.WriteFile(ctx, key, body)
 	if err != nil {
 		return fromDriver(err, nil, "store manifest %s", d)
 	}
-	s.verified.add(info.Version, d)
+	s.verified.add(info.Content, d)
 	return nil
 }
 
@@ -176,15 +253,17 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, er
 	if m, ok := v.servable(desc.Digest); ok {
 		return m, nil
 	}
-	body, err := s.readManifestBlob(ctx, repo, desc.Digest)
+	var body []byte
+	var doc *manifestDoc
+	err = s.readManifest(ctx, repo, desc.Digest, func(b []byte) error {
+		var err error
+		if doc, err = decodeStored(b); err != nil {
+			return fmt.Errorf("%w: %s cannot be served: %v", ErrManifestUnknown, desc.Digest, err)
+		}
+		body = b
+		return s.checkComplete(ctx, repo, doc)
+	})
 	if err != nil {
-		return Manifest{}, err
-	}
-	doc, err := decodeStored(body)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("%w: %s cannot be served: %v", ErrManifestUnknown, desc.Digest, err)
-	}
-	if err := s.checkComplete(ctx, repo, doc); err != nil {
 		return Manifest{}, err
 	}
 	mt := desc.MediaType
@@ -209,7 +288,7 @@ func (s *Store) checkComplete(ctx context.Context, repo string, m *manifestDoc) 
 	if m.Config == nil && !oci.IsIndexType(m.MediaType) {
 		return nil // not a shape pier checks (an unknown artifact format)
 	}
-	for _, need := range m.requiredBlobs() {
+	for need := range m.requiredBlobs() {
 		if _, err := oci.ParseDigest(string(need.Digest)); err != nil {
 			return fmt.Errorf("%w: it references an invalid digest %q", ErrManifestUnknown, need.Digest)
 		}
@@ -239,68 +318,123 @@ func (s *Store) resolve(ctx context.Context, repo string, x *repoIndex, ref stri
 	if i := x.findDigest(d); i >= 0 {
 		return x.Manifests[i], nil
 	}
-	if child, ok := s.findChild(ctx, repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
-		return child, nil
+	child, ok, err := s.findChild(ctx, repo, entries(x.Manifests), d, map[digest.Digest]bool{})
+	if err != nil {
+		return ispec.Descriptor{}, err
+	}
+	if ok {
+		return child.spec(), nil
 	}
 	return ispec.Descriptor{}, fmt.Errorf("%w: %s", ErrManifestUnknown, d)
+}
+
+// entries yields index.json's entries as the descriptors pier reads.
+func entries(list []ispec.Descriptor) iter.Seq[descriptor] {
+	return func(yield func(descriptor) bool) {
+		for _, e := range list {
+			if !yield(descriptor{MediaType: mediaType(e.MediaType), Digest: e.Digest, Size: e.Size}) {
+				return
+			}
+		}
+	}
 }
 
 // maxIndexDepth bounds how deep nested indexes are searched.
 const maxIndexDepth = 8
 
-// findChild searches the children of the indexes among descs for d.
-func (s *Store) findChild(ctx context.Context, repo string, descs []ispec.Descriptor, d digest.Digest, seen map[digest.Digest]bool) (ispec.Descriptor, bool) {
+// findChild searches the children of the indexes among descs for d. An
+// index that cannot be read is passed over; the error is ctx's, when the
+// search was cut short and so proves nothing.
+func (s *Store) findChild(ctx context.Context, repo string, descs iter.Seq[descriptor], d digest.Digest, seen map[digest.Digest]bool) (descriptor, bool, error) {
 	if len(seen) > 1000 {
-		return ispec.Descriptor{}, false
+		return descriptor{}, false, nil
 	}
-	for _, desc := range descs {
-		if !oci.IsIndexType(desc.MediaType) || seen[desc.Digest] {
+	for desc := range descs {
+		if !oci.IsIndexType(string(desc.MediaType)) || seen[desc.Digest] {
 			continue
 		}
 		seen[desc.Digest] = true
 		m, err := s.loadManifest(ctx, repo, desc.Digest)
+		if cerr := ctx.Err(); cerr != nil {
+			return descriptor{}, false, cerr
+		}
 		if err != nil {
 			continue
 		}
 		for _, c := range m.Manifests {
 			if c.Digest == d {
-				return c, true
+				return c, true, nil
 			}
 		}
-		if c, ok := s.findChild(ctx, repo, m.Manifests, d, seen); ok {
-			return c, true
+		if c, ok, err := s.findChild(ctx, repo, slices.Values(m.Manifests), d, seen); ok || err != nil {
+			return c, ok, err
 		}
 	}
-	return ispec.Descriptor{}, false
+	return descriptor{}, false, nil
 }
 
-// readManifestBlob reads a manifest's bytes and checks them against d.
-func (s *Store) readManifestBlob(ctx context.Context, repo string, d digest.Digest) ([]byte, error) {
+// NewManifestBudget is the budget of manifest bytes a pier holds in memory
+// at once: two of the largest, or any number of the usual few kilobytes.
+func NewManifestBudget() *budget.Budget { return budget.New(2 * oci.MaxManifestSize) }
+
+// ManifestBudget is the budget that bounds the manifest bytes in memory
+// for repo: a request that reads a manifest body itself (a push) holds its
+// bytes of it while it reads and while the store decodes it.
+func (s *Store) ManifestBudget(repo string) *budget.Budget { return s.manifests }
+
+// readManifest reads manifest d of repo, checks it against its digest and
+// hands it to use, within the store's manifest budget: the bytes count
+// against it from before the read until use returns, so however many
+// requests read manifests at once, only a few large ones are in memory.
+// A wait for the budget ends with ctx.
+func (s *Store) readManifest(ctx context.Context, repo string, d digest.Digest, use func(body []byte) error) error {
 	if !oci.ValidDigest(d) {
-		return nil, fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
+		return fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
 	}
-	body, _, err := s.drv.ReadFile(ctx, blobKey(repo, d), oci.MaxManifestSize)
+	key := blobKey(repo, d)
+	info, err := s.drv.Stat(ctx, key)
 	if err != nil {
-		return nil, fromDriver(err, ErrManifestUnknown, "%s is listed but its blob is missing or too large", d)
+		return fromDriver(err, ErrManifestUnknown, "%s is listed but its blob is missing", d)
+	}
+	if info.Size > oci.MaxManifestSize {
+		return fmt.Errorf("%w: %s is %d bytes, more than a manifest may have", ErrManifestUnknown, d, info.Size)
+	}
+	_, release, err := s.manifests.Acquire(ctx, info.Size)
+	if err != nil {
+		return fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	defer release()
+	// A file that grew past the size the budget was taken for is read no
+	// further than a manifest may be, and then fails its digest.
+	body, _, err := s.drv.ReadFile(ctx, key, oci.MaxManifestSize)
+	if err != nil {
+		return fromDriver(err, ErrManifestUnknown, "%s is listed but its blob is missing or too large", d)
 	}
 	if got := d.Algorithm().FromBytes(body); got != d {
 		s.log.Error("stored manifest does not match its digest; not serving it", "repo", repo, "digest", d, "actual", got)
-		return nil, fmt.Errorf("%w: %s is corrupt on the storage", ErrManifestUnknown, d)
+		return fmt.Errorf("%w: %s is corrupt on the storage", ErrManifestUnknown, d)
 	}
-	return body, nil
+	return use(body)
+}
+
+// readManifestBlob is readManifest for a caller that keeps the bytes.
+func (s *Store) readManifestBlob(ctx context.Context, repo string, d digest.Digest) ([]byte, error) {
+	var body []byte
+	err := s.readManifest(ctx, repo, d, func(b []byte) error { body = b; return nil })
+	return body, err
 }
 
 // loadManifest reads and decodes a stored manifest.
 func (s *Store) loadManifest(ctx context.Context, repo string, d digest.Digest) (*manifestDoc, error) {
-	body, err := s.readManifestBlob(ctx, repo, d)
-	if err != nil {
-		return nil, err
-	}
-	m, err := decodeStored(body)
-	if err != nil {
-		return nil, fmt.Errorf("decode manifest %s: %w", d, err)
-	}
-	return m, nil
+	var m *manifestDoc
+	err := s.readManifest(ctx, repo, d, func(body []byte) error {
+		var err error
+		if m, err = decodeStored(body); err != nil {
+			return fmt.Errorf("decode manifest %s: %w", d, err)
+		}
+		return nil
+	})
+	return m, err
 }
 
 // DeleteManifest deletes ref of repo. A tag is removed and its manifest
@@ -323,29 +457,36 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 	}
 	unlock := s.locks.lock(repo)
 	defer unlock()
-	err := s.updateIndex(ctx, repo, func(x *repoIndex, _ string) (bool, error) {
-		if !isDigest {
-			i := x.find(ref)
-			if i < 0 {
-				return false, fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
+	err := s.freeing(func() error {
+		return s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) {
+			if !isDigest {
+				i := x.find(ref)
+				if i < 0 {
+					return false, fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
+				}
+				old := x.Manifests[i]
+				x.remove(i)
+				x.keepAddressable(old)
+				return true, nil
 			}
-			old := x.Manifests[i]
-			x.remove(i)
-			x.keepAddressable(old)
-			return true, nil
-		}
-		kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })
-		if len(kept) == len(x.Manifests) {
-			if _, ok := s.findChild(ctx, repo, x.Manifests, d, map[digest.Digest]bool{}); ok {
+			kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })
+			listed := len(kept) < len(x.Manifests)
+			search := kept
+			if !listed {
+				search = x.Manifests
+			}
+			_, byIndex, err := s.findChild(ctx, repo, entries(search), d, map[digest.Digest]bool{})
+			switch {
+			case err != nil:
+				return false, err
+			case byIndex:
 				return false, fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
+			case !listed:
+				return false, fmt.Errorf("%w: %s", ErrManifestUnknown, d)
 			}
-			return false, fmt.Errorf("%w: %s", ErrManifestUnknown, d)
-		}
-		if _, ok := s.findChild(ctx, repo, kept, d, map[digest.Digest]bool{}); ok {
-			return false, fmt.Errorf("%w: %s is listed by an index; delete the index first", ErrManifestReferenced, d)
-		}
-		x.Manifests = kept
-		return true, nil
+			x.Manifests = kept
+			return true, nil
+		})
 	})
 	if errors.Is(err, ErrNameUnknown) {
 		return fmt.Errorf("%w: %s", ErrManifestUnknown, ref)
@@ -388,28 +529,31 @@ func (s *Store) referencedBy(ctx context.Context, repo string, d digest.Digest) 
 		return "", err
 	}
 	seen := map[digest.Digest]bool{}
-	var walk func(descs []ispec.Descriptor, depth int) digest.Digest
-	walk = func(descs []ispec.Descriptor, depth int) digest.Digest {
-		for _, desc := range descs {
+	var walk func(descs iter.Seq[descriptor], depth int) (digest.Digest, error)
+	walk = func(descs iter.Seq[descriptor], depth int) (digest.Digest, error) {
+		for desc := range descs {
 			if desc.Digest == d {
-				return desc.Digest
+				return desc.Digest, nil
 			}
 			if seen[desc.Digest] || depth > maxIndexDepth {
 				continue
 			}
 			seen[desc.Digest] = true
 			m, err := s.loadManifest(ctx, repo, desc.Digest)
+			if cerr := ctx.Err(); cerr != nil {
+				return "", cerr // cut short: proves nothing
+			}
 			if err != nil {
 				continue
 			}
-			if slices.Contains(m.references(), d) {
-				return desc.Digest
+			if m.references(d) {
+				return desc.Digest, nil
 			}
-			if by := walk(m.Manifests, depth+1); by != "" {
-				return by
+			if by, err := walk(slices.Values(m.Manifests), depth+1); by != "" || err != nil {
+				return by, err
 			}
 		}
-		return ""
+		return "", nil
 	}
-	return walk(x.Manifests, 0), nil
+	return walk(entries(x.Manifests), 0)
 }

@@ -31,8 +31,10 @@ func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest, art
 }
 
 // referrersOf maps each subject to the manifests of the view that refer to
-// it. It reads every manifest of the repository once per version of
-// index.json, not once per query.
+// it. It reads every manifest of the repository (only their heads: no
+// layers) once per version of index.json, not once per query. A map built
+// while a manifest could not be read (a layout still being copied in) is
+// used for this query only: absence is never remembered.
 func (s *Store) referrersOf(ctx context.Context, repo string, v *repoView) map[digest.Digest][]ispec.Descriptor {
 	v.refMu.Lock()
 	defer v.refMu.Unlock()
@@ -41,25 +43,34 @@ func (s *Store) referrersOf(ctx context.Context, repo string, v *repoView) map[d
 	}
 	bySubject := map[digest.Digest][]ispec.Descriptor{}
 	seen := map[digest.Digest]bool{}
+	whole := true
 	for _, desc := range v.index.Manifests {
 		if seen[desc.Digest] || !oci.IsManifestType(desc.MediaType) && desc.MediaType != "" {
 			continue
 		}
 		seen[desc.Digest] = true
-		m, err := s.loadManifest(ctx, repo, desc.Digest)
+		var h *manifestHead
+		err := s.readManifest(ctx, repo, desc.Digest, func(body []byte) (err error) {
+			h, err = decodeHead(body)
+			return err
+		})
 		if err != nil {
+			whole = false
+			if ctx.Err() != nil {
+				break
+			}
 			s.log.Warn("referrers: cannot read manifest", "repo", repo, "digest", desc.Digest, "err", err)
 			continue
 		}
-		if m.Subject == nil {
+		if h.Subject == nil {
 			continue
 		}
-		if m.MediaType == "" {
-			m.MediaType = desc.MediaType
+		if h.MediaType == "" {
+			h.MediaType = desc.MediaType
 		}
-		bySubject[m.Subject.Digest] = append(bySubject[m.Subject.Digest], m.referrerDescriptor(desc.Digest, desc.Size))
+		bySubject[h.Subject.Digest] = append(bySubject[h.Subject.Digest], h.referrerDescriptor(desc.Digest, desc.Size))
 	}
-	if ctx.Err() == nil { // a walk cut short is not kept for the next query
+	if whole {
 		v.referrers = bySubject
 	}
 	return bySubject

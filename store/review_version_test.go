@@ -56,7 +56,7 @@ func TestReviewGCReplansWhenIndexChangedUnderIt(t *testing.T) {
 		desc := func(d digest.Digest, n int) ispec.Descriptor {
 			return ispec.Descriptor{MediaType: ispec.MediaTypeImageManifest, Digest: d, Size: int64(n)}
 		}
-		if err := s.updateIndex(ctx, repo, func(x *repoIndex, _ string) (bool, error) { return x.setTags(desc(dA, len(a)), []string{"t1"}), nil }); err != nil {
+		if err := s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) { return x.setTags(desc(dA, len(a)), []string{"t1"}), nil }); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
@@ -70,10 +70,10 @@ func TestReviewGCReplansWhenIndexChangedUnderIt(t *testing.T) {
 		if err := s.writeBlobBytes(ctx, repo, dB, b); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.updateIndex(ctx, repo, func(x *repoIndex, _ string) (bool, error) { return x.setTags(desc(dB, len(b)), []string{"t1"}), nil }); err != nil {
+		if err := s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) { return x.setTags(desc(dB, len(b)), []string{"t1"}), nil }); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.updateIndex(ctx, repo, func(x *repoIndex, _ string) (bool, error) {
+		if err := s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) {
 			x.Manifests = slices.DeleteFunc(x.Manifests, func(m ispec.Descriptor) bool { return m.Digest == dA })
 			return true, nil
 		}); err != nil {

@@ -8,7 +8,6 @@ import (
 	"path"
 
 	"github.com/opencontainers/go-digest"
-	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
@@ -151,11 +150,11 @@ func (sc *scrubber) visitManifest(ctx context.Context, d digest.Digest, res *Scr
 	}
 }
 
-func (sc *scrubber) visitBlob(ctx context.Context, desc ispec.Descriptor, res *ScrubResult) {
+func (sc *scrubber) visitBlob(ctx context.Context, desc descriptor, res *ScrubResult) {
 	st, seen := sc.verdict[desc.Digest]
 	if !seen {
 		st = sc.check(ctx, desc.Digest)
-		if st == ScrubMissing && oci.IsForeignLayer(desc.MediaType) {
+		if st == ScrubMissing && oci.IsForeignLayer(string(desc.MediaType)) {
 			st = ScrubOK // foreign layers are fetched from elsewhere by design
 		}
 		sc.verdict[desc.Digest] = st
@@ -214,7 +213,7 @@ func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, *driver.
 	if !good {
 		return ScrubCorrupt, &info
 	}
-	sc.s.verified.add(info.Version, d)
+	sc.s.verified.add(info.Content, d)
 	return ScrubOK, &info
 }
 

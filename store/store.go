@@ -12,12 +12,14 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/dedupe"
 	"github.com/pier-oci/pier/store/driver"
@@ -33,6 +35,10 @@ type Options struct {
 	Cache cache.Cache
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
+	// Manifests bounds the manifest bytes held in memory at once, to read,
+	// hash and decode them; several stores (subPaths) may share one. When
+	// nil the store has its own (NewManifestBudget).
+	Manifests *budget.Budget
 }
 
 // Store is the OCI content of one root. It is safe for concurrent use;
@@ -46,6 +52,9 @@ type Store struct {
 	verified *verifiedSet
 	dedupe   *dedupe.Deduper // nil when dedupe is off
 	ro       bool
+
+	manifests *budget.Budget
+	reserve   driver.Reserver // nil where the driver keeps no space back
 }
 
 // New opens the store on opts.Driver.
@@ -64,6 +73,17 @@ func New(opts Options) (*Store, error) {
 		uploads: newUploadTable(),
 		views:   newViewCache(),
 		ro:      opts.Driver.ReadOnly(),
+
+		manifests: opts.Manifests,
+	}
+	if s.manifests == nil {
+		s.manifests = NewManifestBudget()
+	}
+	if r, ok := s.drv.(driver.Reserver); ok && !s.ro {
+		s.reserve = r
+		if err := r.Reserve(context.Background()); err != nil {
+			log.Warn("no room to keep space for deletes: pushes are refused until space is freed", "err", err)
+		}
 	}
 	s.verified = loadVerified(context.Background(), s.drv, log)
 	if opts.Cache != nil && !s.ro {
@@ -89,6 +109,32 @@ func (s *Store) writable() error {
 		return fmt.Errorf("%w: %s is served read-only", ErrReadOnly, s.drv)
 	}
 	return nil
+}
+
+// pushable is writable, for a write that adds content: it fails, with the
+// storage full, when the space kept for deletes cannot be kept.
+func (s *Store) pushable(ctx context.Context) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	if s.reserve != nil {
+		if err := s.reserve.Reserve(ctx); err != nil {
+			return fromDriver(err, nil, "keep space for deletes")
+		}
+	}
+	return nil
+}
+
+// freeing runs a write that a delete or a collection needs before it can
+// free anything (an index.json rewrite). When the storage is full it
+// gives up the space kept back for this and runs it once more.
+func (s *Store) freeing(write func() error) error {
+	err := write()
+	if err == nil || !errors.Is(err, ErrNoSpace) || s.reserve == nil || !s.reserve.Release() {
+		return err
+	}
+	s.log.Warn("the storage is full: the space kept for deletes is used; pushes are refused until space is freed (delete images, then garbage collection frees their blobs)")
+	return write()
 }
 
 // Close releases the store's cache and driver. Requests must have
@@ -131,6 +177,11 @@ func blobsDir(repo string, alg digest.Algorithm) string { return repo + "/blobs/
 func blobKey(repo string, d digest.Digest) string {
 	return repo + "/blobs/" + d.Algorithm().String() + "/" + d.Encoded()
 }
+
+// ReserveSize is the space a local root keeps back so that deletes and
+// collections still go through on a full disk (driver.Reserver): the
+// index.json of a repository with thousands of tags, with room to spare.
+const ReserveSize = 1 << 20
 
 // StateDir is where the store keeps its own state under the root
 // (verified blobs, scrub results, the dedupe pass's progress); like every

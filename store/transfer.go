@@ -198,18 +198,18 @@ func (g *graph) add(desc ispec.Descriptor) error {
 	g.manifests[desc.Digest] = m
 	g.blobs[desc.Digest] = desc
 	for _, c := range m.Manifests {
-		if err := g.add(c); err != nil {
+		if err := g.add(c.spec()); err != nil {
 			return err
 		}
 	}
 	if m.Config != nil {
-		g.blobs[m.Config.Digest] = *m.Config
+		g.blobs[m.Config.Digest] = m.Config.spec()
 	}
 	for _, l := range m.Layers {
-		if oci.IsForeignLayer(l.MediaType) {
+		if oci.IsForeignLayer(string(l.MediaType)) {
 			continue // never pushed: fetched from elsewhere
 		}
-		g.blobs[l.Digest] = l
+		g.blobs[l.Digest] = l.spec()
 	}
 	g.order = append(g.order, desc)
 	return nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/pier-oci/pier/store/dedupe"
 	"github.com/pier-oci/pier/store/driver"
 )
 
@@ -156,6 +157,9 @@ func (e *OffsetError) Unwrap() error { return ErrUploadOffset }
 // half-way (the client went away, the disk filled) is taken back whole.
 // It returns the new size.
 func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r io.Reader) (int64, error) {
+	if err := s.pushable(ctx); err != nil {
+		return 0, err
+	}
 	o, err := s.openUpload(ctx, repo, id)
 	if err != nil {
 		return 0, err
@@ -204,8 +208,12 @@ func (s *Store) openUpload(ctx context.Context, repo, id string) (*openedUpload,
 }
 
 // appendChunk copies r to the end of the upload, hashing it when the hash
-// is in step with the upload. On failure the chunk is taken back whole
-// and the hash returned to where it was.
+// is in step with the upload. A chunk whose body stops (the client went
+// away, or stalled and was cut) keeps what arrived, which the client may
+// resume from; one whose write fails (the disk is full) is taken back
+// whole, and the hash returned to where it was, so the upload is where
+// the client last left it and the space is free for the next push. Either
+// way the writer is ended.
 func (s *Store) appendChunk(o *openedUpload, r io.Reader) error {
 	u := o.session
 	var saved []byte
@@ -216,6 +224,12 @@ func (s *Store) appendChunk(o *openedUpload, r io.Reader) error {
 	err := appendUpload(u, o.w, r)
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, ErrUploadInvalid) { // the body, not the storage
+		if cerr := o.w.Close(); cerr != nil {
+			return fromDriver(cerr, ErrUploadUnknown, "keep what arrived of upload %s", o.id)
+		}
+		return err
 	}
 	if aerr := o.w.Abort(); aerr != nil {
 		s.log.Warn("cannot take back a failed chunk; the upload is dropped", "repo", o.repo, "upload", o.id, "err", aerr)
@@ -241,9 +255,21 @@ func appendUpload(u *uploadSession, w driver.Writer, r io.Reader) error {
 	if u.hashed != w.Size() {
 		return appendUnhashed(w, r) // the commit will hash the upload again
 	}
+	// Buffers are taken from the pool as the data needs them: a body that
+	// stalls (a client that stopped sending) holds one, not hashDepth.
 	free := make(chan *[]byte, hashDepth)
-	for range hashDepth {
-		free <- hashBufs.Get().(*[]byte)
+	taken := 0
+	next := func() *[]byte {
+		select {
+		case b := <-free:
+			return b
+		default:
+		}
+		if taken < hashDepth {
+			taken++
+			return hashBufs.Get().(*[]byte)
+		}
+		return <-free
 	}
 	written := make(chan []byte, hashDepth)
 	hashed := make(chan struct{})
@@ -259,12 +285,12 @@ func appendUpload(u *uploadSession, w driver.Writer, r io.Reader) error {
 	defer func() {
 		close(written)
 		<-hashed
-		for range hashDepth {
+		for range taken {
 			hashBufs.Put(<-free)
 		}
 	}()
 	for {
-		bufp := <-free
+		bufp := next()
 		n, rerr := io.ReadFull(r, *bufp)
 		w0, werr := 0, error(nil)
 		if n > 0 {
@@ -307,6 +333,9 @@ func appendUnhashed(w driver.Writer, r io.Reader) error {
 // whole content against d and, when it matches, makes it blob d of repo
 // durably. A mismatch deletes the upload and changes nothing else.
 func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, d digest.Digest) (BlobInfo, error) {
+	if err := s.pushable(ctx); err != nil {
+		return BlobInfo{}, err
+	}
 	o, err := s.openUpload(ctx, repo, id)
 	if err != nil {
 		return BlobInfo{}, err
@@ -364,9 +393,11 @@ func (s *Store) uploadDigest(ctx context.Context, o *openedUpload, alg digest.Al
 	if err != nil {
 		return "", fromDriver(err, nil, "rehash upload %s", o.id)
 	}
-	if o.w, err = s.drv.Append(ctx, uploadKey(o.repo, o.id)); err != nil {
+	w, err := s.drv.Append(ctx, uploadKey(o.repo, o.id))
+	if err != nil { // o.w stays the ended writer: closing it again is harmless
 		return "", fromDriver(err, ErrUploadUnknown, "rehash upload %s", o.id)
 	}
+	o.w = w
 	return dg, nil
 }
 
@@ -382,12 +413,17 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 	dst := blobKey(o.repo, d)
 	unlockBlob := s.locks.lock("\x00blob " + dst)
 	defer unlockBlob()
-	if _, err := s.drv.Stat(ctx, dst); err == nil {
-		if err := s.syncExisting(ctx, dst); err != nil {
-			return err
+	if info, err := s.drv.Stat(ctx, dst); err == nil {
+		if s.intact(ctx, info, d, size, uploadKey(o.repo, o.id)) {
+			if err := s.syncExisting(ctx, dst); err != nil {
+				return err
+			}
+			s.refresh(ctx, dst, d)
+			return o.w.Cancel(ctx)
 		}
-		s.refresh(ctx, dst, d)
-		return o.w.Cancel(ctx)
+		// Damaged (a power cut with commit off can leave a file empty):
+		// the verified upload replaces it.
+		s.log.Warn("a blob in place does not hold its content; the push replaces it", "repo", o.repo, "digest", d)
 	}
 	if s.dedupe != nil {
 		if s.dedupe.LinkExisting(ctx, d, size, uploadKey(o.repo, o.id), dst) {
@@ -395,7 +431,7 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 				s.log.Warn("cannot remove an upload after linking its blob", "repo", o.repo, "upload", o.id, "err", err)
 			}
 			if after, err := s.drv.Stat(ctx, dst); err == nil {
-				s.verified.add(after.Version, d) // compared byte for byte with the verified upload
+				s.verified.add(after.Content, d) // compared byte for byte with the verified upload
 			}
 			s.dedupe.Record(d, dst)
 			return nil
@@ -405,12 +441,38 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 		return fromDriver(err, nil, "commit blob %s", d)
 	}
 	if info, err := s.drv.Stat(ctx, dst); err == nil {
-		s.verified.add(info.Version, d)
+		s.verified.add(info.Content, d)
 	}
 	if s.dedupe != nil {
 		s.dedupe.Record(d, dst)
 	}
 	return nil
+}
+
+// intact reports whether the blob found in place (info) holds d, as the
+// verified upload at compare does: known checked, or the same bytes.
+func (s *Store) intact(ctx context.Context, info driver.Info, d digest.Digest, size int64, compare string) bool {
+	if info.Size != size {
+		return false
+	}
+	if s.verified.has(info.Content, d) {
+		return true
+	}
+	f, _, err := s.drv.Open(ctx, info.Key)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	g, _, err := s.drv.Open(ctx, compare)
+	if err != nil {
+		return false
+	}
+	defer g.Close()
+	same, err := dedupe.SameContent(f, g)
+	if err == nil && same {
+		s.verified.add(info.Content, d)
+	}
+	return err == nil && same
 }
 
 // PutBlob stores r as blob d of repo in one step (a monolithic upload).

@@ -18,10 +18,12 @@ import (
 // against at least once. A blob pushed through pier is checked on its way
 // in; one that arrived otherwise (a layout copied onto the card, a bucket
 // another tool filled) is checked the first time it is served, or by
-// scrub. What was checked is remembered by the object's version, which
-// changes whenever the object does (locally device, inode, ctime and
-// size: no tool can set a ctime back), so a file replaced or rewritten
-// after its check is checked again. The set is kept in the root
+// scrub. What was checked is remembered by the object's Content identity
+// (locally device, inode, size and mtime; the ETag on s3), which moves
+// whenever its bytes may have (a write sets the mtime), but not when
+// another name of it is made or removed (dedupe links, a delete in another
+// repository), so a file replaced or rewritten after its check is checked
+// again and one merely shared is not. The set is kept in the root
 // (.pier/verified) so that a restart does not re-read every blob; losing
 // it costs one more read of each blob, never a wrong byte. Manifests are
 // not in it: they are small, and checked on every read.
@@ -136,12 +138,12 @@ func (v *verifiedSet) save(ctx context.Context, drv driver.Driver, log *slog.Log
 // version was checked before, and leaves f at its start. Concurrent first
 // reads of one blob share one check.
 func (s *Store) ensureVerified(ctx context.Context, repo string, d digest.Digest, f io.ReadSeeker, info driver.Info) error {
-	if s.verified.has(info.Version, d) {
+	if s.verified.has(info.Content, d) {
 		return nil
 	}
-	unlock := s.locks.lock("\x00verify " + info.Version)
+	unlock := s.locks.lock("\x00verify " + info.Content)
 	defer unlock()
-	if s.verified.has(info.Version, d) {
+	if s.verified.has(info.Content, d) {
 		return nil
 	}
 	s.log.Info("checking a blob against its digest before serving it for the first time", "repo", repo, "digest", d, "bytes", info.Size)
@@ -156,7 +158,7 @@ func (s *Store) ensureVerified(ctx context.Context, repo string, d digest.Digest
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("check blob %s in %s: %w", d, repo, err)
 	}
-	s.verified.add(info.Version, d)
+	s.verified.add(info.Content, d)
 	return nil
 }
 

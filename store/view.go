@@ -28,12 +28,19 @@ const (
 	maxViews         = 512
 	maxServedBytes   = 4 << 20
 	maxServedPerBody = 256 << 10
+	// A parsed index takes about three times its file in memory: views
+	// hold indexes of at most maxViewIndexBytes of files in all, and an
+	// index.json larger than maxIndexPerView (thousands of tags) is
+	// parsed for each request instead of kept.
+	maxViewIndexBytes = 4 << 20
+	maxIndexPerView   = 1 << 20
 )
 
 // repoView is what the store knows of one version of a repository.
 type repoView struct {
 	version string     // of index.json
 	index   *repoIndex // shared, never changed
+	size    int64      // of index.json
 
 	refMu     sync.Mutex
 	referrers map[digest.Digest][]ispec.Descriptor // by subject, built once (referrersOf)
@@ -45,9 +52,10 @@ type repoView struct {
 
 // viewCache holds the views, keyed by repository.
 type viewCache struct {
-	mu    sync.Mutex
-	views map[string]*repoView
-	bytes atomic.Int64 // bodies held in all views
+	mu         sync.Mutex
+	views      map[string]*repoView
+	indexBytes int64        // index.json files of all views
+	bytes      atomic.Int64 // bodies held in all views
 }
 
 func newViewCache() *viewCache { return &viewCache{views: map[string]*repoView{}} }
@@ -58,20 +66,30 @@ func (c *viewCache) get(repo string) *repoView {
 	return c.views[repo]
 }
 
-// put installs v as repo's view, dropping the one it replaces.
+// put installs v as repo's view, dropping the one it replaces, and others
+// while the views hold too much; a view of an index too large to keep is
+// not installed (its reader uses it once).
 func (c *viewCache) put(repo string, v *repoView) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old := c.views[repo]; old != nil {
 		c.release(old)
-	} else if len(c.views) >= maxViews {
-		for r, old := range c.views { // any one: map order is random enough
-			c.release(old)
-			delete(c.views, r)
+		c.indexBytes -= old.size
+		delete(c.views, repo)
+	}
+	if v.size > maxIndexPerView {
+		return
+	}
+	for r, old := range c.views { // any: map order is random enough
+		if len(c.views) < maxViews && c.indexBytes+v.size <= maxViewIndexBytes {
 			break
 		}
+		c.release(old)
+		c.indexBytes -= old.size
+		delete(c.views, r)
 	}
 	c.views[repo] = v
+	c.indexBytes += v.size
 }
 
 // drop forgets repo's view: pier changed its blobs.
@@ -80,6 +98,7 @@ func (c *viewCache) drop(repo string) {
 	defer c.mu.Unlock()
 	if old := c.views[repo]; old != nil {
 		c.release(old)
+		c.indexBytes -= old.size
 		delete(c.views, repo)
 	}
 }
@@ -134,7 +153,7 @@ func (s *Store) view(ctx context.Context, repo string) (*repoView, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &repoView{version: read.Version, index: x}
+	v := &repoView{version: read.info.Version, index: x, size: int64(len(read.data))}
 	s.views.put(repo, v)
 	return v, nil
 }

@@ -25,6 +25,8 @@ func apiOptions(cfg *configs.Config, log *slog.Logger) (opts []httpapi.Option, c
 		MaxManifestSize:   h.Limits.MaxManifestSize,
 		MaxUploadSessions: h.Limits.MaxUploadSessions,
 		UploadIdleTimeout: h.Limits.UploadIdleTimeout,
+		BodyIdleTimeout:   h.BodyIdleTimeout,
+		MaxUploads:        h.MaxConcurrentUploads,
 	}))
 	if r := h.Ratelimit; r != nil {
 		opts = append(opts, httpapi.WithRatelimit(r.Rate, r.Methods))

@@ -132,6 +132,8 @@ func restartOnly(old, cur *configs.Config) []string {
 	check("http.ratelimit", old.HTTP.Ratelimit, cur.HTTP.Ratelimit)
 	check("http limits (readHeaderTimeout, idleTimeout, maxManifestSize, maxUploadSessions, uploadIdleTimeout)", old.HTTP.Limits, cur.HTTP.Limits)
 	check("log.audit", old.Log.Audit, cur.Log.Audit)
+	check("http.bodyIdleTimeout", old.HTTP.BodyIdleTimeout, cur.HTTP.BodyIdleTimeout)
+	check("http.maxConcurrentUploads", old.HTTP.MaxConcurrentUploads, cur.HTTP.MaxConcurrentUploads)
 	check("log.output", old.Log.Output, cur.Log.Output)
 	return keys
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/cache/boltdb"
 	"github.com/pier-oci/pier/store/cache/remote"
@@ -52,9 +53,10 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 	}
 	rs = roots(cfg)
 	subs := map[string]*store.Store{}
+	manifests := store.NewManifestBudget() // memory is the process's, whatever root it serves
 	for i := range rs {
 		r := &rs[i]
-		r.st, err = openStore(r, readOnly, log)
+		r.st, err = openStore(r, readOnly, log, manifests)
 		if err != nil {
 			close()
 			return nil, nil, nil, fmt.Errorf("%s: %w", rootName(r.key), err)
@@ -69,9 +71,9 @@ func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root
 }
 
 // openStore opens one root: its driver, its dedupe index, its store.
-func openStore(r *root, readOnly bool, log *slog.Logger) (*store.Store, error) {
+func openStore(r *root, readOnly bool, log *slog.Logger, manifests *budget.Budget) (*store.Store, error) {
 	ro := readOnly || r.cfg.ReadOnly
-	drv, err := local.Open(r.cfg.RootDirectory, local.Options{Sync: r.cfg.Commit, ReadOnly: ro, Lock: true, TempDir: store.StateDir + "/tmp"})
+	drv, err := local.Open(r.cfg.RootDirectory, local.Options{Sync: r.cfg.Commit, ReadOnly: ro, Lock: true, TempDir: store.StateDir + "/tmp", Reserve: store.ReserveSize})
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +91,7 @@ func openStore(r *root, readOnly bool, log *slog.Logger) (*store.Store, error) {
 		drv.Close()
 		return nil, err
 	}
-	return store.New(store.Options{Driver: drv, Cache: c, Logger: rlog})
+	return store.New(store.Options{Driver: drv, Cache: c, Logger: rlog, Manifests: manifests})
 }
 
 // openCache opens a root's dedupe index: none when dedupe is off or the

@@ -213,9 +213,7 @@ func (d *Deduper) LinkFailed(err error) {
 	d.log.Warn("dedupe link failed; keeping a separate copy", "err", err)
 }
 
-// sameContent reports whether two objects hold the same bytes. It
-// compares rather than re-hashes: a compare costs a read of each, which
-// the page cache mostly serves for the upload just written.
+// sameContent reports whether two objects hold the same bytes.
 func (d *Deduper) sameContent(ctx context.Context, a, b string) (bool, error) {
 	fa, _, err := d.drv.Open(ctx, a)
 	if err != nil {
@@ -227,6 +225,13 @@ func (d *Deduper) sameContent(ctx context.Context, a, b string) (bool, error) {
 		return false, err
 	}
 	defer fb.Close()
+	return SameContent(fa, fb)
+}
+
+// SameContent reports whether two readers hold the same bytes. It
+// compares rather than re-hashes: a compare costs a read of each, which
+// the page cache mostly serves for an upload just written.
+func SameContent(fa, fb io.Reader) (bool, error) {
 	const chunk = 64 << 10
 	bufA, bufB := make([]byte, chunk), make([]byte, chunk)
 	for {
@@ -239,9 +244,9 @@ func (d *Deduper) sameContent(ctx context.Context, a, b string) (bool, error) {
 		endB := errors.Is(errB, io.EOF) || errors.Is(errB, io.ErrUnexpectedEOF)
 		switch {
 		case errA != nil && !endA:
-			return false, fmt.Errorf("read %s: %w", a, errA)
+			return false, fmt.Errorf("read: %w", errA)
 		case errB != nil && !endB:
-			return false, fmt.Errorf("read %s: %w", b, errB)
+			return false, fmt.Errorf("read: %w", errB)
 		case endA || endB:
 			return endA == endB, nil
 		}

@@ -53,6 +53,10 @@ var (
 	// ErrNotFound: no object at the key (a key through an object, like
 	// "a/index.json/x", is not found either).
 	ErrNotFound = errors.New("not found")
+	// ErrNotObject: the key names something that is not an object (a
+	// directory, a link, a pipe), which no write of the driver replaces.
+	// It always comes with ErrNotFound: to a read it is not there.
+	ErrNotObject = errors.New("not an object")
 	// ErrExists: Create of a key that already exists.
 	ErrExists = errors.New("already exists")
 	// ErrConflict: a conditional write found another version in place.
@@ -294,4 +298,16 @@ func SameObject(a, b Info) bool {
 		return a.ID == b.ID
 	}
 	return a.Version == b.Version
+}
+
+// Reserver is a driver that keeps back a little space on a full disk, so
+// that the writes that free space (a delete or a collection rewrites a
+// small object before it removes anything) still go through.
+type Reserver interface {
+	// Reserve makes sure the space is kept back, ErrNoSpace when it cannot
+	// be: the disk is full, and a write that adds content must not go on.
+	Reserve(ctx context.Context) error
+	// Release gives the kept space up, for a write that frees space and
+	// found the disk full; it reports whether there was any to give.
+	Release() bool
 }

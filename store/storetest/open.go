@@ -18,7 +18,7 @@ import (
 // index in it when dedupe is set. It is closed when the test ends.
 func Local(t testing.TB, dir string, commit, dedupe bool) *store.Store {
 	t.Helper()
-	drv, err := local.Open(dir, local.Options{Sync: commit, Lock: true, TempDir: store.StateDir + "/tmp"})
+	drv, err := local.Open(dir, local.Options{Sync: commit, Lock: true, TempDir: store.StateDir + "/tmp", Reserve: store.ReserveSize})
 	if err != nil {
 		t.Fatal(err)
 	}

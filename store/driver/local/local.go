@@ -47,6 +47,9 @@ type Options struct {
 	// no other pier writes to it at the same time; Open fails with
 	// ErrBusy if another process holds it. A read-only driver takes none.
 	Lock bool
+	// Reserve is the space, in bytes, the driver keeps back for writes
+	// that free space on a full disk (reserve.go); 0 keeps none.
+	Reserve int64
 	// TempDir is the key of the directory for temporary files, on the
 	// same filesystem as the rest ("" puts each next to its target, as a
 	// dot file). It is emptied at Open: what is in it is what a crash
@@ -69,6 +72,7 @@ type Driver struct {
 
 	syncs    atomic.Int64
 	creating keyLocks // held by mkdirAll from a directory's creation to its fsync
+	reserve  reserve
 }
 
 var (
@@ -87,7 +91,7 @@ func Open(dir string, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
 	}
-	d := &Driver{dir: abs, sync: opts.Sync, tmpDir: opts.TempDir, unlock: func() {}}
+	d := &Driver{dir: abs, sync: opts.Sync, tmpDir: opts.TempDir, unlock: func() {}, reserve: reserve{size: opts.Reserve}}
 	d.ro = opts.ReadOnly || (readOnlyMount(abs) && existsDir(abs))
 	if !d.ro {
 		if err := d.mkdirAllOS(abs); err != nil {
@@ -161,7 +165,7 @@ func (d *Driver) Stat(ctx context.Context, key string) (driver.Info, error) {
 		return driver.Info{}, fmt.Errorf("stat %s: %w", key, mapErr(err))
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return driver.Info{}, fmt.Errorf("stat %s: %w (not a regular file)", key, driver.ErrNotFound)
+		return driver.Info{}, fmt.Errorf("stat %s: %w %w", key, driver.ErrNotFound, driver.ErrNotObject)
 	}
 	return infoOf(key, &st), nil
 }
