@@ -76,6 +76,14 @@ func Load(path string) (*Config, []Warning, error) {
 	return cfg, warnings, nil
 }
 
+// LoadPath is Load, or for an empty path the embedded default config.
+func LoadPath(path string) (*Config, []Warning, error) {
+	if path == "" {
+		return Default(), nil, nil
+	}
+	return Load(path)
+}
+
 // Default returns the configuration pier runs with when given none: listen on
 // 127.0.0.1:5000, store images in ./data (made absolute against the working
 // directory now), everything else at its default. It is parsed from

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pier-oci/pier/cmd/internal/roots"
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/driver/local"
@@ -21,7 +22,7 @@ import (
 // offlineJob is a store opened for a one-off job (pier gc, pier scrub).
 type offlineJob struct {
 	cfg   *configs.Config
-	roots []root
+	roots []roots.Root
 	ctl   *store.Controller
 	log   *slog.Logger
 	close func()
@@ -30,7 +31,7 @@ type offlineJob struct {
 // openOffline loads a config and opens its store; it fails while a pier
 // serves the same root (that pier collects and scrubs online).
 func openOffline(path string, readOnly bool, stderr io.Writer) (*offlineJob, bool) {
-	cfg, _, err := loadConfig(path)
+	cfg, _, err := configs.LoadPath(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return nil, false
@@ -40,7 +41,7 @@ func openOffline(path string, readOnly bool, stderr io.Writer) (*offlineJob, boo
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return nil, false
 	}
-	rs, ctl, closeStores, err := openStores(cfg, log, readOnly)
+	rs, ctl, closeStores, err := roots.Open(cfg, log, readOnly)
 	if err != nil {
 		closeLog()
 		fmt.Fprintf(stderr, "pier: %v (a serving pier collects and scrubs online)\n", err)
@@ -63,30 +64,30 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 	var total jobs.GCTotals
 	failed := false
 	for _, r := range job.roots {
-		if !r.cfg.GC {
+		if !r.Cfg.GC {
 			// gc false (a subpath's default) means nothing is ever
 			// collected there; its gcDelay is 0 and would spare nothing.
-			fmt.Fprintf(stderr, "pier: gc is off for root %s (storage.gc false); skipped\n", rootName(r.key))
+			fmt.Fprintf(stderr, "pier: gc is off for root %s (storage.gc false); skipped\n", roots.Name(r.Key))
 			continue
 		}
-		t, err := jobs.CollectAll(ctx, r.st, r.cfg.GCDelay, job.log, func(rep store.CollectReport) {
+		t, err := jobs.CollectAll(ctx, r.Store, r.Cfg.GCDelay, job.log, func(rep store.CollectReport) {
 			removed := ""
 			if rep.RepoRemoved {
 				removed = "repository"
 			}
 			tw.Row(rep.Repo, len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
-				rep.Blobs, rep.Uploads, humanBytes(rep.BlobBytes+rep.UploadBytes), removed)
+				rep.Blobs, rep.Uploads, roots.HumanBytes(rep.BlobBytes+rep.UploadBytes), removed)
 		})
 		total = total.Plus(t)
 		if err != nil {
-			fmt.Fprintf(stderr, "pier: gc of root %s: %v\n", rootName(r.key), err)
+			fmt.Fprintf(stderr, "pier: gc of root %s: %v\n", roots.Name(r.Key), err)
 			failed = true
 		}
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "gc: %d repositories: removed %d manifests, %d referrers, %d stale entries, %d blobs, %d uploads, %d repositories; freed %s in %s\n",
 		total.Repos, total.Manifests, total.Referrers, total.StaleEntries, total.Blobs, total.Uploads, total.ReposRemoved,
-		humanBytes(total.Bytes), total.Took.Round(time.Millisecond))
+		roots.HumanBytes(total.Bytes), total.Took.Round(time.Millisecond))
 	if failed {
 		return 1
 	}
@@ -104,7 +105,7 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 	defer job.close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	sc, _ := scrubConfig(job.cfg)
+	sc, _ := roots.ScrubConfig(job.cfg)
 	if s := job.cfg.Extensions.Scrub; s != nil {
 		sc.MaxBytesPerSecond = s.MaxBytesPerSecond // the throttle applies even when the schedule is off
 	}
@@ -112,26 +113,26 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 	var total jobs.ScrubResult
 	failed := false
 	for _, r := range job.roots {
-		res, err := jobs.ScrubAll(ctx, r.st, sc, job.log, func(rep store.ScrubReport) {
+		res, err := jobs.ScrubAll(ctx, r.Store, sc, job.log, func(rep store.ScrubReport) {
 			for _, x := range rep.Results {
 				tw.Row(x.Repo, x.Reference, x.Status, x.Digest)
 			}
 		})
 		total = total.Plus(res)
 		if err != nil {
-			fmt.Fprintf(stderr, "pier: scrub of root %s: %v\n", rootName(r.key), err)
+			fmt.Fprintf(stderr, "pier: scrub of root %s: %v\n", roots.Name(r.Key), err)
 			failed = true
 			continue
 		}
-		if !r.st.ReadOnly() {
-			if err := jobs.SaveScrubResult(ctx, r.st, res); err != nil {
+		if !r.Store.ReadOnly() {
+			if err := jobs.SaveScrubResult(ctx, r.Store, res); err != nil {
 				fmt.Fprintf(stderr, "pier: scrub: keeping the result: %v\n", err)
 			}
 		}
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "scrub: %d repositories, %d blobs, %s read: %d ok, %d corrupt, %d missing, %d unreferenced\n",
-		total.Repos, total.Blobs, humanBytes(total.Bytes), total.OK, total.Corrupt, total.Missing, total.Unreferenced)
+		total.Repos, total.Blobs, roots.HumanBytes(total.Bytes), total.OK, total.Corrupt, total.Missing, total.Unreferenced)
 	if failed || total.Failed() {
 		return 1
 	}
@@ -163,7 +164,7 @@ func exportCommand(path, ref, dir string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pier: export %s: %v\n", ref, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "exported %s to %s: %d manifests, %d blobs, %s; tags %v\n", ref, dir, rep.Manifests, rep.Blobs, humanBytes(rep.Bytes), rep.Tags)
+	fmt.Fprintf(stdout, "exported %s to %s: %d manifests, %d blobs, %s; tags %v\n", ref, dir, rep.Manifests, rep.Blobs, roots.HumanBytes(rep.Bytes), rep.Tags)
 	return 0
 }
 
@@ -192,7 +193,7 @@ func importCommand(path, dir, repo string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pier: import %s: %v\n", dir, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "imported %s into %s: %d manifests, %d blobs, %s; tags %v\n", dir, repo, rep.Manifests, rep.Blobs, humanBytes(rep.Bytes), rep.Tags)
+	fmt.Fprintf(stdout, "imported %s into %s: %d manifests, %d blobs, %s; tags %v\n", dir, repo, rep.Manifests, rep.Blobs, roots.HumanBytes(rep.Bytes), rep.Tags)
 	return 0
 }
 

@@ -2,34 +2,24 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
-	"sync"
 	"syscall"
-	"time"
 
+	"github.com/pier-oci/pier/cmd/internal/server"
 	"github.com/pier-oci/pier/configs"
-	"github.com/pier-oci/pier/httpapi"
-	"github.com/pier-oci/pier/httpapi/auth"
 	"github.com/pier-oci/pier/store/driver/local"
-	"github.com/pier-oci/pier/store/jobs"
-	"github.com/pier-oci/pier/sysd"
 )
 
-// shutdownGrace bounds how long in-flight requests may run after SIGTERM.
-const shutdownGrace = 30 * time.Second
-
-// serve runs the registry until SIGTERM or SIGINT; it returns the exit code.
+// serve runs the registry until SIGTERM or SIGINT; it returns the exit
+// code. The serving itself is package server's; this is the process: the
+// config, the log, the signals.
 func serve(path string, stderr io.Writer) int {
-	cfg, warnings, err := loadConfig(path)
+	cfg, warnings, err := configs.LoadPath(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "pier: %v\n", err)
 		return 1
@@ -62,238 +52,15 @@ func serve(path string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	srv := &server{path: path, cfg: cfg, log: log, level: level, notify: sysd.NewNotifier(log), hup: hup}
-	if err := srv.run(ctx); err != nil {
+	err = server.Run(ctx, server.Options{Path: path, Config: cfg, Log: log, Level: level, Hup: hup, Version: version})
+	switch {
+	case errors.Is(err, server.ErrStoppedStarting):
+		log.Warn("stopped before start-up finished; exiting")
+	case err != nil:
 		log.Error("pier stopped", "err", err)
 		return 1
 	}
 	return 0
-}
-
-func loadConfig(path string) (*configs.Config, []configs.Warning, error) {
-	if path == "" {
-		return configs.Default(), nil, nil
-	}
-	return configs.Load(path)
-}
-
-// server is a serving pier: its config (replaced on reload), store, HTTP
-// servers and background jobs.
-type server struct {
-	path   string // config file; "" for the embedded default
-	cfg    *configs.Config
-	roots  []root
-	log    *slog.Logger
-	level  *slog.LevelVar
-	notify *sysd.Notifier
-	api    *httpapi.API
-	status *status
-	jobs   *supervisor
-	probe  func(context.Context) error // the watchdog's self-check
-	hup    <-chan os.Signal            // SIGHUP, caught since start
-}
-
-// run serves until ctx ends, then drains in-flight requests for at most
-// shutdownGrace.
-func (s *server) run(ctx context.Context) error {
-	started := s.watchStart(ctx)
-	defer started()
-	// Access control first: a missing htpasswd file stops pier before it
-	// opens a store or a port.
-	opts, closeAudit, err := apiOptions(s.cfg, s.log)
-	if err != nil {
-		return err
-	}
-	defer closeAudit()
-	rs, ctl, closeStores, err := openStores(s.cfg, s.log, false)
-	if err != nil {
-		return err
-	}
-	defer closeStores()
-	s.roots = rs
-	lns, err := s.listeners()
-	if err != nil {
-		return err
-	}
-	st := rs[0].st
-	s.api = httpapi.New(ctl, s.log, opts...)
-	s.status = &status{ctl: ctl, st: st}
-	s.jobs = startJobs(rs, s.log)
-	defer s.jobs.stop()
-	s.applyJobs()
-	s.probe = selfCheck(st, lns[0], s.cfg.HTTP.TLS, s.api)
-
-	servers := make([]*http.Server, len(lns))
-	errc := make(chan error, len(lns))
-	for i, ln := range lns {
-		servers[i] = &http.Server{
-			Handler:           s.api,
-			ReadHeaderTimeout: s.cfg.HTTP.Limits.ReadHeaderTimeout,
-			IdleTimeout:       s.cfg.HTTP.Limits.IdleTimeout,
-			MaxHeaderBytes:    64 << 10, // bearer tokens are a few KiB
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		}
-		go func() { errc <- servers[i].Serve(ln) }()
-		s.log.Info("pier serving", "version", version, "addr", ln.Addr().String(), "tls", s.cfg.HTTP.TLS != nil)
-	}
-	for _, r := range rs {
-		s.log.Info("storage root", "root", rootName(r.key), "storage", r.st.String(), "read_only", r.st.ReadOnly(),
-			"commit", r.cfg.Commit, "dedupe", r.cfg.Dedupe, "gc", r.cfg.GC)
-	}
-	s.status.countRepos(ctx)
-	started()
-	s.notify.Ready(s.status.line())
-
-	bg, stopBG := context.WithCancel(context.Background())
-	defer stopBG()
-	go s.notify.Watchdog(bg, func(ctx context.Context) error {
-		err := s.probe(ctx)
-		if err == nil {
-			s.notify.Status(s.status.line())
-		}
-		return err
-	})
-	reloads := s.watchConfig(bg)
-
-	for {
-		select {
-		case err := <-errc:
-			return fmt.Errorf("serve: %w", err)
-		case <-reloads:
-			s.reload()
-			continue
-		case <-ctx.Done():
-		}
-		break
-	}
-	s.notify.Stopping()
-	s.log.Info("shutting down: draining in-flight requests", "grace", shutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	for _, hs := range servers {
-		if err := hs.Shutdown(sctx); err != nil {
-			s.log.Warn("in-flight requests cut off at the end of the grace period", "err", err)
-			hs.Close()
-		}
-	}
-	for range servers {
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-	}
-	// Handlers cut off above may still be running (Close does not wait for
-	// them); the stores close only after they return, briefly waited for.
-	for deadline := time.Now().Add(handlerExitWait); s.api.InFlight() > 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	s.log.Info("pier stopped")
-	return nil
-}
-
-// handlerExitWait bounds the wait for handlers cut off at the end of the
-// grace period to return before the stores close.
-const handlerExitWait = 5 * time.Second
-
-// slowStart is how long start-up may take before pier asks systemd for
-// more time; opening the stores and the listeners normally takes
-// milliseconds, but a cache or a lock on a sick SD card can hang.
-const slowStart = 5 * time.Second
-
-// maxStartExtension bounds the extra start-up time pier asks for: a start
-// that hangs longer is left to systemd's TimeoutStartSec, whose restart
-// may find the disk well again.
-const maxStartExtension = 5 * time.Minute
-
-// watchStart runs while pier starts, until the returned function says it
-// is done. Every slowStart it asks systemd for more time, up to
-// maxStartExtension. A stop asked for meanwhile ends the process at once:
-// nothing has been acknowledged yet, and start-up work blocked in the
-// kernel would otherwise keep SIGTERM waiting (and, through the
-// extensions, systemd's stop timeout too).
-func (s *server) watchStart(ctx context.Context) (done func()) {
-	stop := make(chan struct{})
-	go func() {
-		t := time.NewTicker(slowStart)
-		defer t.Stop()
-		begun := time.Now()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-ctx.Done():
-				s.log.Warn("stopped before start-up finished; exiting")
-				os.Exit(0)
-			case <-t.C:
-				if time.Since(begun) >= maxStartExtension {
-					s.log.Error("start-up has hung; no more time asked of systemd", "for", time.Since(begun).Round(time.Second))
-					t.Stop()
-					continue
-				}
-				s.log.Warn("start-up is slow; asking systemd for more time")
-				s.notify.ExtendTimeout(3 * slowStart)
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(stop) }) }
-}
-
-// applyJobs (re)starts gc and scrub of every root from the current config.
-func (s *server) applyJobs() {
-	sc, on := scrubConfig(s.cfg)
-	sc.Busy = func() bool { return s.api.InFlight() > 0 }
-	current := map[string]configs.StoreConfig{}
-	for _, r := range roots(s.cfg) {
-		current[r.key] = r.cfg
-	}
-	for _, r := range s.roots { // the roots that are open; a new one needs a restart
-		cfg, ok := current[r.key]
-		if !ok {
-			cfg = r.cfg
-		}
-		if r.st.ReadOnly() {
-			cfg.GC = false // nothing is ever removed from a read-only root
-		}
-		sched := gcSchedule(cfg)
-		sched.Observe = func(running bool, t jobs.GCTotals) {
-			s.status.observeGC(running, t)
-			s.notify.Status(s.status.line())
-		}
-		s.jobs.setGC(r.key, sched)
-		s.jobs.setScrub(r.key, sc, on)
-	}
-}
-
-// listeners are the sockets systemd handed over (socket activation), or
-// else one bound to http.address:port; wrapped in TLS when configured.
-func (s *server) listeners() ([]net.Listener, error) {
-	lns, err := sysd.Listeners()
-	if err != nil {
-		return nil, err
-	}
-	if len(lns) == 0 {
-		addr := net.JoinHostPort(s.cfg.HTTP.Address, s.cfg.HTTP.Port)
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", addr, err)
-		}
-		lns = []net.Listener{ln}
-	} else {
-		s.log.Info("socket activation: serving the sockets systemd passed; http.address and http.port are not used", "sockets", len(lns))
-	}
-	if s.cfg.HTTP.TLS != nil {
-		tc, err := auth.ServerTLS(s.cfg.HTTP.TLS, s.log)
-		if err != nil {
-			for _, ln := range lns {
-				ln.Close()
-			}
-			return nil, err
-		}
-		for i := range lns {
-			lns[i] = tls.NewListener(lns[i], tc)
-		}
-	}
-	return lns, nil
 }
 
 // newLogger builds the process logger from the log section: text lines to
@@ -309,16 +76,4 @@ func newLogger(c configs.LogConfig, level *slog.LevelVar, stderr io.Writer) (*sl
 		out, closeOut = f, func() { f.Close() }
 	}
 	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})), closeOut, nil
-}
-
-// insecureTLS is for pier calling itself: it checks liveness, not identity.
-func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
-
-// refusalError joins refusals into one error.
-func refusalError(refusals []configs.Warning) error {
-	msgs := make([]string, len(refusals))
-	for i, r := range refusals {
-		msgs[i] = r.String()
-	}
-	return errors.New(strings.Join(msgs, "; "))
 }

@@ -185,14 +185,17 @@ func (d *Driver) replaceVia(tmpKey, target string, produce func(io.Writer) error
 	return d.syncDir(path.Dir(target))
 }
 
-// resetTemp empties the temporary directory (what is there a crash left)
-// and makes sure it exists.
-func (d *Driver) resetTemp() error {
+// resetTemp makes sure the temporary directory exists and, when this
+// driver holds the directory's lock (no other writer can be using it),
+// empties it of what a crash left.
+func (d *Driver) resetTemp(locked bool) error {
 	if err := d.mkdirAll(d.tmpDir); err != nil {
 		return fmt.Errorf("create %s: %w", d.tmpDir, err)
 	}
-	if err := d.root.clearDir(d.tmpDir); err != nil {
-		return fmt.Errorf("clear %s: %w", d.tmpDir, mapErr(err))
+	if locked {
+		if err := d.root.clearDir(d.tmpDir); err != nil {
+			return fmt.Errorf("clear %s: %w", d.tmpDir, mapErr(err))
+		}
 	}
 	st, err := d.root.stat(d.tmpDir)
 	if err != nil {

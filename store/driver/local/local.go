@@ -111,7 +111,7 @@ func Open(dir string, opts Options) (*Driver, error) {
 		}
 	}
 	if !d.ro && d.tmpDir != "" {
-		if err := d.resetTemp(); err != nil {
+		if err := d.resetTemp(opts.Lock); err != nil {
 			d.Close()
 			return nil, err
 		}

@@ -150,10 +150,10 @@ func TestAbortReturnsTheUploadToItsSize(t *testing.T) {
 
 func TestTempDirIsClearedAtOpen(t *testing.T) {
 	dir := t.TempDir()
-	d := open(t, dir, Options{TempDir: ".pier/tmp"})
+	d := open(t, dir, Options{Lock: true, TempDir: ".pier/tmp"})
 	d.Close()
 	os.WriteFile(filepath.Join(dir, ".pier/tmp/.tmp-left-by-a-crash"), []byte("x"), 0o644)
-	open(t, dir, Options{TempDir: ".pier/tmp"})
+	open(t, dir, Options{Lock: true, TempDir: ".pier/tmp"})
 	if entries, _ := os.ReadDir(filepath.Join(dir, ".pier/tmp")); len(entries) != 0 {
 		t.Errorf("temporary directory holds %d leftovers", len(entries))
 	}

@@ -1,10 +1,11 @@
-package main
+package server
 
 import (
 	"context"
 	"fmt"
 	"sync/atomic"
 
+	"github.com/pier-oci/pier/cmd/internal/roots"
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/jobs"
@@ -41,7 +42,7 @@ func (s *status) line() string {
 	disk := "disk usage unknown"
 	if sp, ok := s.st.Driver().(driver.Spacer); ok {
 		if free, total, err := sp.Space(); err == nil && total > 0 {
-			disk = fmt.Sprintf("disk %.0f%% full, %s free", 100-100*float64(free)/float64(total), humanBytes(free))
+			disk = fmt.Sprintf("disk %.0f%% full, %s free", 100-100*float64(free)/float64(total), roots.HumanBytes(free))
 		}
 	}
 	gcState := "gc idle"

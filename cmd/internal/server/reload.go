@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/pier-oci/pier/cmd/internal/roots"
 	"github.com/pier-oci/pier/configs"
 )
 
@@ -75,7 +76,7 @@ func (s *server) watchConfig(ctx context.Context) <-chan struct{} {
 func (s *server) reload() {
 	s.notify.Reloading()
 	defer func() { s.notify.Ready(s.status.line()) }()
-	cfg, warnings, err := loadConfig(s.path)
+	cfg, warnings, err := configs.LoadPath(s.path)
 	if err == nil && len(cfg.Refusals()) > 0 {
 		err = refusalError(cfg.Refusals())
 	}
@@ -115,8 +116,8 @@ func restartOnly(old, cur *configs.Config) []string {
 	}
 	openedRoots := func(c *configs.Config) map[string]opened {
 		out := map[string]opened{}
-		for _, r := range roots(c) {
-			out[r.key] = opened{r.cfg.RootDirectory, r.cfg.Commit, r.cfg.Dedupe, r.cfg.ReadOnly}
+		for _, r := range roots.List(c) {
+			out[r.Key] = opened{r.Cfg.RootDirectory, r.Cfg.Commit, r.Cfg.Dedupe, r.Cfg.ReadOnly}
 		}
 		return out
 	}

@@ -1,4 +1,8 @@
-package main
+// Package roots opens the storage roots of a configuration (the default
+// root and its subPaths): a driver, a dedupe index and a store each,
+// routed behind one controller. pier serve and the offline commands (gc,
+// scrub, export, import) open them the same way.
+package roots
 
 import (
 	"fmt"
@@ -16,64 +20,64 @@ import (
 	"github.com/pier-oci/pier/store/jobs"
 )
 
-// root is one storage root of the config: the default one (key "") or a
-// subpath ("/a"), with its settings and its open store.
-type root struct {
-	key string
-	cfg configs.StoreConfig
-	st  *store.Store
+// Root is one storage root of the config: the default one (Key "") or a
+// subpath ("/a"), with its settings and, once opened, its store.
+type Root struct {
+	Key   string
+	Cfg   configs.StoreConfig
+	Store *store.Store
 }
 
-// roots lists the config's storage roots, the default first, subpaths in
+// List lists the config's storage roots, the default first, subpaths in
 // key order.
-func roots(cfg *configs.Config) []root {
-	out := []root{{key: "", cfg: cfg.Storage.StoreConfig}}
+func List(cfg *configs.Config) []Root {
+	out := []Root{{Key: "", Cfg: cfg.Storage.StoreConfig}}
 	keys := make([]string, 0, len(cfg.Storage.SubPaths))
 	for k := range cfg.Storage.SubPaths {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		out = append(out, root{key: k, cfg: cfg.Storage.SubPaths[k]})
+		out = append(out, Root{Key: k, Cfg: cfg.Storage.SubPaths[k]})
 	}
 	return out
 }
 
-// openStores opens every root of the config, each under its process lock
+// Open opens every root of the config, each under its process lock
 // (a read-only root gets none: nothing may be written there), and routes
 // them behind one controller. readOnly opens them all read-only, for jobs
 // that only read and may run beside a serving pier. close releases them.
 // Whether a root is read-only is decided once, by its driver.
-func openStores(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []root, ctl *store.Controller, close func(), err error) {
+func Open(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []Root, ctl *store.Controller, close func(), err error) {
 	var closers []func()
 	close = func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
-	rs = roots(cfg)
+	rs = List(cfg)
 	subs := map[string]*store.Store{}
 	manifests := store.NewManifestBudget() // memory is the process's, whatever root it serves
 	for i := range rs {
 		r := &rs[i]
-		r.st, err = openStore(r, readOnly, log, manifests)
+		r.Store, err = openStore(r, readOnly, log, manifests)
 		if err != nil {
 			close()
-			return nil, nil, nil, fmt.Errorf("%s: %w", rootName(r.key), err)
+			return nil, nil, nil, fmt.Errorf("%s: %w", Name(r.Key), err)
 		}
-		st := r.st
+		st := r.Store
 		closers = append(closers, func() { st.Close() })
-		if r.key != "" {
-			subs[r.key] = r.st
+		if r.Key != "" {
+			subs[r.Key] = r.Store
 		}
 	}
-	return rs, store.NewController(rs[0].st, subs), close, nil
+	return rs, store.NewController(rs[0].Store, subs), close, nil
 }
 
 // openStore opens one root: its driver, its dedupe index, its store.
-func openStore(r *root, readOnly bool, log *slog.Logger, manifests *budget.Budget) (*store.Store, error) {
-	ro := readOnly || r.cfg.ReadOnly
-	drv, err := local.Open(r.cfg.RootDirectory, local.Options{Sync: r.cfg.Commit, ReadOnly: ro, Lock: true, TempDir: store.StateDir + "/tmp", Reserve: store.ReserveSize})
+func openStore(r *Root, readOnly bool, log *slog.Logger, manifests *budget.Budget) (*store.Store, error) {
+	ro := readOnly || r.Cfg.ReadOnly
+	drv, err := local.Open(r.Cfg.RootDirectory, local.Options{Sync: r.Cfg.Commit, ReadOnly: ro, Lock: true, TempDir: store.StateDir + "/tmp", Reserve: store.ReserveSize})
 	if err != nil {
 		return nil, err
 	}
@@ -83,9 +87,9 @@ func openStore(r *root, readOnly bool, log *slog.Logger, manifests *budget.Budge
 		// ProtectSystem=strict: say so, since every push will fail.
 		log.Warn("storage root is on a read-only filesystem: serving it read-only, pushes and deletes are refused; "+
 			"if it should be writable under systemd, add it to ReadWritePaths= (systemctl edit pier)",
-			"root", rootName(r.key), "dir", r.cfg.RootDirectory)
+			"root", Name(r.Key), "dir", r.Cfg.RootDirectory)
 	}
-	rlog := log.With("root", rootName(r.key))
+	rlog := log.With("root", Name(r.Key))
 	c, err := openCache(r, drv, rlog)
 	if err != nil {
 		drv.Close()
@@ -99,16 +103,16 @@ func openStore(r *root, readOnly bool, log *slog.Logger, manifests *budget.Budge
 // else the BoltDB file <root>/cache.db, which opens whatever it holds (a
 // damaged one is set aside under the root's state directory, logged
 // once, and rebuilt from the disk).
-func openCache(r *root, drv *local.Driver, log *slog.Logger) (cache.Cache, error) {
-	if !r.cfg.Dedupe || drv.ReadOnly() {
+func openCache(r *Root, drv *local.Driver, log *slog.Logger) (cache.Cache, error) {
+	if !r.Cfg.Dedupe || drv.ReadOnly() {
 		return nil, nil
 	}
-	c, err := remote.Open(r.cfg.Cache, log)
+	c, err := remote.Open(r.Cfg.Cache, log)
 	if err != nil || c != nil {
 		return c, err
 	}
 	bc, err := boltdb.Open(filepath.Join(drv.Dir(), "cache.db"), boltdb.Options{
-		Sync: r.cfg.Commit, AsideDir: filepath.Join(drv.Dir(), store.StateDir), Logger: log,
+		Sync: r.Cfg.Commit, AsideDir: filepath.Join(drv.Dir(), store.StateDir), Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", drv.Dir(), err)
@@ -116,21 +120,21 @@ func openCache(r *root, drv *local.Driver, log *slog.Logger) (cache.Cache, error
 	return bc, nil
 }
 
-// rootName names a root in logs: "default" or the subpath key.
-func rootName(key string) string {
+// Name names a root in logs: "default" or the subpath key.
+func Name(key string) string {
 	if key == "" {
 		return "default"
 	}
 	return key
 }
 
-// gcSchedule maps zot's gc keys onto the collector's schedule.
-func gcSchedule(sc configs.StoreConfig) jobs.GCSchedule {
+// GCSchedule maps zot's gc keys onto the collector's schedule.
+func GCSchedule(sc configs.StoreConfig) jobs.GCSchedule {
 	return jobs.GCSchedule{Enabled: sc.GC, Delay: sc.GCDelay, Interval: sc.GCInterval, Once: sc.GCOnce}
 }
 
-// scrubConfig is the scrub extension's settings, or ok=false when off.
-func scrubConfig(cfg *configs.Config) (c jobs.ScrubConfig, ok bool) {
+// ScrubConfig is the scrub extension's settings, or ok=false when off.
+func ScrubConfig(cfg *configs.Config) (c jobs.ScrubConfig, ok bool) {
 	s := cfg.Extensions.Scrub
 	if s == nil || !s.Enable {
 		return jobs.ScrubConfig{}, false
@@ -138,7 +142,7 @@ func scrubConfig(cfg *configs.Config) (c jobs.ScrubConfig, ok bool) {
 	return jobs.ScrubConfig{Interval: s.Interval, MaxBytesPerSecond: s.MaxBytesPerSecond}, true
 }
 
-func humanBytes(n int64) string {
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -1,10 +1,11 @@
-package main
+package server
 
 import (
 	"context"
 	"log/slog"
 	"sync"
 
+	"github.com/pier-oci/pier/cmd/internal/roots"
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/jobs"
 )
@@ -19,8 +20,9 @@ type supervisor struct {
 	log    *slog.Logger
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	roots map[string]*rootJobs // by subpath key, "" for the default root
+	mu      sync.Mutex
+	roots   map[string]*rootJobs // by subpath key, "" for the default root
+	started int                  // jobs started so far (a reload that changes nothing starts none)
 }
 
 // rootJobs are one root's restartable jobs.
@@ -33,12 +35,12 @@ type rootJobs struct {
 	scrubOn     bool
 }
 
-func startJobs(rs []root, log *slog.Logger) *supervisor {
+func startJobs(rs []roots.Root, log *slog.Logger) *supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &supervisor{ctx: ctx, cancel: cancel, log: log, roots: map[string]*rootJobs{}}
 	for _, r := range rs {
-		st := r.st
-		j.roots[r.key] = &rootJobs{st: st}
+		st := r.Store
+		j.roots[r.Key] = &rootJobs{st: st}
 		j.wg.Go(func() { st.Run(ctx) })
 	}
 	return j
@@ -48,6 +50,7 @@ func startJobs(rs []root, log *slog.Logger) *supervisor {
 func (j *supervisor) run(fn func(context.Context)) func() {
 	ctx, cancel := context.WithCancel(j.ctx)
 	done := make(chan struct{})
+	j.started++ // under j.mu, held by every caller
 	j.wg.Go(func() { defer close(done); fn(ctx) })
 	return func() { cancel(); <-done }
 }
@@ -64,7 +67,7 @@ func (j *supervisor) setGC(key string, s jobs.GCSchedule) {
 		r.stopGC()
 	}
 	r.gcSchedule = s
-	log := j.log.With("root", rootName(key))
+	log := j.log.With("root", roots.Name(key))
 	r.stopGC = j.run(func(ctx context.Context) { jobs.RunGC(ctx, r.st, s, log) })
 }
 
@@ -82,7 +85,7 @@ func (j *supervisor) setScrub(key string, c jobs.ScrubConfig, on bool) {
 	}
 	r.scrubConfig, r.scrubOn = c, on
 	if on {
-		log := j.log.With("root", rootName(key))
+		log := j.log.With("root", roots.Name(key))
 		r.stopScrub = j.run(func(ctx context.Context) { jobs.RunScrub(ctx, r.st, c, log) })
 	}
 }
