@@ -86,5 +86,5 @@ func (d *Driver) Space() (free, total int64, err error) {
 	if err := unix.Statfs(d.dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("statfs %s: %w", d.dir, err)
 	}
-	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }

@@ -167,10 +167,10 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		cfg.MultipartCopyThresholdSize = DefaultMultipartCopyThresholdSize
 	}
 	if cfg.ChunkSize < MinChunkSize || cfg.ChunkSize > MaxChunkSize {
-		return nil, fmt.Errorf("s3: chunk size %d is not between %d and %d", cfg.ChunkSize, MinChunkSize, MaxChunkSize)
+		return nil, fmt.Errorf("s3: chunk size %d is not between %d and %d", cfg.ChunkSize, MinChunkSize, int64(MaxChunkSize))
 	}
 	if cfg.MultipartCopyChunkSize < MinChunkSize || cfg.MultipartCopyChunkSize > MaxChunkSize {
-		return nil, fmt.Errorf("s3: multipart copy chunk size %d is not between %d and %d", cfg.MultipartCopyChunkSize, MinChunkSize, MaxChunkSize)
+		return nil, fmt.Errorf("s3: multipart copy chunk size %d is not between %d and %d", cfg.MultipartCopyChunkSize, MinChunkSize, int64(MaxChunkSize))
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
