@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/layout"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -83,7 +83,7 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 	if s.dedupe != nil {
 		for _, key := range s.dedupe.Copies(ctx, d) {
-			repo := repoOfBlobKey(key)
+			repo := layout.RepoOfBlob(key)
 			if oci.ValidateName(repo) != nil {
 				continue
 			}
@@ -186,12 +186,4 @@ func (s *Store) refresh(ctx context.Context, key string, d digest.Digest) {
 			s.verified.add(after.Content, d)
 		}
 	}
-}
-
-// repoOfBlobKey is the repository of <repo>/blobs/<alg>/<hex>.
-func repoOfBlobKey(key string) string {
-	if i := strings.LastIndex(key, "/blobs/"); i > 0 {
-		return key[:i]
-	}
-	return ""
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/layout"
 )
 
 // CollectReport says what garbage collection removed from one repository.
@@ -90,19 +91,13 @@ type blobFile struct {
 }
 
 func (s *Store) listBlobs(ctx context.Context, repo string) ([]blobFile, error) {
-	var out []blobFile
-	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		entries, err := s.drv.List(ctx, blobsDir(repo, alg))
-		if err != nil {
-			return nil, fromDriver(err, nil, "list blobs of %s", repo)
-		}
-		for _, e := range entries {
-			d := digest.NewDigestFromEncoded(alg, path.Base(e.Key))
-			if e.IsDir || d.Validate() != nil {
-				continue // not a blob (a tool's stray file): not ours to delete
-			}
-			out = append(out, blobFile{digest: d, key: e.Key, size: e.Size, added: e.Changed, info: e})
-		}
+	entries, err := layout.ListBlobs(ctx, s.drv, repo)
+	if err != nil {
+		return nil, fromDriver(err, nil, "list blobs of %s", repo)
+	}
+	out := make([]blobFile, len(entries))
+	for i, e := range entries {
+		out[i] = blobFile{digest: e.Digest, key: e.Info.Key, size: e.Info.Size, added: e.Info.Changed, info: e.Info}
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/layout"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -263,7 +264,7 @@ func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, ha
 		}
 	}
 	for _, k := range keys {
-		owner := repoOfBlobKey(k)
+		owner := layout.RepoOfBlob(k)
 		if oci.ValidateName(owner) != nil {
 			continue
 		}

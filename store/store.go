@@ -23,6 +23,7 @@ import (
 	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/dedupe"
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/layout"
 )
 
 // Options configures a Store.
@@ -162,21 +163,15 @@ func (s *Store) Syncs() int64 {
 	return 0
 }
 
-// The keys below are built only from names and digests that were
-// validated (oci.ValidateName, oci.ParseDigest) or that pier generated
-// itself; the driver checks them again.
+// The keys of zot's layout (store/layout), under the names the store's
+// code reads best with.
 
-func indexKey(repo string) string   { return repo + "/index.json" }
-func layoutKey(repo string) string  { return repo + "/oci-layout" }
-func uploadsDir(repo string) string { return repo + "/.uploads" }
-
-func uploadKey(repo, id string) string { return repo + "/.uploads/" + id }
-
-func blobsDir(repo string, alg digest.Algorithm) string { return repo + "/blobs/" + alg.String() }
-
-func blobKey(repo string, d digest.Digest) string {
-	return repo + "/blobs/" + d.Algorithm().String() + "/" + d.Encoded()
-}
+func indexKey(repo string) string                       { return layout.Index(repo) }
+func layoutKey(repo string) string                      { return layout.OCILayout(repo) }
+func uploadsDir(repo string) string                     { return layout.Uploads(repo) }
+func uploadKey(repo, id string) string                  { return layout.Upload(repo, id) }
+func blobsDir(repo string, alg digest.Algorithm) string { return layout.BlobsDir(repo, alg) }
+func blobKey(repo string, d digest.Digest) string       { return layout.Blob(repo, d) }
 
 // ReserveSize is the space a local root keeps back so that deletes and
 // collections still go through on a full disk (driver.Reserver): the

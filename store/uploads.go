@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"regexp"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -23,8 +22,6 @@ import (
 // so a monolithic or chunked push reads the data once; the hash state
 // lives in memory only, and is rebuilt from the upload when it is missing
 // (after a restart, or on another replica) or out of step.
-
-var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // copyBufSize is the unit in which upload bodies are read, hashed and
 // written: large enough for full-speed sha256 and few syscalls, small
@@ -84,9 +81,19 @@ func newUploadID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// checkUploadID validates id, which comes from the network.
+// checkUploadID validates id, which comes from the network: the form
+// newUploadID makes, 8-4-4-4-12 lower-case hex digits.
 func checkUploadID(id string) error {
-	if !uploadIDRE.MatchString(id) {
+	ok := len(id) == 36
+	for i := 0; ok && i < len(id); i++ {
+		switch c := id[i]; i {
+		case 8, 13, 18, 23:
+			ok = c == '-'
+		default:
+			ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'f'
+		}
+	}
+	if !ok {
 		return fmt.Errorf("%w: %q", ErrUploadUnknown, id)
 	}
 	return nil
@@ -117,9 +124,12 @@ func (s *Store) createUpload(ctx context.Context, repo, id string) (driver.Write
 			return nil, err
 		}
 		unlock := s.locks.rlock(repo)
-		if !s.repoExists(ctx, repo) && attempt < 3 {
+		if !s.repoExists(ctx, repo) {
 			unlock()
-			continue
+			if attempt < 3 {
+				continue
+			}
+			return nil, fmt.Errorf("start upload in %s: the repository keeps being removed as it is created", repo)
 		}
 		w, err := s.drv.Create(ctx, uploadKey(repo, id))
 		unlock()

@@ -252,11 +252,3 @@ func SameContent(fa, fb io.Reader) (bool, error) {
 		}
 	}
 }
-
-// repoOfBlobKey is the repository of <repo>/blobs/<alg>/<hex>.
-func repoOfBlobKey(key string) string {
-	if i := strings.LastIndex(key, "/blobs/"); i > 0 {
-		return key[:i]
-	}
-	return ""
-}

@@ -2,7 +2,6 @@ package dedupe
 
 import (
 	"context"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/layout"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -128,39 +128,18 @@ func (d *Deduper) readResume(ctx context.Context) string {
 	return repo
 }
 
-// blobsOf lists the blobs of repo with what the storage says of them.
-func (d *Deduper) blobsOf(ctx context.Context, repo string) ([]driver.Info, []digest.Digest, error) {
-	var infos []driver.Info
-	var digests []digest.Digest
-	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
-		entries, err := d.drv.List(ctx, repo+"/blobs/"+alg.String())
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, e := range entries {
-			dg := digest.NewDigestFromEncoded(alg, path.Base(e.Key))
-			if e.IsDir || dg.Validate() != nil {
-				continue
-			}
-			infos = append(infos, e)
-			digests = append(digests, dg)
-		}
-	}
-	return infos, digests, nil
-}
-
 // reconcileRepo dedupes the blobs of one repository; the keys new to the
 // index are written in one batch.
 func (d *Deduper) reconcileRepo(ctx context.Context, repo string, st *Stats) error {
-	infos, digests, err := d.blobsOf(ctx, repo)
+	blobs, err := layout.ListBlobs(ctx, d.drv, repo)
 	if err != nil {
 		return err
 	}
 	var fresh []cache.Op
-	for i, info := range infos {
+	for _, b := range blobs {
 		st.Blobs++
-		if d.reconcileBlob(ctx, repo, digests[i], info, st) {
-			fresh = append(fresh, cache.Op{Digest: digests[i], Path: info.Key})
+		if d.reconcileBlob(ctx, repo, b.Digest, b.Info, st) {
+			fresh = append(fresh, cache.Op{Digest: b.Digest, Path: b.Info.Key})
 		}
 	}
 	if len(fresh) == 0 {
@@ -222,7 +201,7 @@ func (d *Deduper) linkDuplicate(ctx context.Context, repo string, dg digest.Dige
 			d.log.Warn("dedupe: both copies fail their digest; leaving them for scrub", "digest", dg, "keys", []string{info.Key, other.Key})
 			return false
 		}
-		keep, replace, replaceRepo = info, other, repoOfBlobKey(other.Key)
+		keep, replace, replaceRepo = info, other, layout.RepoOfBlob(other.Key)
 	}
 	if oci.ValidateName(replaceRepo) != nil {
 		return false

@@ -8,9 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/layout"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -69,7 +68,7 @@ func (d *Deduper) Watch(ctx context.Context) {
 			}
 			return
 		case c := <-changes:
-			if c.isDir || isBlobKey(c.key) {
+			if c.isDir || layout.IsBlob(c.key) {
 				if c.key == "" {
 					full = true
 				}
@@ -94,22 +93,17 @@ func (d *Deduper) Watch(ctx context.Context) {
 	}
 }
 
-// isBlobKey reports whether key has the shape <repo>/blobs/<alg>/<hex>.
-func isBlobKey(key string) bool {
-	return path.Base(path.Dir(path.Dir(key))) == "blobs"
-}
-
 // arrived dedupes one new blob, or, when a whole directory arrived, every
 // blob below it.
 func (d *Deduper) arrived(ctx context.Context, key string) {
-	if !isBlobKey(key) {
+	if !layout.IsBlob(key) {
 		// A directory that arrived whole (a layout moved in, a new
 		// repository): its blobs, not the whole store.
 		d.drv.Walk(ctx, key, func(e driver.Info) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if !e.IsDir && isBlobKey(e.Key) {
+			if !e.IsDir && layout.IsBlob(e.Key) {
 				d.arrived(ctx, e.Key)
 			}
 			if e.IsDir && strings.HasPrefix(path.Base(e.Key), ".") {
@@ -119,8 +113,8 @@ func (d *Deduper) arrived(ctx context.Context, key string) {
 		})
 		return
 	}
-	repo := repoOfBlobKey(key)
-	dg := digest.NewDigestFromEncoded(digest.Algorithm(path.Base(path.Dir(key))), path.Base(key))
+	repo := layout.RepoOfBlob(key)
+	dg := layout.DigestOfBlob(key)
 	if oci.ValidateName(repo) != nil || dg.Validate() != nil {
 		return
 	}
