@@ -107,13 +107,14 @@ func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 // MountBlob makes blob d of repository from available in repo: a hard
 // link where the driver has them and the two keys can share an object,
 // else a copy (server-side on s3). It reports ErrBlobUnknown when from does
-// not hold d, so the caller can fall back to an ordinary upload as the
-// spec asks.
+// not hold d, or holds bytes that do not match it, so the caller can fall
+// back to an ordinary upload as the spec asks: a damaged copy is never
+// spread to another repository when the client could send a good one.
 func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Digest) error {
 	srcKey := blobKey(from, d)
-	src, err := s.drv.Stat(ctx, srcKey)
+	src, err := s.checkedSource(ctx, from, d)
 	if err != nil {
-		return fromDriver(err, ErrBlobUnknown, "%s in %s", d, from)
+		return err
 	}
 	if err := s.ensureRepo(ctx, repo); err != nil {
 		return err
@@ -154,6 +155,29 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	}
 	s.log.Info("blob mounted", "repo", repo, "from", from, "digest", d, "bytes", src.Size, "copied", copied)
 	return nil
+}
+
+// checkedSource stats the blob a mount copies from, checking it against
+// its digest first if this version of it never was (a layout copied in,
+// say); the check is remembered, so a later pull does not repeat it.
+func (s *Store) checkedSource(ctx context.Context, from string, d digest.Digest) (driver.Info, error) {
+	key := blobKey(from, d)
+	info, err := s.drv.Stat(ctx, key)
+	if err != nil {
+		return driver.Info{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, from)
+	}
+	if s.verified.has(info.Content, d) {
+		return info, nil
+	}
+	f, info, err := s.drv.Open(ctx, key)
+	if err != nil {
+		return driver.Info{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, from)
+	}
+	defer f.Close()
+	if err := s.ensureVerified(ctx, from, d, f, info); err != nil {
+		return driver.Info{}, err
+	}
+	return info, nil
 }
 
 // syncExisting makes sure a blob found already in place is durable before

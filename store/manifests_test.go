@@ -221,6 +221,34 @@ func TestMountSharesAndDeleteIsolates(t *testing.T) {
 	}
 }
 
+// A mount never spreads bytes that do not match their digest: it fails
+// as from a repository without the blob, so the client uploads a good
+// copy instead (the spec's fallback), and the target is left untouched.
+func TestMountRefusesADamagedSource(t *testing.T) {
+	s := newStore(t, false)
+	data := []byte("a base layer that another tool will damage")
+	desc := pushBlob(t, s, "a", "x", data)
+	damaged := bytes.ToUpper(data)
+	if err := os.WriteFile(s.blobPath("a", desc.Digest), damaged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pushBlob(t, s, "b", "x", []byte("b exists"))
+	before := snapshot(t, s.repoDir("b"))
+	if err := s.MountBlob(ctx, "b", "a", desc.Digest); !errors.Is(err, ErrBlobUnknown) {
+		t.Fatalf("mount of a damaged blob: %v, want ErrBlobUnknown", err)
+	}
+	assertUnchanged(t, before, snapshot(t, s.repoDir("b")))
+
+	// Good bytes written behind pier's back are checked once, then mount.
+	if err := os.WriteFile(s.blobPath("a", desc.Digest), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MountBlob(ctx, "b", "a", desc.Digest); err != nil {
+		t.Fatalf("mount of a good copied-in blob: %v", err)
+	}
+	assertBlob(t, s, "b", desc.Digest, data)
+}
+
 func TestReadsHaveNoSideEffects(t *testing.T) {
 	s := newStore(t, false)
 	before := snapshot(t, s.Root())

@@ -231,6 +231,8 @@ type Linker interface {
 	// dst always names a complete object, the old one or src's. It is
 	// ErrUnsupported where the two keys cannot share an object (another
 	// filesystem, too many links, a filesystem without hard links).
+	// Once it returns, dst is as durable as after a Put: the shared
+	// object's bytes too, which another tool may have left unsynced.
 	Link(ctx context.Context, src, dst string) error
 }
 

@@ -23,14 +23,23 @@ func (d *Driver) Link(ctx context.Context, src, dst string) error {
 	if err := d.check(dst, true); err != nil {
 		return err
 	}
-	if _, err := d.Stat(ctx, src); err != nil {
-		return err
+	// The new name shares src's inode, whose bytes a layout copied in by
+	// another tool (or a push acknowledged without commit) may still hold
+	// only in the page cache: make them durable before dst is.
+	f, _, err := d.root.openRegular(src)
+	if err != nil {
+		return fmt.Errorf("link %s to %s: %w", dst, src, mapErr(err))
+	}
+	err = d.syncFile(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("link %s to %s: %w", dst, src, err)
 	}
 	if err := d.mkdirAll(path.Dir(dst)); err != nil {
 		return fmt.Errorf("link %s: %w", dst, err)
 	}
 	tmp := d.tempKey(dst, ".link-")
-	err := d.root.link(src, tmp)
+	err = d.root.link(src, tmp)
 	if errors.Is(err, unix.EXDEV) && path.Dir(tmp) != path.Dir(dst) {
 		tmp = besideKey(dst, ".link-") // a bind mount of the same filesystem
 		err = d.root.link(src, tmp)

@@ -184,3 +184,33 @@ func TestLinkSharesTheObject(t *testing.T) {
 		t.Errorf("after Link: %+v and %+v", a, b)
 	}
 }
+
+// A link shares an inode whose bytes another tool may have left in the
+// page cache: Link fsyncs them as well as the new name's directory, so a
+// power cut never leaves dst naming an empty file.
+func TestLinkSyncsTheSharedBytes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := open(t, dir, Options{Sync: true, TempDir: ".pier/tmp"})
+	for _, p := range []string{"a/blobs/sha256", "b/blobs/sha256"} {
+		if err := os.MkdirAll(filepath.Join(dir, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Written behind the driver's back, as skopeo or cp would.
+	if err := os.WriteFile(filepath.Join(dir, "a/blobs/sha256/x"), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Syncs()
+	if err := d.Link(ctx, "a/blobs/sha256/x", "b/blobs/sha256/x"); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.Syncs() - before; n != 2 {
+		t.Errorf("Link made %d fsyncs; want 2 (the shared file, then the new name's directory)", n)
+	}
+	off := open(t, t.TempDir(), Options{TempDir: ".pier/tmp"})
+	off.WriteFile(ctx, "a/blobs/sha256/x", []byte("content"))
+	if err := off.Link(ctx, "a/blobs/sha256/x", "b/blobs/sha256/x"); err != nil || off.Syncs() != 0 {
+		t.Errorf("without commit: %v, %d fsyncs", err, off.Syncs())
+	}
+}
