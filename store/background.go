@@ -50,7 +50,7 @@ func (h *dedupeHost) Repositories(ctx context.Context) ([]string, error) {
 	return (*Store)(h).Repositories(ctx)
 }
 
-func (h *dedupeHost) RLock(repo string) func() { return h.locks.rlock(repo) }
+func (h *dedupeHost) RLock(repo string) func() { return h.locks.RLock(repo) }
 
 func (h *dedupeHost) Checked(ctx context.Context, key string, d digest.Digest) {
 	if info, err := h.drv.Stat(ctx, key); err == nil {

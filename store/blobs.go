@@ -54,7 +54,7 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 	if err := s.writable(); err != nil {
 		return err
 	}
-	unlock := s.locks.lock(repo)
+	unlock := s.locks.Lock(repo)
 	defer unlock()
 	if _, err := s.StatBlob(ctx, repo, d); err != nil {
 		return err
@@ -119,7 +119,7 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	if err := s.ensureRepo(ctx, repo); err != nil {
 		return err
 	}
-	unlock := s.locks.rlock(repo)
+	unlock := s.locks.RLock(repo)
 	defer unlock()
 	dst := blobKey(repo, d)
 	if _, err := s.drv.Stat(ctx, dst); err == nil {

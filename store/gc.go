@@ -65,7 +65,7 @@ func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duratio
 		return rep, err
 	}
 
-	unlock := s.locks.lock(repo)
+	unlock := s.locks.Lock(repo)
 	defer unlock()
 	cur, err := s.readIndexBytes(ctx, repo)
 	if err != nil {
@@ -395,7 +395,7 @@ func (s *Store) removeIdleUploads(ctx context.Context, repo string, delay time.D
 // blob, no upload. It undoes the creation of a repository by a push that
 // then failed.
 func (s *Store) dropIfEmpty(ctx context.Context, repo string) {
-	unlock := s.locks.lock(repo)
+	unlock := s.locks.Lock(repo)
 	defer unlock()
 	x, _, err := s.loadIndex(ctx, repo)
 	if err != nil || len(x.Manifests) > 0 || len(x.unusable) > 0 {

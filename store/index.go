@@ -257,7 +257,7 @@ func (s *Store) ensureRepo(ctx context.Context, repo string) error {
 	if err := s.canBeRepo(ctx, repo); err != nil {
 		return err
 	}
-	unlock := s.locks.lock(repo)
+	unlock := s.locks.Lock(repo)
 	defer unlock()
 	if s.repoExists(ctx, repo) {
 		return nil

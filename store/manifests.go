@@ -67,7 +67,7 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 		return PutResult{}, err
 	}
 
-	unlock := s.locks.lock(repo)
+	unlock := s.locks.Lock(repo)
 	defer unlock()
 	if err := s.checkRequired(ctx, repo, m); err != nil {
 		return PutResult{}, err
@@ -455,7 +455,7 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	unlock := s.locks.lock(repo)
+	unlock := s.locks.Lock(repo)
 	defer unlock()
 	err := s.freeing(func() error {
 		return s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) {

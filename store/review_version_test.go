@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -49,7 +50,7 @@ func TestReviewGCReplansWhenIndexChangedUnderIt(t *testing.T) {
 		// The repository's lock is held as a push would hold it; GC reads
 		// index.json = [A t1], plans (layer B is garbage: nothing uses
 		// it yet), and waits for the lock.
-		unlock := s.locks.lock(repo)
+		unlock := s.locks.Lock(repo)
 		if err := s.writeBlobBytes(ctx, repo, dA, a); err != nil {
 			t.Fatal(err)
 		}
@@ -61,10 +62,8 @@ func TestReviewGCReplansWhenIndexChangedUnderIt(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { _, err := s.CollectRepo(ctx, repo, 0); done <- err }()
-		for waiting := false; !waiting; {
-			s.locks.mu.Lock()
-			waiting = s.locks.locks[repo].refs >= 2
-			s.locks.mu.Unlock()
+		for s.locks.Users(repo) < 2 {
+			time.Sleep(time.Millisecond)
 		}
 		// What PutManifest(B as t1) and DeleteManifest(A) do, under the lock.
 		if err := s.writeBlobBytes(ctx, repo, dB, b); err != nil {

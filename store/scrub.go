@@ -268,7 +268,7 @@ func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, ha
 		if oci.ValidateName(owner) != nil {
 			continue
 		}
-		unlock := s.locks.lock(owner)
+		unlock := s.locks.Lock(owner)
 		if cur, err := s.drv.Stat(ctx, k); err != nil || !driver.SameObject(cur, *hashed) {
 			unlock()
 			continue // gone, or replaced by another object since it was hashed

@@ -23,6 +23,7 @@ import (
 	"github.com/pier-oci/pier/store/cache"
 	"github.com/pier-oci/pier/store/dedupe"
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/keylock"
 	"github.com/pier-oci/pier/store/layout"
 )
 
@@ -45,9 +46,13 @@ type Options struct {
 // Store is the OCI content of one root. It is safe for concurrent use;
 // writes to one repository never wait on another repository.
 type Store struct {
-	drv      driver.Driver
-	log      *slog.Logger
-	locks    *repoLocks
+	drv driver.Driver
+	log *slog.Logger
+	// locks are per repository (and a few internal keys): writers of
+	// index.json (manifests, tags, deletes, GC) take the write lock; blob
+	// commits take the read lock, so the layers of one image land in
+	// parallel while GC cannot decide in the middle of them.
+	locks    *keylock.Map
 	uploads  *uploadTable
 	views    *viewCache
 	verified *verifiedSet
@@ -70,7 +75,7 @@ func New(opts Options) (*Store, error) {
 	s := &Store{
 		drv:     opts.Driver,
 		log:     log,
-		locks:   newRepoLocks(),
+		locks:   &keylock.Map{},
 		uploads: newUploadTable(),
 		views:   newViewCache(),
 		ro:      opts.Driver.ReadOnly(),

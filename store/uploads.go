@@ -123,7 +123,7 @@ func (s *Store) createUpload(ctx context.Context, repo, id string) (driver.Write
 		if err := s.ensureRepo(ctx, repo); err != nil {
 			return nil, err
 		}
-		unlock := s.locks.rlock(repo)
+		unlock := s.locks.RLock(repo)
 		if !s.repoExists(ctx, repo) {
 			unlock()
 			if attempt < 3 {
@@ -418,10 +418,10 @@ func (s *Store) uploadDigest(ctx context.Context, o *openedUpload, alg digest.Al
 // A per-blob lock orders concurrent pushes of one blob, so the second is
 // acknowledged only once the first's blob is durable.
 func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest, size int64) error {
-	unlock := s.locks.rlock(o.repo)
+	unlock := s.locks.RLock(o.repo)
 	defer unlock()
 	dst := blobKey(o.repo, d)
-	unlockBlob := s.locks.lock("\x00blob " + dst)
+	unlockBlob := s.locks.Lock("\x00blob " + dst)
 	defer unlockBlob()
 	if info, err := s.drv.Stat(ctx, dst); err == nil {
 		if s.intact(ctx, info, d, size, uploadKey(o.repo, o.id)) {

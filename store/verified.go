@@ -141,7 +141,7 @@ func (s *Store) ensureVerified(ctx context.Context, repo string, d digest.Digest
 	if s.verified.has(info.Content, d) {
 		return nil
 	}
-	unlock := s.locks.lock("\x00verify " + info.Content)
+	unlock := s.locks.Lock("\x00verify " + info.Content)
 	defer unlock()
 	if s.verified.has(info.Content, d) {
 		return nil

@@ -65,13 +65,13 @@ func (d *Driver) mkdirAll(dir string) error {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return fmt.Errorf("mkdir %s: %w (a file is in the way)", dir, mapErr(unix.ENOTDIR))
 		}
-		d.creating.lock(dir)() // its creator, if any, has synced it
+		d.creating.Lock(dir)() // its creator, if any, has synced it
 		return nil
 	}
 	if err := d.mkdirAll(path.Dir(dir)); err != nil {
 		return err
 	}
-	unlock := d.creating.lock(dir)
+	unlock := d.creating.Lock(dir)
 	defer unlock()
 	if err := d.root.mkdir(dir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("mkdir %s: %w", dir, mapErr(err))

@@ -26,7 +26,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pier-oci/pier/store/driver"
+	"github.com/pier-oci/pier/store/keylock"
 )
 
 // Options configures a Driver.
@@ -71,7 +71,7 @@ type Driver struct {
 	unlock func()
 
 	syncs    atomic.Int64
-	creating keyLocks // held by mkdirAll from a directory's creation to its fsync
+	creating keylock.Map // held by mkdirAll from a directory's creation to its fsync
 	reserve  reserve
 }
 
@@ -502,38 +502,4 @@ func readOnlyMount(dir string) bool {
 func existsDir(dir string) bool {
 	fi, err := os.Stat(dir)
 	return err == nil && fi.IsDir()
-}
-
-// keyLocks hands out a mutex per key, dropped when unused.
-type keyLocks struct {
-	mu    sync.Mutex
-	locks map[string]*keyLock
-}
-
-type keyLock struct {
-	sync.Mutex
-	refs int
-}
-
-func (l *keyLocks) lock(key string) (unlock func()) {
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = map[string]*keyLock{}
-	}
-	kl := l.locks[key]
-	if kl == nil {
-		kl = &keyLock{}
-		l.locks[key] = kl
-	}
-	kl.refs++
-	l.mu.Unlock()
-	kl.Lock()
-	return func() {
-		kl.Unlock()
-		l.mu.Lock()
-		if kl.refs--; kl.refs == 0 {
-			delete(l.locks, key)
-		}
-		l.mu.Unlock()
-	}
 }
