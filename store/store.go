@@ -209,8 +209,13 @@ func (s *Store) WriteState(ctx context.Context, name string, data []byte) error 
 
 // Ping asks the storage one cheap question (a stat of the store's own
 // state directory), for a watchdog: it fails when the storage does not
-// answer.
+// answer, or is no longer where the configuration says.
 func (s *Store) Ping(ctx context.Context) error {
+	if c, ok := s.drv.(driver.Checker); ok {
+		if err := c.Check(ctx); err != nil {
+			return err
+		}
+	}
 	_, err := s.drv.Stat(ctx, stateKey("lock"))
 	if err == nil || driver.IsNotFound(err) {
 		return nil

@@ -268,6 +268,13 @@ type Redirector interface {
 	RedirectURL(ctx context.Context, key string, expiry time.Duration) (string, error)
 }
 
+// Checker is a driver that can tell whether it still reaches the storage
+// it was opened on, beyond answering a stat: a local directory held open
+// keeps answering after it was renamed away or mounted over.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
 // Spacer is a driver that knows how much room is left.
 type Spacer interface {
 	// Space reports the bytes free (for writes) and the total.

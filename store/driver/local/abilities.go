@@ -89,6 +89,24 @@ func (d *Driver) Touch(ctx context.Context, key string) error {
 	return nil
 }
 
+// Check reports whether the directory's path still leads to the
+// directory the driver holds open. Renamed away, deleted, or mounted over
+// (a USB stick plugged in at the root's path), it does not: pier would go
+// on serving and writing a directory nobody sees.
+func (d *Driver) Check(ctx context.Context) error {
+	var held, named unix.Stat_t
+	if err := unix.Fstat(d.root.fd, &held); err != nil {
+		return fmt.Errorf("storage directory %s: %w", d.dir, err)
+	}
+	if err := unix.Stat(d.dir, &named); err != nil {
+		return fmt.Errorf("storage directory %s is gone: %w", d.dir, err)
+	}
+	if held.Dev != named.Dev || held.Ino != named.Ino {
+		return fmt.Errorf("storage directory %s was replaced (renamed, or mounted over) since pier opened it", d.dir)
+	}
+	return nil
+}
+
 // Space reports the free and total bytes of the directory's filesystem.
 func (d *Driver) Space() (free, total int64, err error) {
 	var st unix.Statfs_t

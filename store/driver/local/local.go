@@ -82,6 +82,7 @@ var (
 	_ driver.Notifier    = (*Driver)(nil)
 	_ driver.Syncer      = (*Driver)(nil)
 	_ driver.Spacer      = (*Driver)(nil)
+	_ driver.Checker     = (*Driver)(nil)
 	_ driver.SyncCounter = (*Driver)(nil)
 )
 

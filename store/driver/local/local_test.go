@@ -214,3 +214,26 @@ func TestLinkSyncsTheSharedBytes(t *testing.T) {
 		t.Errorf("without commit: %v, %d fsyncs", err, off.Syncs())
 	}
 }
+
+// The directory held open keeps answering after its path is renamed away
+// or mounted over; Check sees that the path no longer leads to it.
+func TestCheckNoticesTheDirectoryMovedAway(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "root")
+	d := open(t, dir, Options{TempDir: ".pier/tmp"})
+	if err := d.Check(ctx); err != nil {
+		t.Fatalf("fresh: %v", err)
+	}
+	if err := os.Rename(dir, dir+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Check(ctx); err == nil {
+		t.Fatal("renamed away: Check passed")
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Check(ctx); err == nil {
+		t.Fatal("replaced by another directory: Check passed")
+	}
+}
