@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -190,6 +191,7 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 		return false
 	}
 	changed := false
+	pushed := time.Now().UTC().Format(time.RFC3339Nano)
 	for _, t := range tags {
 		if i := x.find(t); i >= 0 {
 			if x.Manifests[i].Digest == desc.Digest {
@@ -209,7 +211,8 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 			}
 		}
 		tagged := desc
-		tagged.Annotations = map[string]string{ispec.AnnotationRefName: t} // drops the untagged stamp
+		// Drops the untagged stamp; the push time is retention's.
+		tagged.Annotations = map[string]string{ispec.AnnotationRefName: t, AnnotationPushed: pushed}
 		x.Manifests = append(x.Manifests, tagged)
 		changed = true
 	}
@@ -251,6 +254,7 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, er
 		return Manifest{}, err
 	}
 	if m, ok := v.servable(desc.Digest); ok {
+		s.notePull(repo, m.Digest)
 		return m, nil
 	}
 	var body []byte
@@ -275,6 +279,7 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, er
 	}
 	m := Manifest{Digest: desc.Digest, MediaType: mt, Body: body}
 	s.views.remember(v, m)
+	s.notePull(repo, m.Digest)
 	return m, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/pier-oci/pier/store/dedupe"
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/layout"
+	"github.com/pier-oci/pier/store/retention"
 )
 
 // Options configures a Store.
@@ -40,6 +42,9 @@ type Options struct {
 	// hash and decode them; several stores (subPaths) may share one. When
 	// nil the store has its own (NewManifestBudget).
 	Manifests *budget.Budget
+	// TrackPulls keeps the time of each manifest's last pull (pulls.go),
+	// for retention's pulledWithin and mostRecentlyPulledCount.
+	TrackPulls bool
 }
 
 // Store is the OCI content of one root. It is safe for concurrent use;
@@ -56,6 +61,9 @@ type Store struct {
 
 	manifests *budget.Budget
 	reserve   driver.Reserver // nil where the driver keeps no space back
+
+	retention atomic.Pointer[retention.Config] // storage.retention; nil keeps every tag
+	pulls     *pullLog                         // nil: pull times are not kept
 }
 
 // New opens the store on opts.Driver.
@@ -87,6 +95,9 @@ func New(opts Options) (*Store, error) {
 		}
 	}
 	s.verified = loadVerified(context.Background(), s.drv, log)
+	if opts.TrackPulls && !s.ro {
+		s.pulls = &pullLog{every: PullSaveInterval, save: s.savePulls}
+	}
 	if opts.Cache != nil && !s.ro {
 		s.dedupe = dedupe.New(dedupe.Options{Driver: s.drv, Cache: opts.Cache, Repos: (*dedupeHost)(s), Logger: log})
 	} else if opts.Cache != nil {
@@ -147,6 +158,9 @@ func (s *Store) Close() error {
 	}
 	if !s.ro {
 		s.verified.save(context.Background(), s.drv, s.log)
+	}
+	if s.pulls != nil {
+		s.savePulls()
 	}
 	if cerr := s.drv.Close(); err == nil {
 		err = cerr
