@@ -385,13 +385,11 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 	}
 	rep.Manifests, rep.Referrers, rep.StaleEntries = p.manifests, p.referrers, p.stale
 	rep.Untagged, rep.Verdicts = p.untagged, p.verdicts
-	if p.changed {
-		listed := map[digest.Digest]bool{}
-		for _, e := range p.keep {
-			listed[e.Digest] = true
-		}
-		s.prunePulls(ctx, repo, listed)
+	listed := map[digest.Digest]bool{}
+	for _, e := range p.keep {
+		listed[e.Digest] = true
 	}
+	s.prunePulls(ctx, repo, listed)
 	var doomed []string
 	for _, b := range p.garbage {
 		// Checked again under the lock: a push may have re-sent (and so
