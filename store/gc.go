@@ -394,12 +394,14 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 	for _, b := range p.garbage {
 		// Checked again under the lock: a push may have re-sent (and so
 		// refreshed) the blob since the listing.
-		if info, err := s.drv.Stat(ctx, b.key); err != nil || now.Sub(info.Changed) < delay {
+		info, err := s.drv.Stat(ctx, b.key)
+		if err != nil || now.Sub(info.Changed) < delay {
 			continue
 		}
 		doomed = append(doomed, b.key)
 		rep.Blobs++
 		rep.BlobBytes += b.size
+		s.uncounted(repo, info.Size, info.Links <= 1)
 	}
 	if len(doomed) > 0 {
 		if err := s.drv.Delete(ctx, doomed...); err != nil {
@@ -414,6 +416,7 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 	}
 	n, size := s.removeIdleUploads(ctx, repo, delay, now)
 	rep.Uploads, rep.UploadBytes = n, size
+	defer s.recount(ctx, repo, false)
 	if len(p.keep) == 0 && len(p.index.unusable) == 0 && p.indexOld {
 		removed, err := s.removeEmptyRepo(ctx, repo)
 		if err != nil {

@@ -64,6 +64,9 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 	if err := s.checkRequired(ctx, repo, m); err != nil {
 		return PutResult{}, err
 	}
+	if err := s.admit(ctx, repo, int64(len(body))); err != nil {
+		return PutResult{}, err
+	}
 	if err := s.ensureRepo(ctx, repo); err != nil {
 		return PutResult{}, err
 	}
@@ -232,6 +235,7 @@ func (s *Store) writeBlobBytes(ctx context.Context, repo string, d digest.Digest
 	if err != nil {
 		return fromDriver(err, nil, "store manifest %s", d)
 	}
+	s.counted(repo, int64(len(body)), true)
 	s.verified.add(info.Content, d)
 	return nil
 }

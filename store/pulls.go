@@ -29,8 +29,8 @@ const PullSaveInterval = time.Minute
 type pullLog struct {
 	mu      sync.Mutex
 	pending map[string]map[digest.Digest]int64 // repo → digest → Unix seconds
-	timer   *time.Timer                         // armed while pending is not empty
-	save    func()                              // writes pending (Store.savePulls)
+	timer   *time.Timer                        // armed while pending is not empty
+	save    func()                             // writes pending (Store.savePulls)
 	every   time.Duration
 
 	fileMu sync.Mutex // orders the read-modify-writes of the state files

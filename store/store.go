@@ -64,6 +64,8 @@ type Store struct {
 
 	retention atomic.Pointer[retention.Config] // storage.retention; nil keeps every tag
 	pulls     *pullLog                         // nil: pull times are not kept
+	usage     *usage                           // bytes held, for quotas (usage.go)
+	quotaState
 }
 
 // New opens the store on opts.Driver.
@@ -81,6 +83,7 @@ func New(opts Options) (*Store, error) {
 		locks:   newRepoLocks(),
 		uploads: newUploadTable(),
 		views:   newViewCache(),
+		usage:   newUsage(),
 		ro:      opts.Driver.ReadOnly(),
 
 		manifests: opts.Manifests,
