@@ -69,17 +69,17 @@ func (s *Store) admit(ctx context.Context, repo string, adding int64) error {
 		return nil // counted at start; until then only free space is guarded
 	}
 	if q.MaxBytes > 0 && total+adding > q.MaxBytes {
-		return fmt.Errorf("%w: %s.quota.maxBytes is %s and the storage holds %s; this push needs %s more (delete images, then garbage collection frees their blobs)",
+		return s.refuse("%w: %s.quota.maxBytes is %s and the storage holds %s; this push needs %s more (delete images, then garbage collection frees their blobs)",
 			ErrQuota, q.Name, bytesIEC(q.MaxBytes), bytesIEC(total), bytesIEC(adding))
 	}
 	if rq := q.forRepo(repo); rq != nil {
 		if held := s.repoBytes(repo); held+adding > rq.MaxBytes {
-			return fmt.Errorf("%w: %s is %s for %s, which holds %s; this push needs %s more",
+			return s.refuse("%w: %s is %s for %s, which holds %s; this push needs %s more",
 				ErrQuota, rq.Key, bytesIEC(rq.MaxBytes), repo, bytesIEC(held), bytesIEC(adding))
 		}
 	}
 	if q.MaxRepos > 0 && repos >= q.MaxRepos && !s.repoExists(ctx, repo) {
-		return fmt.Errorf("%w: %s.maxRepos is %d and the storage holds %d repositories; %s would be a new one",
+		return s.refuse("%w: %s.maxRepos is %d and the storage holds %d repositories; %s would be a new one",
 			ErrQuota, q.Name, q.MaxRepos, repos, repo)
 	}
 	return nil
@@ -117,8 +117,14 @@ func (s *Store) guardFree(q *Quota) error {
 			q.LowSpace()
 		}()
 	}
-	return fmt.Errorf("%w: %s.quota.minFreeSpace is %s and the storage has %s free; pushes are refused until space is freed (delete images, then garbage collection frees their blobs)",
+	return s.refuse("%w: %s.quota.minFreeSpace is %s and the storage has %s free; pushes are refused until space is freed (delete images, then garbage collection frees their blobs)",
 		ErrQuota, q.Name, bytesIEC(q.MinFreeSpace), bytesIEC(free))
+}
+
+// refuse is the error of a refused push, counted.
+func (s *Store) refuse(format string, args ...any) error {
+	s.refused.Add(1)
+	return fmt.Errorf(format, args...)
 }
 
 func (q *Quota) on() bool {
@@ -162,4 +168,5 @@ func bytesIEC(n int64) string {
 type quotaState struct {
 	quota    atomic.Pointer[Quota]
 	lowSpace atomic.Bool
+	refused  atomic.Int64 // pushes refused by a limit
 }

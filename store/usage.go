@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/driver"
 )
 
 // The bytes a root's blobs take, kept as pushes, deletes and collections
@@ -148,4 +150,32 @@ func (s *Store) repoBytes(repo string) int64 {
 		return r.bytes
 	}
 	return 0
+}
+
+// Stats is what the store reports about its room, for metrics.
+type Stats struct {
+	Bytes    int64 // the blobs, each stored object once (Usage)
+	Logical  int64 // the blobs, each repository's in full: Logical-Bytes is what hard links save
+	Repos    int
+	Counted  bool  // the count at start has finished
+	Free     int64 // on the storage, -1 where the driver cannot tell
+	Size     int64 // of the storage, -1 likewise
+	Refusals int64 // pushes refused by a limit (storage.quota, maxRepos)
+}
+
+// Stats reports the store's room.
+func (s *Store) Stats() Stats {
+	u := s.usage
+	u.mu.Lock()
+	st := Stats{Bytes: u.total, Repos: len(u.repos), Counted: u.ready, Free: -1, Size: -1, Refusals: s.refused.Load()}
+	for _, r := range u.repos {
+		st.Logical += r.bytes
+	}
+	u.mu.Unlock()
+	if sp, ok := s.drv.(driver.Spacer); ok {
+		if free, total, err := sp.Space(); err == nil {
+			st.Free, st.Size = free, total
+		}
+	}
+	return st
 }

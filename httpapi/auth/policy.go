@@ -74,6 +74,20 @@ func (p *policies) anonymousReads() bool {
 	return false
 }
 
+// readsMetrics reports whether user may read the metrics: a user
+// accessControl.metrics names ("" there lets anonymous clients in, as
+// zot's users list does), or one of adminPolicy's.
+func (p *policies) readsMetrics(user string) bool {
+	if slices.Contains(p.cfg.MetricsUsers, user) {
+		return true
+	}
+	if user == "" {
+		return false
+	}
+	admin := p.cfg.AdminPolicy
+	return slices.Contains(admin.Users, user) || slices.ContainsFunc(p.groupsOf[user], func(g string) bool { return slices.Contains(admin.Groups, g) })
+}
+
 func grants(pol configs.Policy, user string, groups []string, action string) bool {
 	if !slices.Contains(pol.Actions, action) {
 		return false
