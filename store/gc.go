@@ -71,7 +71,7 @@ func (s *Store) PreviewRepo(ctx context.Context, repo string, delay time.Duratio
 
 func (s *Store) collect(ctx context.Context, repo string, delay time.Duration, dry bool) (CollectReport, error) {
 	rep := CollectReport{Repo: repo, DryRun: dry}
-	if s.ro {
+	if s.ro && !dry {
 		return rep, nil // nothing is ever removed from a read-only root
 	}
 	snap, err := s.readIndexBytes(ctx, repo)

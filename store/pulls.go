@@ -121,15 +121,15 @@ func (s *Store) readPulls(ctx context.Context, repo string) map[digest.Digest]in
 }
 
 // pullTimes is when each manifest of repo was last pulled, as far as pier
-// knows: the kept times with the pending notes on top.
+// knows: the kept times with the pending notes on top. A root opened
+// read-only (a dry run beside a serving pier) reads the kept times.
 func (s *Store) pullTimes(ctx context.Context, repo string) map[digest.Digest]time.Time {
 	out := map[digest.Digest]time.Time{}
-	if s.pulls == nil {
-		return out
-	}
-	times := s.readPulls(ctx, repo)
-	for d, t := range s.pulls.peek(repo) {
-		times[d] = max(times[d], t)
+	times := s.readPulls(ctx, repo) // kept by this process or, for a dry run, by the one serving
+	if s.pulls != nil {
+		for d, t := range s.pulls.peek(repo) {
+			times[d] = max(times[d], t)
+		}
 	}
 	for d, t := range times {
 		out[d] = time.Unix(t, 0)

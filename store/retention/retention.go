@@ -103,6 +103,29 @@ type Verdict struct {
 	Reason string
 }
 
+// UsesPulls reports whether a rule counts pulls (pulledWithin,
+// mostRecentlyPulledCount): only then are pull times worth keeping.
+func (c *Config) UsesPulls() bool {
+	if c == nil {
+		return false
+	}
+	for _, p := range c.Policies {
+		rules := []Rules{}
+		for _, k := range p.KeepTags {
+			rules = append(rules, k.Rules)
+		}
+		if p.KeepUntagged != nil {
+			rules = append(rules, *p.KeepUntagged)
+		}
+		for _, r := range rules {
+			if r.PulledWithin > 0 || r.MostRecentlyPulledCount > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // For returns the policy repo follows, nil when none matches.
 func (c *Config) For(repo string) *Policy {
 	if c == nil {
