@@ -5,9 +5,9 @@
 // and scrub passes did. It is served in the text format, on the
 // registry's own port, to clients access control lets read it.
 //
-// Only client_golang's registry and the text encoder are used (not
-// promhttp, which would add compression and content negotiation): the
-// binary grows by about 1.8 MiB instead of 2.2 MiB.
+// Only client_golang's registry is used, with a text encoder of pier's own
+// (text.go): promhttp (compression, content negotiation) and expfmt's
+// encoders would make the binary grow by 2.2 MiB rather than 2 MiB.
 package metrics
 
 import (
@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/jobs"
@@ -125,14 +124,8 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	format := expfmt.NewFormat(expfmt.TypeTextPlain)
-	w.Header().Set("Content-Type", string(format))
-	enc := expfmt.NewEncoder(w, format)
-	for _, f := range families {
-		if err := enc.Encode(f); err != nil {
-			return // the client went away
-		}
-	}
+	w.Header().Set("Content-Type", textContentType)
+	writeText(w, families) // an error is the client gone
 }
 
 // rootCollector reads each root's room at scrape time.
