@@ -64,6 +64,9 @@ func (s *Store) admit(ctx context.Context, repo string, adding int64) error {
 	if err := s.guardFree(q); err != nil {
 		return err
 	}
+	if q.MaxBytes > 0 || len(q.PerRepository) > 0 || q.MaxRepos > 0 {
+		s.usage.waitCounted(ctx)
+	}
 	total, repos, ready := s.Usage()
 	if !ready {
 		return nil // counted at start; until then only free space is guarded

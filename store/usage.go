@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -12,7 +14,7 @@ import (
 // The bytes a root's blobs take, kept as pushes, deletes and collections
 // change them, so that a quota costs no walk per push. A walk at start
 // (Run) counts what is there; until it ends, the byte quotas are not
-// enforced (the free-space guard is).
+// enforced (the free-space guard is); a push waits for it a little.
 //
 // Hard links: a repository counts every blob it holds in full, shared or
 // not (what it would take as a copy: that is what a per-repository quota
@@ -26,10 +28,13 @@ import (
 // it visits.
 
 type usage struct {
-	mu    sync.Mutex
-	ready bool
-	total int64 // the root's, each object once
-	repos map[string]*repoUsage
+	mu      sync.Mutex
+	ready   bool
+	counted chan struct{} // closed once the count at start ended
+	started atomic.Bool   // the count at start is under way
+	end     sync.Once
+	total   int64         // the root's, each object once
+	repos   map[string]*repoUsage
 }
 
 type repoUsage struct {
@@ -37,7 +42,27 @@ type repoUsage struct {
 	share int64 // what this repository added to total, and took from it
 }
 
-func newUsage() *usage { return &usage{repos: map[string]*repoUsage{}} }
+func newUsage() *usage { return &usage{repos: map[string]*repoUsage{}, counted: make(chan struct{})} }
+
+// countWait bounds how long a push waits for the count at start before
+// going on without the byte quotas: a root of a few hundred repositories
+// is counted in well under it.
+const countWait = 2 * time.Second
+
+// waitCounted waits, within countWait, for the count at start, when one
+// is under way.
+func (u *usage) waitCounted(ctx context.Context) {
+	if !u.started.Load() {
+		return
+	}
+	t := time.NewTimer(countWait)
+	defer t.Stop()
+	select {
+	case <-u.counted:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
 
 func (u *usage) repo(name string) *repoUsage {
 	r := u.repos[name]
@@ -113,6 +138,8 @@ func (s *Store) recount(ctx context.Context, repo string, shares bool) {
 
 // countAll counts every repository once (at start, in the background).
 func (s *Store) countAll(ctx context.Context) {
+	s.usage.started.Store(true)
+	defer s.usage.end.Do(func() { close(s.usage.counted) })
 	repos, err := s.Repositories(ctx)
 	if err != nil {
 		s.log.Warn("cannot count the root's bytes; byte quotas are not enforced until the next start", "err", err)
