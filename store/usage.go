@@ -33,7 +33,7 @@ type usage struct {
 	counted chan struct{} // closed once the count at start ended
 	started atomic.Bool   // the count at start is under way
 	end     sync.Once
-	total   int64         // the root's, each object once
+	total   int64 // the root's, each object once
 	repos   map[string]*repoUsage
 }
 
