@@ -14,26 +14,36 @@ import (
 
 // Pull times, for retention's pulledWithin and mostRecentlyPulledCount,
 // without wearing the card: a pull only notes its time in memory. The
-// notes of a repository are written to its state file
-// (.pier/pulls/<repo>.json, digest → Unix seconds) at most once per
-// PullSaveInterval, by a timer armed by the first pull after a write, so
-// an idle store writes nothing and wakes for nothing. A power cut loses at
-// most that interval of pull times, which retention, counting in hours
-// and days, does not notice. The file is merged, not replaced: the last
-// pull of each digest wins.
+// notes are written to one state file of the root (.pier/pulls.json:
+// repository → digest → Unix seconds) at most once per PullSaveInterval,
+// by a timer armed by the first pull after a write, so an idle store
+// writes nothing and wakes for nothing, and however many repositories
+// were pulled, an interval costs one small write (a file per repository
+// would cost a page each). A power cut loses at most that interval of
+// pull times, which retention, counting in hours and days, does not
+// notice. The last pull of each digest wins; garbage collection drops the
+// times of manifests no longer listed.
 
 // PullSaveInterval is how long pull times may wait in memory.
 const PullSaveInterval = time.Minute
 
-// pullLog holds the pulls noted since the last write.
+// pullsState is the state file of the kept pull times.
+const pullsState = "pulls.json"
+
+// pullTable is repository → digest → Unix seconds.
+type pullTable map[string]map[digest.Digest]int64
+
+// pullLog holds the pull times of a store that keeps them.
 type pullLog struct {
 	mu      sync.Mutex
-	pending map[string]map[digest.Digest]int64 // repo → digest → Unix seconds
-	timer   *time.Timer                        // armed while pending is not empty
-	save    func()                             // writes pending (Store.savePulls)
+	pending pullTable   // noted since the last write
+	timer   *time.Timer // armed while something waits to be written
+	save    func()      // Store.savePulls
 	every   time.Duration
 
-	fileMu sync.Mutex // orders the read-modify-writes of the state files
+	fileMu sync.Mutex // orders loading, merging and writing the file
+	kept   pullTable  // the file's content, once loaded
+	pruned bool       // kept lost entries since the last write
 }
 
 // notePull records a pull of manifest d of repo, when pull times are
@@ -47,7 +57,7 @@ func (s *Store) notePull(repo string, d digest.Digest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.pending == nil {
-		p.pending = map[string]map[digest.Digest]int64{}
+		p.pending = pullTable{}
 	}
 	m := p.pending[repo]
 	if m == nil {
@@ -55,13 +65,18 @@ func (s *Store) notePull(repo string, d digest.Digest) {
 		p.pending[repo] = m
 	}
 	m[d] = now
+	p.arm()
+}
+
+// arm starts the timer that writes what waits; p.mu is held.
+func (p *pullLog) arm() {
 	if p.timer == nil {
 		p.timer = time.AfterFunc(p.every, p.save)
 	}
 }
 
 // take hands over the pending notes and disarms the timer.
-func (p *pullLog) take() map[string]map[digest.Digest]int64 {
+func (p *pullLog) take() pullTable {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := p.pending
@@ -80,82 +95,115 @@ func (p *pullLog) peek(repo string) map[digest.Digest]int64 {
 	return maps.Clone(p.pending[repo])
 }
 
-func pullsState(repo string) string { return "pulls/" + repo + ".json" }
+// loadKept reads the file once; p.fileMu is held.
+func (s *Store) loadKept(ctx context.Context) pullTable {
+	if s.pulls.kept == nil {
+		s.pulls.kept = s.readPulls(ctx)
+	}
+	return s.pulls.kept
+}
 
-// savePulls writes the pending pull times, one state file per repository
-// pulled since the last write.
+// savePulls writes the pull times noted since the last write, merged
+// into the file, in one write.
 func (s *Store) savePulls() {
 	ctx := context.Background()
 	s.pulls.fileMu.Lock()
 	defer s.pulls.fileMu.Unlock()
+	kept := s.loadKept(ctx)
+	changed := s.pulls.pruned
 	for repo, notes := range s.pulls.take() {
-		times := s.readPulls(ctx, repo)
+		if kept[repo] == nil {
+			kept[repo] = map[digest.Digest]int64{}
+		}
 		for d, t := range notes {
-			times[d] = max(times[d], t)
-		}
-		data, err := json.Marshal(times)
-		if err == nil {
-			err = s.WriteState(ctx, pullsState(repo), data)
-		}
-		if err != nil {
-			s.log.Warn("cannot keep pull times; retention counts them from the last ones kept", "repo", repo, "err", err)
+			if t > kept[repo][d] {
+				kept[repo][d], changed = t, true
+			}
 		}
 	}
+	if !changed {
+		return
+	}
+	data, err := json.Marshal(kept)
+	if err == nil {
+		err = s.WriteState(ctx, pullsState, data)
+	}
+	if err != nil {
+		s.log.Warn("cannot keep pull times; retention counts from the last ones kept", "err", err)
+		return
+	}
+	s.pulls.pruned = false
 }
 
-// readPulls reads repo's kept pull times; none when there are none (or
-// the file cannot be read: retention then sees no pulls, and keeps by the
+// readPulls reads the kept pull times; none when there are none (or the
+// file cannot be read: retention then sees no pulls, and keeps by the
 // other rules).
-func (s *Store) readPulls(ctx context.Context, repo string) map[digest.Digest]int64 {
-	times := map[digest.Digest]int64{}
-	data, err := s.ReadState(ctx, pullsState(repo))
-	if err != nil || json.Unmarshal(data, &times) != nil {
-		return map[digest.Digest]int64{}
+func (s *Store) readPulls(ctx context.Context) pullTable {
+	var t pullTable
+	data, err := s.ReadState(ctx, pullsState)
+	if err != nil || json.Unmarshal(data, &t) != nil || t == nil {
+		return pullTable{}
 	}
-	for d := range times {
-		if !oci.ValidDigest(d) {
-			delete(times, d)
+	for repo, m := range t {
+		if oci.ValidateName(repo) != nil || m == nil {
+			delete(t, repo)
+			continue
 		}
+		maps.DeleteFunc(m, func(d digest.Digest, _ int64) bool { return !oci.ValidDigest(d) })
 	}
-	return times
+	return t
 }
 
 // pullTimes is when each manifest of repo was last pulled, as far as pier
 // knows: the kept times with the pending notes on top. A root opened
-// read-only (a dry run beside a serving pier) reads the kept times.
+// read-only (a dry run beside a serving pier) reads the serving pier's
+// file.
 func (s *Store) pullTimes(ctx context.Context, repo string) map[digest.Digest]time.Time {
-	out := map[digest.Digest]time.Time{}
-	times := s.readPulls(ctx, repo) // kept by this process or, for a dry run, by the one serving
-	if s.pulls != nil {
+	var times map[digest.Digest]int64
+	if s.pulls == nil {
+		times = s.readPulls(ctx)[repo]
+	} else {
+		s.pulls.fileMu.Lock()
+		times = maps.Clone(s.loadKept(ctx)[repo])
+		s.pulls.fileMu.Unlock()
+		if times == nil {
+			times = map[digest.Digest]int64{}
+		}
 		for d, t := range s.pulls.peek(repo) {
 			times[d] = max(times[d], t)
 		}
 	}
+	out := make(map[digest.Digest]time.Time, len(times))
 	for d, t := range times {
 		out[d] = time.Unix(t, 0)
 	}
 	return out
 }
 
-// prunePulls drops the kept pull times of manifests repo no longer lists,
-// so the file does not grow with every image that ever passed through.
+// prunePulls drops the pull times of manifests repo no longer lists, so
+// the file does not grow with every image that ever passed through; they
+// go with the next write.
 func (s *Store) prunePulls(ctx context.Context, repo string, listed map[digest.Digest]bool) {
 	if s.pulls == nil {
 		return
 	}
 	s.pulls.fileMu.Lock()
 	defer s.pulls.fileMu.Unlock()
-	times := s.readPulls(ctx, repo)
-	n := len(times)
-	maps.DeleteFunc(times, func(d digest.Digest, _ int64) bool { return !listed[d] })
-	if len(times) == n {
+	kept := s.loadKept(ctx)
+	m, ok := kept[repo]
+	if !ok {
 		return
 	}
-	if len(times) == 0 {
-		s.drv.Delete(ctx, stateKey(pullsState(repo)))
+	n := len(m)
+	maps.DeleteFunc(m, func(d digest.Digest, _ int64) bool { return !listed[d] })
+	if len(m) == n {
 		return
 	}
-	if data, err := json.Marshal(times); err == nil {
-		s.WriteState(ctx, pullsState(repo), data)
+	if len(m) == 0 {
+		delete(kept, repo)
 	}
+	s.pulls.pruned = true
+	s.pulls.mu.Lock()
+	s.pulls.arm()
+	s.pulls.mu.Unlock()
 }
