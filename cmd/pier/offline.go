@@ -85,8 +85,11 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "gc: %d repositories: removed %d tags, %d manifests, %d referrers, %d stale entries, %d blobs, %d uploads, %d repositories; freed %s in %s\n",
-		total.Repos, total.Tags, total.Manifests, total.Referrers, total.StaleEntries, total.Blobs, total.Uploads, total.ReposRemoved,
+	if total.Tags > 0 {
+		fmt.Fprintf(stdout, "retention: removed %d tags (their images go once older than the retention delay)\n", total.Tags)
+	}
+	fmt.Fprintf(stdout, "gc: %d repositories: removed %d manifests, %d referrers, %d stale entries, %d blobs, %d uploads, %d repositories; freed %s in %s\n",
+		total.Repos, total.Manifests, total.Referrers, total.StaleEntries, total.Blobs, total.Uploads, total.ReposRemoved,
 		roots.HumanBytes(total.Bytes), total.Took.Round(time.Millisecond))
 	if failed {
 		return 1

@@ -70,7 +70,7 @@ func TestRetentionEndToEnd(t *testing.T) {
 		t.Fatalf("stop: %d", code)
 	}
 	code, out = pierproc.Run(t, "gc", srv.Config)
-	if code != 0 || !strings.Contains(out, "removed 3 tags") {
+	if code != 0 || !strings.Contains(out, "retention: removed 3 tags") {
 		t.Fatalf("pier gc: exit %d\n%s", code, out)
 	}
 	srv.Restart(t)
