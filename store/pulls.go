@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/oci"
 )
 
@@ -23,6 +24,11 @@ import (
 // pull times, which retention, counting in hours and days, does not
 // notice. The last pull of each digest wins; garbage collection drops the
 // times of manifests no longer listed.
+//
+// The file also says since when pull times are kept. Retention counts a
+// manifest as pulled no earlier than that: right after pulledWithin is
+// turned on, or after the file was lost or damaged, no tag is removed for
+// want of pulls pier did not watch.
 
 // PullSaveInterval is how long pull times may wait in memory.
 const PullSaveInterval = time.Minute
@@ -33,6 +39,12 @@ const pullsState = "pulls.json"
 // pullTable is repository → digest → Unix seconds.
 type pullTable map[string]map[digest.Digest]int64
 
+// pullFile is the content of the state file.
+type pullFile struct {
+	Since int64     `json:"since"` // Unix seconds: pull times are kept since then
+	Repos pullTable `json:"repos"`
+}
+
 // pullLog holds the pull times of a store that keeps them.
 type pullLog struct {
 	mu      sync.Mutex
@@ -42,7 +54,7 @@ type pullLog struct {
 	every   time.Duration
 
 	fileMu sync.Mutex // orders loading, merging and writing the file
-	kept   pullTable  // the file's content, once loaded
+	kept   *pullFile  // the file's content, once loaded
 	pruned bool       // kept lost entries since the last write
 }
 
@@ -96,7 +108,7 @@ func (p *pullLog) peek(repo string) map[digest.Digest]int64 {
 }
 
 // loadKept reads the file once; p.fileMu is held.
-func (s *Store) loadKept(ctx context.Context) pullTable {
+func (s *Store) loadKept(ctx context.Context) *pullFile {
 	if s.pulls.kept == nil {
 		s.pulls.kept = s.readPulls(ctx)
 	}
@@ -109,7 +121,8 @@ func (s *Store) savePulls() {
 	ctx := context.Background()
 	s.pulls.fileMu.Lock()
 	defer s.pulls.fileMu.Unlock()
-	kept := s.loadKept(ctx)
+	file := s.loadKept(ctx)
+	kept := file.Repos
 	changed := s.pulls.pruned
 	for repo, notes := range s.pulls.take() {
 		if kept[repo] == nil {
@@ -124,7 +137,7 @@ func (s *Store) savePulls() {
 	if !changed {
 		return
 	}
-	data, err := json.Marshal(kept)
+	data, err := json.Marshal(file)
 	if err == nil {
 		err = s.WriteState(ctx, pullsState, data)
 	}
@@ -135,15 +148,23 @@ func (s *Store) savePulls() {
 	s.pulls.pruned = false
 }
 
-// readPulls reads the kept pull times; none when there are none (or the
-// file cannot be read: retention then sees no pulls, and keeps by the
-// other rules).
-func (s *Store) readPulls(ctx context.Context) pullTable {
-	var t pullTable
+// readPulls reads the kept pull times. Without the file, or with one that
+// does not parse, pull times are kept from now on.
+func (s *Store) readPulls(ctx context.Context) *pullFile {
+	fresh := &pullFile{Since: time.Now().Unix(), Repos: pullTable{}}
 	data, err := s.ReadState(ctx, pullsState)
-	if err != nil || json.Unmarshal(data, &t) != nil || t == nil {
-		return pullTable{}
+	if err != nil {
+		if !driver.IsNotFound(err) {
+			s.log.Warn("cannot read the pull times; counting pulls from now", "err", err)
+		}
+		return fresh
 	}
+	var f pullFile
+	if json.Unmarshal(data, &f) != nil || f.Repos == nil || f.Since <= 0 {
+		s.log.Warn("the pull times file is damaged; counting pulls from now (no tag is removed for want of pulls until then)")
+		return fresh
+	}
+	t := f.Repos
 	for repo, m := range t {
 		if oci.ValidateName(repo) != nil || m == nil {
 			delete(t, repo)
@@ -151,20 +172,23 @@ func (s *Store) readPulls(ctx context.Context) pullTable {
 		}
 		maps.DeleteFunc(m, func(d digest.Digest, _ int64) bool { return !oci.ValidDigest(d) })
 	}
-	return t
+	return &f
 }
 
 // pullTimes is when each manifest of repo was last pulled, as far as pier
-// knows: the kept times with the pending notes on top. A root opened
-// read-only (a dry run beside a serving pier) reads the serving pier's
-// file.
-func (s *Store) pullTimes(ctx context.Context, repo string) map[digest.Digest]time.Time {
+// knows: the kept times with the pending notes on top, and since when
+// pulls are watched. A root opened read-only (a dry run beside a serving
+// pier) reads the serving pier's file.
+func (s *Store) pullTimes(ctx context.Context, repo string) (map[digest.Digest]time.Time, time.Time) {
 	var times map[digest.Digest]int64
+	var since int64
 	if s.pulls == nil {
-		times = s.readPulls(ctx)[repo]
+		f := s.readPulls(ctx)
+		times, since = f.Repos[repo], f.Since
 	} else {
 		s.pulls.fileMu.Lock()
-		times = maps.Clone(s.loadKept(ctx)[repo])
+		f := s.loadKept(ctx)
+		times, since = maps.Clone(f.Repos[repo]), f.Since
 		s.pulls.fileMu.Unlock()
 		if times == nil {
 			times = map[digest.Digest]int64{}
@@ -177,7 +201,7 @@ func (s *Store) pullTimes(ctx context.Context, repo string) map[digest.Digest]ti
 	for d, t := range times {
 		out[d] = time.Unix(t, 0)
 	}
-	return out
+	return out, time.Unix(since, 0)
 }
 
 // prunePulls drops the pull times of manifests repo no longer lists, so
@@ -189,7 +213,7 @@ func (s *Store) prunePulls(ctx context.Context, repo string, listed map[digest.D
 	}
 	s.pulls.fileMu.Lock()
 	defer s.pulls.fileMu.Unlock()
-	kept := s.loadKept(ctx)
+	kept := s.loadKept(ctx).Repos
 	m, ok := kept[repo]
 	if !ok {
 		return

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -48,9 +49,20 @@ func TestPullTimes(t *testing.T) {
 		t.Fatalf("pull times not written at Close: %v", err)
 	}
 
+	// As if pier had watched pulls for a day.
+	var f pullFile
+	data, _ := os.ReadFile(file)
+	if err := json.Unmarshal(data, &f); err != nil || time.Since(time.Unix(f.Since, 0)) > time.Minute {
+		t.Fatalf("pulls.json: %s, %v; want since: about now", data, err)
+	}
+	f.Since -= 86400
+	data, _ = json.Marshal(f)
+	os.WriteFile(file, data, 0o644)
+	fi, _ = os.Stat(file)
+
 	s = trackingStore(t, root)
 	defer s.Close()
-	if got := s.pullTimes(ctx, "app"); len(got) != 1 || time.Since(got[old]) > time.Minute {
+	if got, _ := s.pullTimes(ctx, "app"); len(got) != 1 || time.Since(got[old]) > time.Minute {
 		t.Fatalf("pull times after a restart = %v; want old's, just now", got)
 	}
 	s.savePulls() // nothing pending: nothing written
@@ -74,7 +86,7 @@ func TestPullTimes(t *testing.T) {
 	if _, err := s.CollectRepo(ctx, "app", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.pullTimes(ctx, "app"); len(got) != 0 {
+	if got, _ := s.pullTimes(ctx, "app"); len(got) != 0 {
 		t.Fatalf("pull times after old was deleted and collected: %v", got)
 	}
 }
@@ -94,5 +106,37 @@ func TestPushTimeStamped(t *testing.T) {
 	putManifest(t, s, "app", "v1", body)
 	if after, _ := os.Stat(s.indexPath("app")); !os.SameFile(before, after) {
 		t.Fatal("pushing the same tag again rewrote index.json")
+	}
+}
+
+// Pulls pier did not watch remove nothing: with pull times just turned on,
+// or their file damaged, a tag pulledWithin would drop is kept.
+func TestUnwatchedPullsKeepTags(t *testing.T) {
+	root := t.TempDir()
+	s := trackingStore(t, root)
+	putManifest(t, s, "app", "v1", imageManifest(t, s, "app", "v1"))
+	// Pushed 30 days ago, as far as retention can tell.
+	s.updateIndex(ctx, "app", func(x *repoIndex, _ []byte) (bool, error) {
+		x.Manifests[0].Annotations[AnnotationPushed] = time.Now().Add(-30 * 24 * time.Hour).Format(time.RFC3339Nano)
+		return true, nil
+	})
+	s.SetRetention(&retention.Config{Policies: []retention.Policy{{DeleteUntagged: true,
+		KeepTags: []retention.KeepTags{{Rules: retention.Rules{PulledWithin: 7 * 24 * time.Hour}}}}}})
+	if rep, err := s.PreviewRepo(ctx, "app", 0); err != nil || len(rep.Untagged) != 0 {
+		t.Fatalf("just turned on: %+v, %v; want v1 kept", rep, err)
+	}
+	s.Close()
+	os.WriteFile(s.path(stateKey(pullsState)), []byte(`{"since": 1, "repos": {"app": `), 0o644) // torn
+	s = trackingStore(t, root)
+	defer s.Close()
+	s.SetRetention(&retention.Config{Policies: []retention.Policy{{DeleteUntagged: true,
+		KeepTags: []retention.KeepTags{{Rules: retention.Rules{PulledWithin: 7 * 24 * time.Hour}}}}}})
+	if rep, err := s.PreviewRepo(ctx, "app", 0); err != nil || len(rep.Untagged) != 0 {
+		t.Fatalf("damaged pull times: %+v, %v; want v1 kept", rep, err)
+	}
+	// Watched for longer than the window, and not pulled: it goes.
+	s.pulls.kept.Since = time.Now().Add(-8 * 24 * time.Hour).Unix()
+	if rep, err := s.PreviewRepo(ctx, "app", 0); err != nil || len(rep.Untagged) != 1 {
+		t.Fatalf("watched 8 days, never pulled: %+v, %v; want v1 dropped", rep, err)
 	}
 }

@@ -71,10 +71,15 @@ func (s *Store) retentionOf(ctx context.Context, repo string, x *repoIndex, blob
 	for _, b := range blobs {
 		added[b.digest] = b.added
 	}
-	pulls := s.pullTimes(ctx, repo)
+	pulls, watched := s.pullTimes(ctx, repo)
 	var tags, loose []retention.Image
 	for _, e := range x.Manifests {
 		im := retention.Image{Digest: e.Digest, Pushed: pushedAt(e, added), Pulled: pulls[e.Digest]}
+		if im.Pulled.Before(watched) {
+			// Pier was not watching: no tag goes for want of pulls it
+			// could not see (pull times lost, or just turned on).
+			im.Pulled = watched
+		}
 		if t, ok := tagOf(e); ok {
 			im.Tag = t
 			tags = append(tags, im)

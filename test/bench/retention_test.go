@@ -64,9 +64,9 @@ func BenchmarkPullWear(b *testing.B) {
 		}
 		written = after.sub(before).WriteBytes
 		data, err := os.ReadFile(filepath.Join(p.Root, ".pier", "pulls.json"))
-		var times map[string]map[string]int64
+		var times struct{ Repos map[string]map[string]int64 }
 		if err == nil && json.Unmarshal(data, &times) == nil {
-			kept = len(times)
+			kept = len(times.Repos)
 		}
 	}
 	record(b, measure{
