@@ -148,7 +148,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if received != nil {
 			in = received.n.Load()
 		}
-		a.observer.Request(routeName(rec.kind), r.Method, rec.status, time.Since(start), in, rec.bytes)
+		a.observer.Request(routeName(rec.kind), methodName(r.Method), rec.status, time.Since(start), in, rec.bytes)
 	}
 }
 

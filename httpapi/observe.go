@@ -53,6 +53,16 @@ func routeName(k routeKind) string {
 	return "other"
 }
 
+// methodName is the method as metrics label it: one pier serves, else
+// "other", so that clients inventing methods cannot grow the metrics.
+func methodName(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return m
+	}
+	return "other"
+}
+
 // UploadsInProgress is the number of upload sessions open.
 func (a *API) UploadsInProgress() int {
 	a.uploads.mu.Lock()
