@@ -85,7 +85,7 @@ func notices() []notice {
 		{key: "extensions.apikey", message: ignored + " (zot ignores it too)"},
 		{key: "extensions.trust", message: ignored + ": signatures are stored but not verified"},
 		{key: "extensions.events", message: ignored + ": pier sends no events"},
-		{key: "extensions.quota", message: ignored + ": the number of repositories is not limited"},
+		{key: "extensions.quota", message: ignored + ": storage.maxRepos limits the number of repositories, storage.quota their bytes"},
 		{key: "extensions.metadata", message: ignored + " (zot release-candidate setting)"},
 
 		{key: "scheduler", message: ignored + ": pier schedules its own background work"},

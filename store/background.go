@@ -15,8 +15,7 @@ const verifiedSaveInterval = 10 * time.Minute
 
 // Run does the store's own background work until ctx ends: the dedupe
 // index kept in step with the storage (a pass at start, layouts that
-// arrive), the count of the bytes held (usage.go), and the record of
-// verified blobs kept in the root.
+// arrive), and the record of verified blobs kept in the root.
 func (s *Store) Run(ctx context.Context) {
 	if s.ro {
 		return
@@ -24,7 +23,6 @@ func (s *Store) Run(ctx context.Context) {
 	if s.dedupe != nil {
 		go s.dedupe.Run(ctx)
 	}
-	go s.countAll(ctx)
 	t := time.NewTicker(verifiedSaveInterval)
 	defer t.Stop()
 	for {

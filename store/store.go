@@ -65,6 +65,7 @@ type Store struct {
 	retention atomic.Pointer[retention.Config] // storage.retention; nil keeps every tag
 	pulls     *pullLog                         // nil: pull times are not kept
 	usage     *usage                           // bytes held, for quotas (usage.go)
+	stopCount func()                           // ends the count at start; nil when none
 	quotaState
 }
 
@@ -98,6 +99,15 @@ func New(opts Options) (*Store, error) {
 		}
 	}
 	s.verified = loadVerified(context.Background(), s.drv, log)
+	if !s.ro {
+		// The bytes held, for quotas and metrics: counted in the
+		// background from the start (usage.go), stopped by Close.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		s.usage.started.Store(true) // pushes wait for it from now
+		go func() { defer close(done); s.countAll(ctx) }()
+		s.stopCount = func() { cancel(); <-done }
+	}
 	if opts.TrackPulls && !s.ro {
 		s.pulls = &pullLog{every: PullSaveInterval, save: s.savePulls}
 	}
@@ -155,6 +165,9 @@ func (s *Store) freeing(write func() error) error {
 // Close releases the store's cache and driver. Requests must have
 // stopped.
 func (s *Store) Close() error {
+	if s.stopCount != nil {
+		s.stopCount()
+	}
 	var err error
 	if s.dedupe != nil {
 		err = s.dedupe.Close()

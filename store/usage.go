@@ -12,8 +12,8 @@ import (
 )
 
 // The bytes a root's blobs take, kept as pushes, deletes and collections
-// change them, so that a quota costs no walk per push. A walk at start
-// (Run) counts what is there; until it ends, the byte quotas are not
+// change them, so that a quota costs no walk per push. A walk from the
+// store's opening counts what is there; until it ends, the byte quotas are not
 // enforced (the free-space guard is); a push waits for it a little.
 //
 // Hard links: a repository counts every blob it holds in full, shared or
