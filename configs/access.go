@@ -37,6 +37,10 @@ type AccessControlConfig struct {
 
 	// Groups maps a group name (lower case) to its users.
 	Groups map[string][]string
+
+	// MetricsUsers may read the metrics (extensions.metrics), as may
+	// adminPolicy's users; nil when accessControl.metrics is absent.
+	MetricsUsers []string
 }
 
 // PolicyGroup is the policies of one repository pattern.
@@ -87,7 +91,9 @@ func (a *accessControl) UnmarshalJSON(b []byte) error {
 				return err
 			}
 		case lower == "metrics" && current:
-			// Who may read zot's metrics; pier exports none.
+			if cfg.MetricsUsers, err = metricsAccess(m.value, m.key); err != nil {
+				return err
+			}
 		case lower == "repositories" && current:
 			repos, err := members(m.value, m.key)
 			if err != nil {

@@ -33,6 +33,7 @@ func TestAccessControlBothForms(t *testing.T) {
 		AdminPolicy: Policy{Users: []string{"admin"}, Actions: []string{"delete"}},
 		Groups:      map[string][]string{"ops": {"alice"}},
 	}
+	current.HTTP.AccessControl.MetricsUsers = nil // the older form has no metrics key
 	for name, cfg := range map[string]*Config{"current form": current, "form before zot 2": old} {
 		if !reflect.DeepEqual(cfg.HTTP.AccessControl, want) {
 			t.Errorf("%s: got %+v\nwant %+v", name, cfg.HTTP.AccessControl, want)

@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"time"
+
+	"github.com/pier-oci/pier/store/retention"
 )
 
 // Config is a parsed, defaulted and validated pier configuration.
@@ -99,9 +101,17 @@ type StoreConfig struct {
 	// of RemoteCache and CacheDriver. Meaningful only with Dedupe.
 	Cache CacheConfig
 
-	// Retention holds zot's retention policies as they are in the file, nil
-	// when absent.
-	Retention json.RawMessage
+	// Retention is zot's retention policies (storage.retention), applied
+	// by garbage collection; nil when absent.
+	Retention *retention.Config
+
+	// GCTimeWindow, when set, confines collection (and so retention) to a
+	// daily window of local time (gcTimeWindow, "01:00-05:00").
+	GCTimeWindow *TimeWindow
+
+	// Quota is pier's limits on what pushes may add (storage.quota), with
+	// zot's maxRepos.
+	Quota QuotaConfig
 
 	// ReadOnly serves the store without writing anything to it: pushes and
 	// deletes are refused. It is set by pier's key readOnly (in the storage
@@ -224,6 +234,9 @@ func (l LogConfig) SlogLevel() slog.Level {
 type ExtensionsConfig struct {
 	// Scrub is the background integrity check; nil when absent.
 	Scrub *ScrubConfig
+
+	// Metrics serves Prometheus metrics; nil when absent.
+	Metrics *MetricsConfig
 
 	// Other holds, by name, the zot extensions pier does not implement
 	// (search, sync, metrics, ui, ...) as they are in the file. Only their

@@ -41,6 +41,14 @@ func resolve(f *fileConfig) (*Config, error) {
 		Extensions:      resolveExtensions(f.Extensions),
 	}
 
+	if f.Extensions != nil {
+		m, err := resolveMetrics(f.Extensions.Metrics)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Extensions.Metrics = m
+	}
+
 	storage, err := resolveStorage(f.Storage)
 	if err != nil {
 		return nil, err
@@ -103,7 +111,6 @@ func resolveStore(key string, s *fileStore, gcDefault, dedupeDefault bool) (Stor
 		StorageDriver: s.StorageDriver,
 		S3:            (&validation{}).storageDriver(key, s.StorageDriver), // validated
 		CacheDriver:   s.CacheDriver,
-		Retention:     s.Retention,
 		ReadOnly:      value(s.ReadOnly, false),
 	}
 
@@ -112,6 +119,18 @@ func resolveStore(key string, s *fileStore, gcDefault, dedupeDefault bool) (Stor
 	var delayDefault, intervalDefault time.Duration
 	if store.GC {
 		delayDefault, intervalDefault = defaultGCDelay, defaultGCInterval
+	}
+
+	if store.Retention, err = resolveRetention(key, s.Retention); err != nil {
+		return StoreConfig{}, err
+	}
+	if store.Quota, err = resolveQuota(key, s.Quota, s.MaxRepos); err != nil {
+		return StoreConfig{}, err
+	}
+	if s.GCTimeWindow != nil {
+		if store.GCTimeWindow, err = parseTimeWindow(key+".gcTimeWindow", *s.GCTimeWindow); err != nil {
+			return StoreConfig{}, err
+		}
 	}
 
 	store.GCDelay = time.Duration(value(s.GCDelay, duration(delayDefault)))
@@ -184,7 +203,7 @@ func resolveExtensions(e *fileExtensions) ExtensionsConfig {
 	}
 
 	others := map[string]json.RawMessage{
-		"search": e.Search, "sync": e.Sync, "metrics": e.Metrics, "lint": e.Lint,
+		"search": e.Search, "sync": e.Sync, "lint": e.Lint,
 		"ui": e.UI, "mgmt": e.Mgmt, "apikey": e.APIKey, "trust": e.Trust,
 		"events": e.Events, "quota": e.Quota, "metadata": e.Metadata,
 	}

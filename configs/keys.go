@@ -147,6 +147,8 @@ func (d *decoder) value(path string, raw json.RawMessage, v reflect.Value) {
 		v.Set(p)
 	case t.Kind() == reflect.Map && isStructPointer(t.Elem()):
 		d.objectMap(path, raw, v)
+	case t.Kind() == reflect.Slice && isStructPointer(t.Elem()):
+		d.objectList(path, raw, v)
 	default:
 		if err := json.Unmarshal(raw, v.Addr().Interface()); err != nil {
 			d.fail(path, leafMessage(err, t))
@@ -181,6 +183,28 @@ func (d *decoder) objectMap(path string, raw json.RawMessage, v reflect.Value) {
 	}
 
 	v.Set(m)
+}
+
+// objectList decodes a JSON list of objects (retention policies) into v,
+// a slice of struct pointers; each element's keys are checked as any
+// object's, named path[i].
+func (d *decoder) objectList(path string, raw json.RawMessage, v reflect.Value) {
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		d.fail(path, "expected a list of objects, got "+jsonKind(raw))
+
+		return
+	}
+
+	list := reflect.MakeSlice(v.Type(), 0, len(elems))
+
+	for i, elem := range elems {
+		p := reflect.New(v.Type().Elem().Elem())
+		d.object(fmt.Sprintf("%s[%d]", path, i), elem, p.Elem())
+		list = reflect.Append(list, p)
+	}
+
+	v.Set(list)
 }
 
 type member struct {

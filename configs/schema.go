@@ -56,8 +56,10 @@ type fileStore struct {
 
 	StorageDriver       map[string]any  `json:"storageDriver"`
 	CacheDriver         map[string]any  `json:"cacheDriver"`
-	Retention           json.RawMessage `json:"retention"`
-	MaxRepos            json.RawMessage `json:"maxRepos"`
+	Retention           *fileRetention  `json:"retention"`    // retention.go
+	MaxRepos            *int            `json:"maxRepos"`     // quota.go
+	Quota               *fileQuota      `json:"quota"`        // pier's key, quota.go
+	GCTimeWindow        *string         `json:"gcTimeWindow"` // retention.go
 	RedirectBlobURL     json.RawMessage `json:"redirectBlobURL"`
 	GCMaxSchedulerDelay json.RawMessage `json:"gcMaxSchedulerDelay"`
 	HydrateBlobOnRead   json.RawMessage `json:"hydrateBlobOnRead"`
@@ -117,14 +119,14 @@ type fileLog struct {
 	Audit  *string `json:"audit"`
 }
 
-// fileExtensions is the extensions section. Only scrub is typed; the rest
-// are zot extensions pier does not implement.
+// fileExtensions is the extensions section. Scrub and metrics are typed;
+// the rest are zot extensions pier does not implement.
 type fileExtensions struct {
 	Scrub *fileScrub `json:"scrub"`
 
 	Search   json.RawMessage `json:"search"`
 	Sync     json.RawMessage `json:"sync"`
-	Metrics  json.RawMessage `json:"metrics"`
+	Metrics  *fileMetrics    `json:"metrics"` // metrics.go
 	Lint     json.RawMessage `json:"lint"`
 	UI       json.RawMessage `json:"ui"`
 	Mgmt     json.RawMessage `json:"mgmt"`

@@ -63,8 +63,6 @@ func notices() []notice {
 		{key: "binaryType", message: ignored + " (zot build information)"},
 
 		{key: "storage.gcMaxSchedulerDelay", message: ignored + " (zot scheduler tuning)"},
-		{key: "storage.retention", message: notYet + ": no image is deleted by policy"},
-		{key: "storage.maxRepos", message: notYet + ": the number of repositories is not limited"},
 		{key: "storage.redirectBlobURL", message: ignored + " (applies to remote storage only)"},
 		{key: "storage.fastRestart", message: ignored + " (zot startup tuning)"},
 		{key: "storage.hydrateBlobOnRead", message: ignored + ": a read never copies a blob in from another repository (reads have no side effects); mount or push it"},
@@ -81,14 +79,13 @@ func notices() []notice {
 
 		{key: "extensions.search", message: ignored + ": pier has no search extension"},
 		{key: "extensions.sync", message: ignored + ": pier does not mirror other registries"},
-		{key: "extensions.metrics", message: ignored + ": pier exports no metrics"},
 		{key: "extensions.lint", message: ignored + ": pushes are not checked for mandatory annotations"},
 		{key: "extensions.ui", message: ignored + ": pier has no web interface"},
 		{key: "extensions.mgmt", message: ignored + " (zot ignores it too)"},
 		{key: "extensions.apikey", message: ignored + " (zot ignores it too)"},
 		{key: "extensions.trust", message: ignored + ": signatures are stored but not verified"},
 		{key: "extensions.events", message: ignored + ": pier sends no events"},
-		{key: "extensions.quota", message: ignored + ": the number of repositories is not limited"},
+		{key: "extensions.quota", message: ignored + ": storage.maxRepos limits the number of repositories, storage.quota their bytes"},
 		{key: "extensions.metadata", message: ignored + " (zot release-candidate setting)"},
 
 		{key: "scheduler", message: ignored + ": pier schedules its own background work"},

@@ -34,8 +34,8 @@ func TestWarningsOnlyForPresentKeysOncePerKey(t *testing.T) {
 	}{
 		{"nothing unsupported", `{"storage": {"rootDirectory": "/r", "commit": true}, "http": {"compat": ["docker2s2"]}}`, nil},
 		{"implemented storage keys", `{"storage": {"rootDirectory": "/r", "commit": true, "dedupe": true, "gc": true, "gcDelay": "1h", "gcInterval": "2h"}}`, nil},
-		{"gc keys silent, retention beside them warned", `{"storage": {"rootDirectory": "/r", "gc": true, "gcDelay": "1h", "gcInterval": "2h", "retention": {"dryRun": true}}}`,
-			[]string{"storage.retention"}},
+		{"gc keys and retention silent, hydrateBlobOnRead beside them warned", `{"storage": {"rootDirectory": "/r", "gc": true, "gcDelay": "1h", "gcInterval": "2h", "retention": {"dryRun": true}, "hydrateBlobOnRead": false}}`,
+			[]string{"storage.hydrateBlobOnRead"}},
 		{"dedupe and remoteCache false silent", `{"storage": {"rootDirectory": "/r", "dedupe": false, "remoteCache": false}}`, nil},
 		{"scrub is implemented", `{"storage": {"rootDirectory": "/r"}, "extensions": {"scrub": {"enable": true, "interval": "24h", "maxBytesPerSecond": 1}}}`, nil},
 		{"extensions", `{"storage": {"rootDirectory": "/r"}, "extensions": {"ui": {}, "search": {"enable": true}, "scrub": {}}}`,
@@ -52,9 +52,9 @@ func TestWarningsOnlyForPresentKeysOncePerKey(t *testing.T) {
 			[]string{"storage.hydrateBlobOnRead"}},
 		{"a remote cache is implemented", `{"storage": {"rootDirectory": "/r", "remoteCache": true, "cacheDriver": {"name": "redis"}}}`, nil},
 		{"implemented subpath keys", `{"storage": {"rootDirectory": "/r", "readOnly": false, "subPaths": {"/a": {"rootDirectory": "/a", "commit": true, "dedupe": true, "gc": true, "gcDelay": "1h", "gcInterval": "2h", "readOnly": true}}}}`, nil},
-		{"a subpath's unimplemented keys are warned as the storage section's", `{"storage": {"rootDirectory": "/r", "retention": {}, "subPaths": {
-			"/b": {"rootDirectory": "/b", "remoteCache": false, "cacheDriver": {"name": "redis"}}, "/a": {"rootDirectory": "/a", "retention": {"dryRun": true}, "maxRepos": 5}}}}`,
-			[]string{"storage.retention", "storage.subPaths./a.retention", "storage.subPaths./a.maxRepos", "storage.subPaths./b.cacheDriver"}},
+		{"a subpath's unimplemented keys are warned as the storage section's", `{"storage": {"rootDirectory": "/r", "hydrateBlobOnRead": true, "subPaths": {
+			"/b": {"rootDirectory": "/b", "remoteCache": false, "cacheDriver": {"name": "redis"}}, "/a": {"rootDirectory": "/a", "retention": {"dryRun": true}, "maxRepos": 5, "hydrateBlobOnRead": true}}}}`,
+			[]string{"storage.hydrateBlobOnRead", "storage.subPaths./a.hydrateBlobOnRead", "storage.subPaths./b.cacheDriver"}},
 		{"zot's old read-only, honoured", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, []string{"http.readOnly"}},
 		{"zot's old read-only, false", `{"storage": {"rootDirectory": "/r"}, "http": {"readOnly": false}}`, []string{"http.readOnly"}},
 	}
@@ -332,6 +332,7 @@ func TestImplementedKeys(t *testing.T) {
 	// changing the table in unsupported.go, README.md and example.json.
 	want := []string{
 		"distSpecVersion",
+		"extensions.metrics.enable", "extensions.metrics.prometheus.path",
 		"extensions.scrub.enable", "extensions.scrub.interval", "extensions.scrub.maxBytesPerSecond",
 		"http.accessControl", "http.address",
 		"http.auth.bearer.cert", "http.auth.bearer.realm", "http.auth.bearer.service",
@@ -340,8 +341,10 @@ func TestImplementedKeys(t *testing.T) {
 		"http.ratelimit.methods", "http.ratelimit.rate", "http.readHeaderTimeout", "http.realm",
 		"http.tls.cacert", "http.tls.cert", "http.tls.key", "http.uploadIdleTimeout",
 		"log.audit", "log.level", "log.output",
-		"storage.cacheDriver", "storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval",
-		"storage.readOnly", "storage.remoteCache", "storage.rootDirectory", "storage.subPaths",
+		"storage.cacheDriver", "storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval", "storage.gcTimeWindow",
+		"storage.maxRepos", "storage.quota.maxBytes", "storage.quota.minFreeSpace", "storage.quota.perRepository", "storage.quota.retentionOnLowSpace",
+		"storage.readOnly", "storage.remoteCache", "storage.retention.delay", "storage.retention.dryRun", "storage.retention.policies",
+		"storage.rootDirectory", "storage.subPaths",
 	}
 
 	if got := implementedKeys(); !slices.Equal(got, want) {

@@ -60,6 +60,10 @@ type API struct {
 	rate     *rateLimiter
 	uploads  *sessions
 	writing  chan struct{} // a slot per upload being written (Limits.MaxUploads); nil: no cap
+
+	observer    Observer // observe.go; nil: requests are not observed
+	metricsPath string
+	metrics     http.Handler
 }
 
 // InFlight is the number of requests being served right now; background
@@ -90,6 +94,9 @@ func New(reg Registry, log *slog.Logger, opts ...Option) *API {
 		r.Handle(m, "/v2", a.handle)
 		r.Handle(m, "/v2/*path", a.handle)
 	}
+	if a.metrics != nil {
+		r.GET(a.metricsPath, a.serveMetrics)
+	}
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, &apiError{http.StatusNotFound, "NOT_FOUND", "not a Distribution API path", nil})
 	})
@@ -112,7 +119,8 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	r = a.watchBody(w, r)
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK, watch: a.watchWrites(w)}
+	r, received := a.countBody(r)
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK, watch: a.watchWrites(w), kind: routeOther}
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if ref := a.rate.admit(r); ref != nil {
 		writeRefusal(rec, ref)
@@ -135,6 +143,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Duration("took", time.Since(start)),
 		slog.String("remote", r.RemoteAddr),
 	)
+	if a.observer != nil && !selfCheck {
+		var in int64
+		if received != nil {
+			in = received.n.Load()
+		}
+		a.observer.Request(routeName(rec.kind), methodName(r.Method), rec.status, time.Since(start), in, rec.bytes)
+	}
 }
 
 // Route kinds: what a path below /v2/ addresses.
@@ -226,6 +241,7 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 		writeError(w, aerr)
 		return
 	}
+	routed(w, req.kind)
 	var ok bool
 	if req.who, ok = a.authorize(w, r, req); !ok {
 		return
@@ -321,6 +337,7 @@ type recorder struct {
 	status int
 	bytes  int64
 	watch  *writeWatch // nil: writes are not watched
+	kind   routeKind   // the route that took the request, for metrics
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -129,6 +129,9 @@ func toAPIError(err error) *apiError {
 		return errDenied(msg)
 	case errors.Is(err, store.ErrNoSpace):
 		return errStorageFull()
+	case errors.Is(err, store.ErrQuota):
+		// The message names the limit; clients print it ("denied: ...").
+		return &apiError{http.StatusForbidden, "DENIED", msg, nil}
 	case errors.Is(err, store.ErrNotRepository):
 		// Reads report these as unknown; a push cannot go there.
 		return errNameInvalid("the name leads to something that is not a repository and cannot become one (a file, or a damaged layout)")

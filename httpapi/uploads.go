@@ -153,7 +153,7 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) (er
 	}
 	_, err = a.reg.CommitUpload(r.Context(), req.repo, req.ref, c.body, d)
 	// A failed commit deletes the upload too (a digest mismatch, say).
-	done = err == nil || errors.Is(err, store.ErrUploadUnknown) || errors.Is(err, store.ErrDigestMismatch)
+	done = err == nil || sessionGone(err) || errors.Is(err, store.ErrDigestMismatch)
 	if err != nil {
 		return err
 	}
@@ -277,4 +277,6 @@ func blobCreated(w http.ResponseWriter, repo string, d digest.Digest) error {
 
 // sessionGone reports an error saying the upload session no longer exists
 // (collected, cancelled): it no longer counts against the limits.
-func sessionGone(err error) bool { return errors.Is(err, store.ErrUploadUnknown) }
+func sessionGone(err error) bool {
+	return errors.Is(err, store.ErrUploadUnknown) || errors.Is(err, store.ErrQuota) // a refused upload is removed
+}

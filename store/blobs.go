@@ -67,9 +67,11 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 		return fmt.Errorf("%w: %s is used by manifest %s; delete the manifest first", ErrBlobReferenced, d, by)
 	}
 	key := blobKey(repo, d)
+	before, _ := s.drv.Stat(ctx, key)
 	if err := s.drv.Delete(ctx, key); err != nil {
 		return fromDriver(err, nil, "delete blob %s in %s", d, repo)
 	}
+	s.uncounted(repo, before.Size, before.Links <= 1)
 	s.views.drop(repo)
 	if s.dedupe != nil {
 		s.dedupe.Forget(d, key)
@@ -116,6 +118,9 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	if err != nil {
 		return err
 	}
+	if err := s.admitBlob(ctx, repo, d, src.Size); err != nil {
+		return err
+	}
 	if err := s.ensureRepo(ctx, repo); err != nil {
 		return err
 	}
@@ -143,6 +148,7 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	if err != nil {
 		return fromDriver(err, ErrBlobUnknown, "mount blob %s from %s into %s", d, from, repo)
 	}
+	s.counted(repo, src.Size, copied)
 	// A link or a copy of checked content is checked content: dst's new
 	// version (the link's also src's) joins the set.
 	if s.verified.has(src.Content, d) {

@@ -10,8 +10,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/layout"
+	"github.com/pier-oci/pier/store/retention"
 )
 
 // CollectReport says what garbage collection removed from one repository.
@@ -25,11 +27,20 @@ type CollectReport struct {
 	Uploads      int // abandoned uploads and temporary files
 	UploadBytes  int64
 	RepoRemoved  bool
+	// Untagged are the tags retention removed (storage.retention); their
+	// manifests stay pullable by digest for the retention delay.
+	Untagged []string
+	// Verdicts are retention's decision on every tag and untagged manifest,
+	// where a policy with rules governs the repository.
+	Verdicts []retention.Verdict
+	// DryRun: nothing was removed; the report says what would have been
+	// (pier gc --dry-run, or retention's dryRun).
+	DryRun bool
 }
 
 // Removed reports whether the pass removed anything.
 func (r CollectReport) Removed() bool {
-	return len(r.Manifests)+len(r.Referrers)+len(r.StaleEntries)+r.Blobs+r.Uploads > 0 || r.RepoRemoved
+	return len(r.Manifests)+len(r.Referrers)+len(r.StaleEntries)+len(r.Untagged)+r.Blobs+r.Uploads > 0 || r.RepoRemoved
 }
 
 // CollectRepo garbage-collects one repository. Nothing younger than delay
@@ -43,9 +54,24 @@ func (r CollectReport) Removed() bool {
 // The slow part, listing and stat'ing the files, runs without the
 // repository lock; deciding and deleting run under it, so a push either
 // completes with its blobs present or fails with a spec error.
+//
+// Retention policies (SetRetention) decide which tags stay; a tag they
+// drop leaves its manifest untagged, collected once older than the
+// retention delay. With retention's dryRun the pass is a preview, as
+// PreviewRepo.
 func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duration) (CollectReport, error) {
-	rep := CollectReport{Repo: repo}
-	if s.ro {
+	return s.collect(ctx, repo, delay, s.Retention().DryRun)
+}
+
+// PreviewRepo is CollectRepo that removes nothing: its report says what a
+// pass would remove now, and why (pier gc --dry-run).
+func (s *Store) PreviewRepo(ctx context.Context, repo string, delay time.Duration) (CollectReport, error) {
+	return s.collect(ctx, repo, delay, true)
+}
+
+func (s *Store) collect(ctx context.Context, repo string, delay time.Duration, dry bool) (CollectReport, error) {
+	rep := CollectReport{Repo: repo, DryRun: dry}
+	if s.ro && !dry {
 		return rep, nil // nothing is ever removed from a read-only root
 	}
 	snap, err := s.readIndexBytes(ctx, repo)
@@ -63,6 +89,9 @@ func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duratio
 	}
 	if err := ctx.Err(); err != nil {
 		return rep, err
+	}
+	if dry {
+		return plan.report(rep, delay, now), nil
 	}
 
 	unlock := s.locks.Lock(repo)
@@ -127,6 +156,21 @@ type collectionPlan struct {
 	stale     []digest.Digest
 	garbage   []blobFile
 	indexOld  bool // index.json unchanged for delay when planned
+	changed   bool // keep differs from the index's entries
+
+	untagged []string            // tags retention drops
+	verdicts []retention.Verdict // retention's decisions, for the report
+}
+
+// report is what the plan would remove, for a pass that removes nothing.
+func (p *collectionPlan) report(rep CollectReport, delay time.Duration, now time.Time) CollectReport {
+	rep.Manifests, rep.Referrers, rep.StaleEntries = p.manifests, p.referrers, p.stale
+	rep.Untagged, rep.Verdicts = p.untagged, p.verdicts
+	for _, b := range p.garbage {
+		rep.Blobs++
+		rep.BlobBytes += b.size
+	}
+	return rep
 }
 
 // planCollection decides liveness from one version of index.json. Tagged
@@ -140,6 +184,8 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 	}
 	indexAge := now.Sub(lastActivity(snap.info, blobs))
 	p := &collectionPlan{index: x, data: snap.data, indexOld: indexAge >= delay}
+	rules := s.retentionOf(ctx, repo, x, blobs, delay, now)
+	p.untagged, p.verdicts = rules.dropTags, rules.verdicts
 	incomplete := false // entries wait for blobs that may still be arriving
 	onDisk := make(map[digest.Digest]blobFile, len(blobs))
 	for _, b := range blobs {
@@ -196,6 +242,7 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 		subject digest.Digest
 	}
 	var waiting []pending
+	readdressed := map[digest.Digest]bool{} // dropped tags' manifests, now untagged
 	for _, e := range x.Manifests {
 		if _, ok := onDisk[e.Digest]; !ok {
 			// Not in the listing: it may have arrived since (the listing is
@@ -213,8 +260,19 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 			incomplete = true
 			continue
 		}
+		if t, tagged := tagOf(e); tagged && rules.drop[t] {
+			// Retention drops the tag: the manifest stays, untagged as of
+			// now, unless a tag it keeps names it; so it lives this pass.
+			p.changed = true
+			if rules.tagged[e.Digest] || readdressed[e.Digest] {
+				markLive(e.Digest, 0)
+				continue
+			}
+			readdressed[e.Digest] = true
+			e = untagged(e)
+		}
 		p.keep = append(p.keep, e)
-		if _, tagged := tagOf(e); tagged || now.Sub(s.untaggedAt(repo, e, onDisk)) < delay {
+		if _, tagged := tagOf(e); tagged || now.Sub(s.untaggedAt(repo, e, onDisk)) < rules.delay || rules.keepUntagged[e.Digest] {
 			markLive(e.Digest, 0)
 			continue
 		}
@@ -233,7 +291,7 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 		changed = false
 		rest := waiting[:0]
 		for _, w := range waiting {
-			if live[w.desc.Digest] || (w.subject != "" && live[w.subject]) {
+			if live[w.desc.Digest] || (w.subject != "" && (live[w.subject] || rules.keepReferrers)) {
 				markLive(w.desc.Digest, 0)
 				changed = true
 				continue
@@ -263,6 +321,7 @@ func (s *Store) planCollection(ctx context.Context, repo string, snap indexSnaps
 			kept = append(kept, e)
 		}
 	}
+	p.changed = p.changed || len(kept) != len(x.Manifests)
 	p.keep = kept
 	if incomplete || unreadable {
 		// A layout still being copied in: what its manifests reference is
@@ -304,7 +363,7 @@ func lastActivity(index driver.Info, blobs []blobFile) time.Time {
 // index (so no entry ever names a deleted blob), then the blobs, then
 // idle uploads, then the repository itself if nothing is left.
 func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionPlan, delay time.Duration, now time.Time, rep CollectReport) (CollectReport, error) {
-	if len(p.keep) != len(p.index.Manifests) {
+	if p.changed {
 		err := s.freeing(func() error {
 			return s.updateIndex(ctx, repo, func(x *repoIndex, cur []byte) (bool, error) {
 				if !bytes.Equal(cur, p.data) {
@@ -325,16 +384,24 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 		}
 	}
 	rep.Manifests, rep.Referrers, rep.StaleEntries = p.manifests, p.referrers, p.stale
+	rep.Untagged, rep.Verdicts = p.untagged, p.verdicts
+	listed := map[digest.Digest]bool{}
+	for _, e := range p.keep {
+		listed[e.Digest] = true
+	}
+	s.prunePulls(ctx, repo, listed)
 	var doomed []string
 	for _, b := range p.garbage {
 		// Checked again under the lock: a push may have re-sent (and so
 		// refreshed) the blob since the listing.
-		if info, err := s.drv.Stat(ctx, b.key); err != nil || now.Sub(info.Changed) < delay {
+		info, err := s.drv.Stat(ctx, b.key)
+		if err != nil || now.Sub(info.Changed) < delay {
 			continue
 		}
 		doomed = append(doomed, b.key)
 		rep.Blobs++
 		rep.BlobBytes += b.size
+		s.uncounted(repo, info.Size, info.Links <= 1)
 	}
 	if len(doomed) > 0 {
 		if err := s.drv.Delete(ctx, doomed...); err != nil {
@@ -349,6 +416,7 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 	}
 	n, size := s.removeIdleUploads(ctx, repo, delay, now)
 	rep.Uploads, rep.UploadBytes = n, size
+	defer s.recount(ctx, repo, false)
 	if len(p.keep) == 0 && len(p.index.unusable) == 0 && p.indexOld {
 		removed, err := s.removeEmptyRepo(ctx, repo)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -61,6 +62,9 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 	// Checked before the repository is created, so that a push that fails
 	// here leaves no empty repository behind, and again under the lock.
 	if err := s.checkRequired(ctx, repo, m); err != nil {
+		return PutResult{}, err
+	}
+	if err := s.admit(ctx, repo, int64(len(body))); err != nil {
 		return PutResult{}, err
 	}
 	if err := s.ensureRepo(ctx, repo); err != nil {
@@ -190,6 +194,7 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 		return false
 	}
 	changed := false
+	pushed := time.Now().UTC().Format(time.RFC3339Nano)
 	for _, t := range tags {
 		if i := x.find(t); i >= 0 {
 			if x.Manifests[i].Digest == desc.Digest {
@@ -209,7 +214,8 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 			}
 		}
 		tagged := desc
-		tagged.Annotations = map[string]string{ispec.AnnotationRefName: t} // drops the untagged stamp
+		// Drops the untagged stamp; the push time is retention's.
+		tagged.Annotations = map[string]string{ispec.AnnotationRefName: t, AnnotationPushed: pushed}
 		x.Manifests = append(x.Manifests, tagged)
 		changed = true
 	}
@@ -229,6 +235,7 @@ func (s *Store) writeBlobBytes(ctx context.Context, repo string, d digest.Digest
 	if err != nil {
 		return fromDriver(err, nil, "store manifest %s", d)
 	}
+	s.counted(repo, int64(len(body)), true)
 	s.verified.add(info.Content, d)
 	return nil
 }
@@ -251,6 +258,7 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, er
 		return Manifest{}, err
 	}
 	if m, ok := v.servable(desc.Digest); ok {
+		s.notePull(repo, m.Digest)
 		return m, nil
 	}
 	var body []byte
@@ -275,6 +283,7 @@ func (s *Store) GetManifest(ctx context.Context, repo, ref string) (Manifest, er
 	}
 	m := Manifest{Digest: desc.Digest, MediaType: mt, Body: body}
 	s.views.remember(v, m)
+	s.notePull(repo, m.Digest)
 	return m, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/keylock"
 	"github.com/pier-oci/pier/store/layout"
+	"github.com/pier-oci/pier/store/retention"
 )
 
 // Options configures a Store.
@@ -41,6 +43,9 @@ type Options struct {
 	// hash and decode them; several stores (subPaths) may share one. When
 	// nil the store has its own (NewManifestBudget).
 	Manifests *budget.Budget
+	// TrackPulls keeps the time of each manifest's last pull (pulls.go),
+	// for retention's pulledWithin and mostRecentlyPulledCount.
+	TrackPulls bool
 }
 
 // Store is the OCI content of one root. It is safe for concurrent use;
@@ -61,6 +66,12 @@ type Store struct {
 
 	manifests *budget.Budget
 	reserve   driver.Reserver // nil where the driver keeps no space back
+
+	retention atomic.Pointer[retention.Config] // storage.retention; nil keeps every tag
+	pulls     *pullLog                         // nil: pull times are not kept
+	usage     *usage                           // bytes held, for quotas (usage.go)
+	stopCount func()                           // ends the count at start; nil when none
+	quotaState
 }
 
 // New opens the store on opts.Driver.
@@ -78,6 +89,7 @@ func New(opts Options) (*Store, error) {
 		locks:   &keylock.Map{},
 		uploads: newUploadTable(),
 		views:   newViewCache(),
+		usage:   newUsage(),
 		ro:      opts.Driver.ReadOnly(),
 
 		manifests: opts.Manifests,
@@ -92,6 +104,18 @@ func New(opts Options) (*Store, error) {
 		}
 	}
 	s.verified = loadVerified(context.Background(), s.drv, log)
+	if !s.ro {
+		// The bytes held, for quotas and metrics: counted in the
+		// background from the start (usage.go), stopped by Close.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		s.usage.started.Store(true) // pushes wait for it from now
+		go func() { defer close(done); s.countAll(ctx) }()
+		s.stopCount = func() { cancel(); <-done }
+	}
+	if opts.TrackPulls && !s.ro {
+		s.pulls = &pullLog{every: PullSaveInterval, save: s.savePulls}
+	}
 	if opts.Cache != nil && !s.ro {
 		s.dedupe = dedupe.New(dedupe.Options{Driver: s.drv, Cache: opts.Cache, Repos: (*dedupeHost)(s), Logger: log})
 	} else if opts.Cache != nil {
@@ -146,12 +170,18 @@ func (s *Store) freeing(write func() error) error {
 // Close releases the store's cache and driver. Requests must have
 // stopped.
 func (s *Store) Close() error {
+	if s.stopCount != nil {
+		s.stopCount()
+	}
 	var err error
 	if s.dedupe != nil {
 		err = s.dedupe.Close()
 	}
 	if !s.ro {
 		s.verified.save(context.Background(), s.drv, s.log)
+	}
+	if s.pulls != nil {
+		s.savePulls()
 	}
 	if cerr := s.drv.Close(); err == nil {
 		err = cerr

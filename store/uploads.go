@@ -102,6 +102,9 @@ func checkUploadID(id string) error {
 // NewUpload starts an upload session in repo, creating the repository if
 // needed, and returns its id.
 func (s *Store) NewUpload(ctx context.Context, repo string) (string, error) {
+	if err := s.admit(ctx, repo, 1); err != nil {
+		return "", err
+	}
 	id := newUploadID()
 	w, err := s.createUpload(ctx, repo, id)
 	if err != nil {
@@ -183,6 +186,10 @@ func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r
 		return 0, err
 	}
 	size := o.w.Size()
+	if err := s.admit(ctx, repo, size); err != nil {
+		s.refuseUpload(o) // its bytes are free at once
+		return 0, err
+	}
 	if err := o.w.Close(); err != nil {
 		return 0, fromDriver(err, ErrUploadUnknown, "upload %s", id)
 	}
@@ -375,6 +382,10 @@ func (s *Store) commitOpened(ctx context.Context, o *openedUpload, r io.Reader, 
 		}
 		return BlobInfo{}, fmt.Errorf("%w: uploaded content is %s, not %s", ErrDigestMismatch, got, d)
 	}
+	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
+		s.refuseUpload(o)
+		return BlobInfo{}, err
+	}
 	if err := s.commitBlob(ctx, o, d, size); err != nil {
 		return BlobInfo{}, err
 	}
@@ -444,12 +455,14 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 				s.verified.add(after.Content, d) // compared byte for byte with the verified upload
 			}
 			s.dedupe.Record(d, dst)
+			s.counted(o.repo, size, false)
 			return nil
 		}
 	}
 	if err := o.w.Commit(ctx, dst); err != nil {
 		return fromDriver(err, nil, "commit blob %s", d)
 	}
+	s.counted(o.repo, size, true)
 	if info, err := s.drv.Stat(ctx, dst); err == nil {
 		s.verified.add(info.Content, d)
 	}
@@ -489,6 +502,9 @@ func (s *Store) intact(ctx context.Context, info driver.Info, d digest.Digest, s
 // The upload is held from its creation to its commit, so that garbage
 // collection (with gcDelay 0 every upload is old enough) cannot take it.
 func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader) (BlobInfo, error) {
+	if err := s.admit(ctx, repo, 1); err != nil {
+		return BlobInfo{}, err
+	}
 	existed := s.repoExists(ctx, repo)
 	id := newUploadID()
 	key := repo + "\x00" + id

@@ -4,6 +4,7 @@
 //	pier serve [CONFIG]   serve (no CONFIG: the embedded default config)
 //	pier verify CONFIG    check a config; exit 1 naming the bad key
 //	pier gc CONFIG        one garbage collection pass, offline
+//	pier gc --dry-run CONFIG   what a pass would remove, and why
 //	pier scrub CONFIG     one scrub pass, offline; exit 1 on damage
 //	pier export CONFIG REPO[:TAG] DIR   write an OCI layout
 //	pier import [CONFIG] DIR REPO       add an OCI layout to a repository
@@ -31,7 +32,9 @@ func main() {
 const usage = `usage:
   pier serve [CONFIG]   serve the registry (no CONFIG: built-in default, 127.0.0.1:5000, ./data)
   pier verify CONFIG    check a configuration file
-  pier gc CONFIG        run one garbage collection pass (pier must not be serving the root)
+  pier gc CONFIG        run one garbage collection pass, retention included (pier must not be serving the root)
+  pier gc --dry-run CONFIG
+                        print what a pass would remove now, and retention's verdict on every tag; removes nothing
   pier scrub CONFIG     re-hash every blob once; exit 1 if anything is corrupt or missing
   pier export CONFIG REPO[:TAG|@DIGEST] DIR
                         write a repository (or one image) as an OCI layout, e.g. to a USB stick
@@ -67,6 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return verify(rest[0], stdout, stderr)
 	case "gc", "scrub":
+		if cmd == "gc" && len(rest) == 2 && rest[0] == "--dry-run" {
+			return gcDryRun(rest[1], stdout, stderr)
+		}
 		if len(rest) != 1 {
 			fmt.Fprint(stderr, usage)
 			return 2

@@ -60,7 +60,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 	defer job.close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	tw := table(stdout, "REPOSITORY", "MANIFESTS", "REFERRERS", "STALE ENTRIES", "BLOBS", "UPLOADS", "FREED", "REMOVED")
+	tw := table(stdout, "REPOSITORY", "TAGS", "MANIFESTS", "REFERRERS", "STALE ENTRIES", "BLOBS", "UPLOADS", "FREED", "REMOVED")
 	var total jobs.GCTotals
 	failed := false
 	for _, r := range job.roots {
@@ -75,7 +75,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 			if rep.RepoRemoved {
 				removed = "repository"
 			}
-			tw.Row(rep.Repo, len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
+			tw.Row(rep.Repo, len(rep.Untagged), len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
 				rep.Blobs, rep.Uploads, roots.HumanBytes(rep.BlobBytes+rep.UploadBytes), removed)
 		})
 		total = total.Plus(t)
@@ -85,6 +85,9 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 		}
 	}
 	tw.Flush()
+	if total.Tags > 0 {
+		fmt.Fprintf(stdout, "retention: removed %d tags (their images go once older than the retention delay)\n", total.Tags)
+	}
 	fmt.Fprintf(stdout, "gc: %d repositories: removed %d manifests, %d referrers, %d stale entries, %d blobs, %d uploads, %d repositories; freed %s in %s\n",
 		total.Repos, total.Manifests, total.Referrers, total.StaleEntries, total.Blobs, total.Uploads, total.ReposRemoved,
 		roots.HumanBytes(total.Bytes), total.Took.Round(time.Millisecond))
@@ -92,6 +95,81 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// gcDryRun prints what one collection pass would remove from every root
+// with gc on, and retention's verdict on every tag and untagged manifest
+// it judges, with the reason; it removes nothing. It opens the roots
+// read-only, so it runs beside a serving pier (whose pull times of the
+// last minute it does not see).
+func gcDryRun(path string, stdout, stderr io.Writer) int {
+	job, ok := openOffline(path, true, stderr)
+	if !ok {
+		return 1
+	}
+	defer job.close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	tw := table(stdout, "REPOSITORY", "TAG", "DIGEST", "PUSHED", "PULLED", "ACTION", "REASON")
+	var total jobs.GCTotals
+	failed := false
+	for _, r := range job.roots {
+		if !r.Cfg.GC {
+			fmt.Fprintf(stderr, "pier: gc is off for root %s (storage.gc false); skipped\n", roots.Name(r.Key))
+			continue
+		}
+		t, err := jobs.PreviewAll(ctx, r.Store, r.Cfg.GCDelay, job.log, func(rep store.CollectReport) {
+			for _, v := range rep.Verdicts {
+				tag, action := v.Tag, "keep"
+				if tag == "" {
+					tag = "(untagged)"
+				}
+				if !v.Keep {
+					action = "remove tag"
+					if v.Tag == "" {
+						action = "remove once older than the delay"
+					}
+				}
+				tw.Row(rep.Repo, tag, short(v.Digest.String()), when(v.Pushed), when(v.Pulled), action, v.Reason)
+			}
+			for _, d := range rep.Manifests {
+				tw.Row(rep.Repo, "(untagged)", short(d.String()), "-", "-", "remove manifest", "untagged, older than the delay")
+			}
+			for _, d := range rep.Referrers {
+				tw.Row(rep.Repo, "(referrer)", short(d.String()), "-", "-", "remove manifest", "its subject is gone")
+			}
+			if rep.Blobs > 0 {
+				tw.Row(rep.Repo, "-", fmt.Sprintf("%d blobs", rep.Blobs), "-", "-", "remove blobs", roots.HumanBytes(rep.BlobBytes)+" no manifest references")
+			}
+		})
+		total = total.Plus(t)
+		if err != nil {
+			fmt.Fprintf(stderr, "pier: gc of root %s: %v\n", roots.Name(r.Key), err)
+			failed = true
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "gc dry run: %d repositories: would remove %d tags, %d manifests, %d referrers, %d blobs (%s); nothing was removed\n",
+		total.Repos, total.Tags, total.Manifests, total.Referrers, total.Blobs, roots.HumanBytes(total.Bytes))
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// short is a digest cut to its first 12 hex digits, as docker prints them.
+func short(d string) string {
+	if _, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+		return hex[:12]
+	}
+	return d
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Local().Format("2006-01-02 15:04")
 }
 
 // scrubCommand runs one scrub pass over every root, prints a table of

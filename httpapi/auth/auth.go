@@ -199,6 +199,8 @@ func (u user) Can(repo string, act httpapi.Action) bool {
 		return u.name != "" || !u.a.login() || u.a.policies != nil && u.a.policies.anonymousReads()
 	case act == httpapi.List:
 		act = httpapi.Read
+	case act == httpapi.Metrics && u.a.policies != nil:
+		return u.a.policies.readsMetrics(u.name)
 	}
 	if u.a.policies == nil {
 		// Logins without policies: every user may do anything, no one

@@ -1,11 +1,11 @@
 package auth
 
 import (
-	"path"
 	"slices"
 	"strings"
 
 	"github.com/pier-oci/pier/configs"
+	"github.com/pier-oci/pier/store/oci"
 )
 
 // policies is http.accessControl, evaluated as zot does: a repository is
@@ -74,6 +74,20 @@ func (p *policies) anonymousReads() bool {
 	return false
 }
 
+// readsMetrics reports whether user may read the metrics: a user
+// accessControl.metrics names ("" there lets anonymous clients in, as
+// zot's users list does), or one of adminPolicy's.
+func (p *policies) readsMetrics(user string) bool {
+	if slices.Contains(p.cfg.MetricsUsers, user) {
+		return true
+	}
+	if user == "" {
+		return false
+	}
+	admin := p.cfg.AdminPolicy
+	return slices.Contains(admin.Users, user) || slices.ContainsFunc(p.groupsOf[user], func(g string) bool { return slices.Contains(admin.Groups, g) })
+}
+
 func grants(pol configs.Policy, user string, groups []string, action string) bool {
 	if !slices.Contains(pol.Actions, action) {
 		return false
@@ -89,31 +103,5 @@ func grants(pol configs.Policy, user string, groups []string, action string) boo
 	return false
 }
 
-// globMatch matches a repository name against a pattern as zot's
-// doublestar does: "*", "?" and "[...]" within one name component, "**"
-// as a whole component for zero or more components ("a/**" matches "a").
-// Patterns are checked when the config is read (configs.checkPattern).
-// It runs in time linear in the product of the components (no
-// backtracking), so no name from the network can make it slow.
-func globMatch(pattern, name string) bool {
-	pat, parts := strings.Split(pattern, "/"), strings.Split(name, "/")
-	// next[j]: pat[i+1:] matches parts[j:]; cur[j]: pat[i:] matches parts[j:].
-	next := make([]bool, len(parts)+1)
-	cur := make([]bool, len(parts)+1)
-	next[len(parts)] = true
-	for i := len(pat) - 1; i >= 0; i-- {
-		for j := len(parts); j >= 0; j-- {
-			switch {
-			case pat[i] == "**":
-				cur[j] = next[j] || j < len(parts) && cur[j+1]
-			case j == len(parts):
-				cur[j] = false
-			default:
-				ok, err := path.Match(pat[i], parts[j])
-				cur[j] = err == nil && ok && next[j+1]
-			}
-		}
-		next, cur = cur, next
-	}
-	return next[0]
-}
+// globMatch is zot's repository glob (oci.MatchGlob).
+func globMatch(pattern, name string) bool { return oci.MatchGlob(pattern, name) }

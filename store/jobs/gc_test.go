@@ -80,6 +80,9 @@ func TestSchedule(t *testing.T) {
 		{"periodic", GCSchedule{Enabled: true, Interval: 50 * time.Millisecond}, 300 * time.Millisecond, true},
 		{"once after gcDelay", GCSchedule{Enabled: true, Once: true, Delay: 50 * time.Millisecond}, 300 * time.Millisecond, true},
 		{"not before the interval", GCSchedule{Enabled: true, Interval: time.Hour}, 200 * time.Millisecond, false},
+		{"inside the window", GCSchedule{Enabled: true, Interval: 50 * time.Millisecond, Window: window{in: true}}, 300 * time.Millisecond, true},
+		{"outside the window: waits for it", GCSchedule{Enabled: true, Interval: 50 * time.Millisecond, Window: window{in: false}}, 300 * time.Millisecond, false},
+		{"outside the window, the disk low: now", GCSchedule{Enabled: true, Interval: time.Hour, Window: window{in: false}, Kick: kicked()}, 300 * time.Millisecond, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStore(t)
@@ -114,3 +117,34 @@ func TestOnceRunsOnce(t *testing.T) {
 
 // dirOf is the directory of a store opened by newStore.
 func dirOf(st *store.Store) string { return st.Driver().(*local.Driver).Dir() }
+
+// window is a time window that is open, or closed for an hour.
+type window struct{ in bool }
+
+func (w window) Contains(time.Time) bool { return w.in }
+func (w window) Next(t time.Time) time.Time {
+	if w.in {
+		return t
+	}
+	return t.Add(time.Hour)
+}
+
+func kicked() <-chan struct{} {
+	c := make(chan struct{}, 1)
+	c <- struct{}{}
+	return c
+}
+
+// A window closing mid-pass stops the pass between repositories.
+func TestWindowClosesMidPass(t *testing.T) {
+	st := newStore(t)
+	a, b := orphans(t, st, "a", 1), orphans(t, st, "b", 1)
+	visits := 0
+	open := func() bool { visits++; return visits == 1 } // open for the first repository only
+	tot, err := collectAll(context.Background(), st.Repositories, func(repo string) (store.CollectReport, error) {
+		return st.CollectRepo(context.Background(), repo, 0)
+	}, quiet, nil, open)
+	if err != nil || tot.Repos != 1 || count(st, "a", a) != 0 || count(st, "b", b) != 1 {
+		t.Fatalf("pass %+v, %v: want a collected and b left for the next window", tot, err)
+	}
+}

@@ -30,6 +30,8 @@ type ScrubConfig struct {
 	Interval          time.Duration
 	MaxBytesPerSecond int64       // 0: unthrottled
 	Busy              func() bool // reports client traffic; nil: never busy
+	// Observe, when set, hears of every finished pass (metrics).
+	Observe func(ScrubResult)
 }
 
 // maxAffected bounds how many problems a result file keeps.
@@ -179,6 +181,9 @@ func RunScrub(ctx context.Context, st Scrubber, cfg ScrubConfig, log *slog.Logge
 			if err := SaveScrubResult(ctx, st, res); err != nil {
 				log.Warn("scrub: cannot keep the result", "err", err)
 			}
+		}
+		if cfg.Observe != nil {
+			cfg.Observe(res)
 		}
 		log.Info("scrub pass done", "repos", res.Repos, "blobs", res.Blobs, "bytes", res.Bytes, "ok", res.OK,
 			"corrupt", res.Corrupt, "missing", res.Missing, "unreferenced", res.Unreferenced,

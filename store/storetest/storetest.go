@@ -51,6 +51,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("MountAndCatalog", func(t *testing.T) { testMountCatalog(t, b) })
 	t.Run("Deletes", func(t *testing.T) { testDeletes(t, b) })
 	t.Run("GarbageCollection", func(t *testing.T) { testGC(t, b) })
+	t.Run("Retention", func(t *testing.T) { testRetention(t, b) })
 	t.Run("Scrub", func(t *testing.T) { testScrub(t, b) })
 	t.Run("UploadSurvivesRestart", func(t *testing.T) { testRestart(t, b) })
 	t.Run("ViewFollowsChanges", func(t *testing.T) { testViewFollows(t, b) })

@@ -196,6 +196,12 @@ func TestFullDisk(t *testing.T) {
 	if code := srv.Stop(t); code != 0 {
 		t.Fatalf("stop: %d\n%s", code, srv.Stderr())
 	}
+	// Nothing partial is left of the pushes the full disk refused, and
+	// what was acknowledged is whole.
+	if left := partials(t, root); len(left) > 0 {
+		t.Fatalf("partial files after the refused pushes: %v", left)
+	}
+	scrubClean(t, srv.Config)
 	freeBefore := free(t, fsDir)
 	if code, out := pierproc.Run(t, "gc", srv.Config); code != 0 {
 		t.Fatalf("pier gc on a full disk: exit %d\n%s", code, out)
@@ -232,4 +238,167 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// partials lists what failed pushes could leave behind: files in upload
+// directories and in the store's temporary directory.
+func partials(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		dir := filepath.Base(filepath.Dir(path))
+		if dir == ".uploads" || strings.Contains(path, "/.pier/tmp/") {
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out
+}
+
+// scrubClean runs pier scrub on a stopped pier's config: every blob whole.
+func scrubClean(t *testing.T, config string) {
+	t.Helper()
+	code, out := pierproc.Run(t, "scrub", config)
+	if code != 0 || !strings.Contains(out, " 0 corrupt, 0 missing") {
+		t.Fatalf("pier scrub: exit %d\n%s", code, out)
+	}
+}
+
+// expectDenied checks that err is a push refused by a limit: 403 DENIED
+// in the spec's JSON, its message naming the limit.
+func expectDenied(t *testing.T, what string, err error, limit string) {
+	t.Helper()
+	var se *ociclient.StatusError
+	if !errors.As(err, &se) || se.Status != http.StatusForbidden {
+		t.Fatalf("%s: %v, want 403 DENIED", what, err)
+	}
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
+	if json.Unmarshal([]byte(se.Body), &body) != nil || len(body.Errors) != 1 || body.Errors[0].Code != "DENIED" ||
+		!strings.Contains(body.Errors[0].Message, limit) {
+		t.Fatalf("%s: %s, want DENIED naming %s", what, se.Body, limit)
+	}
+}
+
+// Byte quotas on a real 64 MiB filesystem: a push past a repository's
+// quota, monolithic or chunked, and one past the root's, is refused with
+// DENIED naming the limit, and leaves nothing; pulls go on; scrub finds
+// every acknowledged blob whole; after a delete and a collection the
+// push goes in.
+func TestQuotaOnSmallFS(t *testing.T) {
+	root := filepath.Join(smallFS(t), "data")
+	srv := pierproc.Start(t, pierproc.Options{Root: root, Storage: map[string]any{"commit": true, "gcDelay": "0s",
+		"quota": map[string]any{"maxBytes": "6MiB", "perRepository": []any{
+			map[string]any{"repositories": []string{"ci/**"}, "maxBytes": "2MiB"}}}}})
+	c := ociclient.New(srv.Addr)
+	v1 := ociclient.ImageManifest([]byte(`{"v":1}`), random(1536<<10))
+	if err := c.PushImage("ci/app", "v1", v1); err != nil {
+		t.Fatal(err)
+	}
+	big := random(1 << 20)
+	_, err := c.PushBlob("ci/app", big)
+	expectDenied(t, "a monolithic push past the repository's quota", err, "storage.quota.perRepository[0].maxBytes")
+	_, err = c.PushBlobChunked("ci/app", big, 256<<10)
+	expectDenied(t, "a chunked push past the repository's quota", err, "storage.quota.perRepository[0].maxBytes")
+	if _, err := c.HeadBlob("ci/app", digest.FromBytes(big)); err == nil {
+		t.Fatal("the refused blob is there")
+	}
+	if left := partials(t, root); len(left) > 0 {
+		t.Fatalf("a refused push left %v", left)
+	}
+	pull(t, c, map[string]ociclient.Image{"ci/app:v1": v1})
+
+	// The root's quota: 1.5 MiB in ci, then other repositories up to 6 MiB.
+	for i, repo := range []string{"other/a", "other/b", "other/c"} {
+		err := c.PushImage(repo, "v1", ociclient.ImageManifest([]byte(`{"o":`+string(rune('0'+i))+`}`), random(1536<<10)))
+		if i < 2 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			expectDenied(t, "a push past the root's quota", err, "storage.quota.maxBytes")
+		}
+	}
+	pull(t, c, map[string]ociclient.Image{"ci/app:v1": v1})
+	if code := srv.Stop(t); code != 0 {
+		t.Fatalf("stop: %d", code)
+	}
+	scrubClean(t, srv.Config)
+
+	// Delete, collect: the refused push goes in.
+	srv.Restart(t)
+	if err := c.Delete("ci/app", "manifests", v1.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	if code, out := pierproc.Run(t, "gc", srv.Config); code != 0 {
+		t.Fatalf("pier gc: %d\n%s", code, out)
+	}
+	srv.Restart(t)
+	if _, err := c.PushBlob("ci/app", big); err != nil {
+		t.Fatalf("after a delete and a collection: %v", err)
+	}
+}
+
+// The free-space guard on a real 64 MiB filesystem: a push that would
+// leave less than minFreeSpace is refused (DENIED naming the limit) and
+// its upload removed at once; while another process keeps the disk below
+// the guard, no push starts, yet pulls, deletes and collections go on;
+// with space back, pushes work.
+func TestFreeSpaceGuardOnSmallFS(t *testing.T) {
+	fsDir := smallFS(t)
+	root := filepath.Join(fsDir, "data")
+	srv := pierproc.Start(t, pierproc.Options{Root: root, Storage: map[string]any{"commit": true, "gcDelay": "0s",
+		"quota": map[string]any{"minFreeSpace": "48MiB"}}})
+	c := ociclient.New(srv.Addr)
+	images := map[string]ociclient.Image{
+		"app:v1": ociclient.ImageManifest([]byte(`{"v":1}`), random(4<<20)),
+		"app:v2": ociclient.ImageManifest([]byte(`{"v":2}`), random(4<<20)),
+	}
+	for ref, img := range images {
+		repo, tag, _ := strings.Cut(ref, ":")
+		if err := c.PushImage(repo, tag, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A push that would go below the guard is refused once written, and
+	// its bytes are freed at once.
+	before := free(t, fsDir)
+	_, err := c.PushBlob("app", random(int(before-(46<<20))))
+	expectDenied(t, "a push that would pass the guard", err, "storage.quota.minFreeSpace")
+	if got := free(t, fsDir); got < before-(64<<10) {
+		t.Fatalf("%d bytes free after the refused push, %d before: its upload was kept", got, before)
+	}
+	if left := partials(t, root); len(left) > 0 {
+		t.Fatalf("a refused push left %v", left)
+	}
+	// Another process takes the disk below the guard.
+	filler := filepath.Join(fsDir, "filler")
+	if err := os.WriteFile(filler, make([]byte, free(t, fsDir)-(40<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.PushBlob("app", random(4096))
+	expectDenied(t, "a push below the guard", err, "storage.quota.minFreeSpace")
+	pull(t, c, images)
+	if err := c.Delete("app", "manifests", images["app:v2"].Digest.String()); err != nil {
+		t.Fatalf("a delete below the guard: %v", err)
+	}
+	delete(images, "app:v2")
+	if code := srv.Stop(t); code != 0 {
+		t.Fatalf("stop: %d", code)
+	}
+	freeBefore := free(t, fsDir)
+	if code, out := pierproc.Run(t, "gc", srv.Config); code != 0 || free(t, fsDir) < freeBefore+(4<<20) {
+		t.Fatalf("pier gc below the guard: exit %d, freed %d\n%s", code, free(t, fsDir)-freeBefore, out)
+	}
+	scrubClean(t, srv.Config)
+	srv.Restart(t)
+	pull(t, c, images)
+	os.Remove(filler)
+	if err := c.PushImage("app", "v3", ociclient.ImageManifest([]byte(`{"v":3}`), random(1<<20))); err != nil {
+		t.Fatalf("a push with space back: %v", err)
+	}
 }

@@ -95,7 +95,30 @@ func openStore(r *Root, readOnly bool, log *slog.Logger, manifests *budget.Budge
 		drv.Close()
 		return nil, err
 	}
-	return store.New(store.Options{Driver: drv, Cache: c, Logger: rlog, Manifests: manifests})
+	st, err := store.New(store.Options{Driver: drv, Cache: c, Logger: rlog, Manifests: manifests, TrackPulls: r.Cfg.Retention.UsesPulls()})
+	if err != nil {
+		return nil, err
+	}
+	Limit(st, r.Key, r.Cfg, nil)
+	return st, nil
+}
+
+// Limit applies a root's retention policies and quotas to its store;
+// lowSpace, when set, is asked for an early collection when free space
+// runs out (storage.quota.retentionOnLowSpace).
+func Limit(st *store.Store, key string, cfg configs.StoreConfig, lowSpace func()) {
+	st.SetRetention(cfg.Retention)
+	q := store.Quota{Name: "storage", MaxBytes: cfg.Quota.MaxBytes, MinFreeSpace: cfg.Quota.MinFreeSpace, MaxRepos: cfg.Quota.MaxRepos}
+	if key != "" {
+		q.Name = "storage.subPaths." + key
+	}
+	for _, r := range cfg.Quota.PerRepository {
+		q.PerRepository = append(q.PerRepository, store.RepoQuota{Repositories: r.Repositories, MaxBytes: r.MaxBytes, Key: r.Key})
+	}
+	if cfg.Quota.RetentionOnLowSpace {
+		q.LowSpace = lowSpace
+	}
+	st.SetQuota(q)
 }
 
 // openCache opens a root's dedupe index: none when dedupe is off or the
@@ -130,7 +153,11 @@ func Name(key string) string {
 
 // GCSchedule maps zot's gc keys onto the collector's schedule.
 func GCSchedule(sc configs.StoreConfig) jobs.GCSchedule {
-	return jobs.GCSchedule{Enabled: sc.GC, Delay: sc.GCDelay, Interval: sc.GCInterval, Once: sc.GCOnce}
+	s := jobs.GCSchedule{Enabled: sc.GC, Delay: sc.GCDelay, Interval: sc.GCInterval, Once: sc.GCOnce}
+	if sc.GCTimeWindow != nil {
+		s.Window = sc.GCTimeWindow
+	}
+	return s
 }
 
 // ScrubConfig is the scrub extension's settings, or ok=false when off.

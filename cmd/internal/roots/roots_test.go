@@ -1,13 +1,19 @@
 package roots
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/pier-oci/pier/configs"
+	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/driver/local"
 )
 
@@ -61,5 +67,36 @@ func TestHumanBytes(t *testing.T) {
 		if got := HumanBytes(n); got != want {
 			t.Errorf("HumanBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// Each root gets its own retention policies, quotas (refusals naming the
+// subpath's keys) and collection window.
+func TestRootsGetTheirLimits(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config(t, `{"storage": {"rootDirectory": "`+filepath.Join(dir, "def")+`", "gcTimeWindow": "01:00-05:00",
+		"retention": {"policies": [{"keepTags": [{"pulledWithin": "24h"}]}]},
+		"subPaths": {"/a": {"rootDirectory": "`+filepath.Join(dir, "a")+`", "maxRepos": 1}}}}`)
+	rs, ctl, closeAll, err := Open(cfg, slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	if w := GCSchedule(rs[0].Cfg).Window; w == nil || fmt.Sprint(w) != "01:00-05:00" {
+		t.Fatalf("default root's window = %v", w)
+	}
+	if w := GCSchedule(rs[1].Cfg).Window; w != nil {
+		t.Fatalf("/a has a window it was not given: %v", w)
+	}
+	if len(rs[0].Store.Retention().Policies) != 1 || len(rs[1].Store.Retention().Policies) != 0 {
+		t.Fatal("retention policies not applied to their root alone")
+	}
+	ctx := context.Background()
+	if _, err := ctl.PutBlob(ctx, "a/one", digest.FromString("x"), strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ctl.PutBlob(ctx, "a/two", digest.FromString("x"), strings.NewReader("x"))
+	if !errors.Is(err, store.ErrQuota) || !strings.Contains(err.Error(), "storage.subPaths./a.maxRepos") {
+		t.Fatalf("a second repository in /a: %v; want refused, naming storage.subPaths./a.maxRepos", err)
 	}
 }

@@ -122,6 +122,15 @@ func restartOnly(old, cur *configs.Config) []string {
 		return out
 	}
 	check("storage (rootDirectory, commit, dedupe, readOnly or subPaths)", openedRoots(old), openedRoots(cur))
+	check("extensions.metrics", old.Extensions.Metrics, cur.Extensions.Metrics)
+	pulls := func(c *configs.Config) map[string]bool { // pull times are kept from the store's opening
+		out := map[string]bool{}
+		for _, r := range roots.List(c) {
+			out[r.Key] = r.Cfg.Retention.UsesPulls()
+		}
+		return out
+	}
+	check("storage.retention (whether a rule counts pulls)", pulls(old), pulls(cur))
 	check("http.address", old.HTTP.Address, cur.HTTP.Address)
 	check("http.port", old.HTTP.Port, cur.HTTP.Port)
 	check("http.tls", old.HTTP.TLS, cur.HTTP.TLS)

@@ -23,6 +23,7 @@ import (
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/httpapi"
 	"github.com/pier-oci/pier/httpapi/auth"
+	"github.com/pier-oci/pier/metrics"
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/jobs"
 	"github.com/pier-oci/pier/sysd"
@@ -69,6 +70,8 @@ type server struct {
 	probe   func(context.Context) error // the watchdog's self-check
 	hup     <-chan os.Signal            // SIGHUP, caught since start
 	version string
+	metrics *metrics.Metrics         // nil unless extensions.metrics is on
+	kicks   map[string]chan struct{} // by root: an early collection, free space being low
 }
 
 // run serves until ctx ends, then drains in-flight requests for at most
@@ -211,6 +214,14 @@ func (s *server) start(r *startup) error {
 		return err
 	}
 	r.roots, r.ctl, r.closers = rs, ctl, append(r.closers, closeStores)
+	if m := s.cfg.Extensions.Metrics; m != nil && m.Enable {
+		var mr []metrics.Root
+		for _, root := range rs {
+			mr = append(mr, metrics.Root{Name: roots.Name(root.Key), Store: root.Store})
+		}
+		s.metrics = metrics.New(mr, func() int { return s.api.UploadsInProgress() })
+		r.opts = append(r.opts, httpapi.WithObserver(s.metrics), httpapi.WithMetrics(m.Path, s.metrics))
+	}
 	lns, err := s.listeners()
 	if err != nil {
 		return err
@@ -264,13 +275,41 @@ func (s *server) applyJobs() {
 			cfg.GC = false // nothing is ever removed from a read-only root
 		}
 		sched := roots.GCSchedule(cfg)
+		name := roots.Name(r.Key)
 		sched.Observe = func(running bool, t jobs.GCTotals) {
 			s.status.observeGC(running, t)
 			s.notify.Status(s.status.line())
+			if !running && s.metrics != nil {
+				s.metrics.GCPass(name, t)
+			}
+		}
+		kick := s.kick(r.Key)
+		sched.Kick = kick
+		roots.Limit(r.Store, r.Key, cfg, func() {
+			select {
+			case kick <- struct{}{}:
+			default: // one is pending already
+			}
+		})
+		rsc := sc
+		if s.metrics != nil {
+			rsc.Observe = func(res jobs.ScrubResult) { s.metrics.ScrubPass(name, res) }
 		}
 		s.jobs.setGC(r.Key, sched)
-		s.jobs.setScrub(r.Key, sc, on)
+		s.jobs.setScrub(r.Key, rsc, on)
 	}
+}
+
+// kick is root key's channel for an early collection, the same across
+// reloads.
+func (s *server) kick(key string) chan struct{} {
+	if s.kicks == nil {
+		s.kicks = map[string]chan struct{}{}
+	}
+	if s.kicks[key] == nil {
+		s.kicks[key] = make(chan struct{}, 1)
+	}
+	return s.kicks[key]
 }
 
 // listeners are the sockets systemd handed over (socket activation), or

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -91,7 +92,8 @@ func (j *supervisor) setScrub(key string, c jobs.ScrubConfig, on bool) {
 }
 
 func sameSchedule(a, b jobs.GCSchedule) bool {
-	return a.Enabled == b.Enabled && a.Delay == b.Delay && a.Interval == b.Interval && a.Once == b.Once
+	return a.Enabled == b.Enabled && a.Delay == b.Delay && a.Interval == b.Interval && a.Once == b.Once &&
+		fmt.Sprint(a.Window) == fmt.Sprint(b.Window) && a.Kick == b.Kick
 }
 
 // stop ends every job and waits for them.
