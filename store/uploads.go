@@ -19,9 +19,12 @@ import (
 
 // An upload is an object <repo>/.uploads/<id> that grows by appends until
 // its digest is given. Its sha256 is computed while the bytes stream in,
-// so a monolithic or chunked push reads the data once; the hash state
-// lives in memory only, and is rebuilt from the upload when it is missing
-// (after a restart, or on another replica) or out of step.
+// so a monolithic or chunked push reads the data once. The hash state
+// lives in memory, and, where the driver's writer keeps a checkpoint
+// (driver.Checkpointer: s3), is saved with the upload at every chunk, so
+// that a chunked push round-robined over replicas, or resumed after a
+// restart, goes on from it. Without one, a hash that is missing or out of
+// step is rebuilt at the commit by reading the upload again.
 
 // copyBufSize is the unit in which upload bodies are read, hashed and
 // written: large enough for full-speed sha256 and few syscalls, small
@@ -183,6 +186,7 @@ func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r
 		return 0, err
 	}
 	size := o.w.Size()
+	checkpoint(o.session, o.w)
 	if err := o.w.Close(); err != nil {
 		return 0, fromDriver(err, ErrUploadUnknown, "upload %s", id)
 	}
@@ -214,7 +218,42 @@ func (s *Store) openUpload(ctx context.Context, repo, id string) (*openedUpload,
 		s.uploads.drop(key)
 		return nil, fromDriver(err, ErrUploadUnknown, "upload %s", id)
 	}
+	if u.hashed != w.Size() {
+		resume(u, w)
+	}
 	return &openedUpload{session: u, w: w, repo: repo, id: id, key: key}, nil
+}
+
+// resume takes the running hash from the checkpoint the writer found with
+// the upload, when it describes the upload as it is (another replica, or
+// this process before a restart, wrote the last chunk).
+func resume(u *uploadSession, w driver.Writer) {
+	c, ok := w.(driver.Checkpointer)
+	if !ok {
+		return
+	}
+	state, size := c.Checkpoint()
+	if state == nil || size != w.Size() {
+		return
+	}
+	h := sha256.New()
+	if h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state) != nil {
+		return
+	}
+	u.sha, u.hashed = h, size
+}
+
+// checkpoint saves the running hash with the upload, where the writer
+// keeps one and the hash covers the whole upload. It is stored with the
+// chunk at Close, or not at all.
+func checkpoint(u *uploadSession, w driver.Writer) {
+	c, ok := w.(driver.Checkpointer)
+	if !ok || u.hashed != w.Size() {
+		return
+	}
+	if state, err := u.sha.(encoding.BinaryMarshaler).MarshalBinary(); err == nil {
+		c.SetCheckpoint(state)
+	}
 }
 
 // appendChunk copies r to the end of the upload, hashing it when the hash
@@ -236,6 +275,7 @@ func (s *Store) appendChunk(o *openedUpload, r io.Reader) error {
 		return nil
 	}
 	if errors.Is(err, ErrUploadInvalid) { // the body, not the storage
+		checkpoint(u, o.w)
 		if cerr := o.w.Close(); cerr != nil {
 			return fromDriver(cerr, ErrUploadUnknown, "keep what arrived of upload %s", o.id)
 		}

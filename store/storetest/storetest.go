@@ -54,6 +54,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Scrub", func(t *testing.T) { testScrub(t, b) })
 	t.Run("UploadSurvivesRestart", func(t *testing.T) { testRestart(t, b) })
 	t.Run("ViewFollowsChanges", func(t *testing.T) { testViewFollows(t, b) })
+	t.Run("UploadResumesItsHash", func(t *testing.T) { testResume(t, b) })
 	if b.Share != nil {
 		t.Run("Replicas", func(t *testing.T) { testReplicas(t, b) })
 	}
