@@ -35,12 +35,13 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// Reconcile runs one dedupe pass over the whole store now.
+// Reconcile runs one dedupe pass over the whole store now; one that
+// recorded everything marks the index complete.
 func (s *Store) Reconcile(ctx context.Context) (dedupe.Stats, error) {
 	if s.dedupe == nil {
 		return dedupe.Stats{}, nil
 	}
-	return s.dedupe.Reconcile(ctx)
+	return s.dedupe.Pass(ctx)
 }
 
 // dedupeHost is the store as dedupe sees it.

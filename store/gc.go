@@ -304,7 +304,8 @@ func lastActivity(index driver.Info, blobs []blobFile) time.Time {
 // index (so no entry ever names a deleted blob), then the blobs, then
 // idle uploads, then the repository itself if nothing is left.
 func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionPlan, delay time.Duration, now time.Time, rep CollectReport) (CollectReport, error) {
-	if len(p.keep) != len(p.index.Manifests) {
+	mark := s.newGCMark(p.garbageDigests()) // replicas: gcmark.go
+	if len(p.keep) != len(p.index.Manifests) || mark != nil {
 		err := s.freeing(func() error {
 			return s.updateIndex(ctx, repo, func(x *repoIndex, cur []byte) (bool, error) {
 				if !bytes.Equal(cur, p.data) {
@@ -314,6 +315,7 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 					return false, errIndexMoved
 				}
 				x.Manifests = p.keep
+				x.setMark(mark)
 				return true, nil
 			})
 		})
@@ -325,28 +327,41 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 		}
 	}
 	rep.Manifests, rep.Referrers, rep.StaleEntries = p.manifests, p.referrers, p.stale
-	var doomed []string
+	var doomed []doomedBlob
+	var sizes []int64
 	for _, b := range p.garbage {
 		// Checked again under the lock: a push may have re-sent (and so
 		// refreshed) the blob since the listing.
 		if info, err := s.drv.Stat(ctx, b.key); err != nil || now.Sub(info.Changed) < delay {
 			continue
 		}
-		doomed = append(doomed, b.key)
-		rep.Blobs++
-		rep.BlobBytes += b.size
+		doomed = append(doomed, doomedBlob{b.digest, b.key})
+		sizes = append(sizes, b.size)
 	}
-	if len(doomed) > 0 {
-		if err := s.drv.Delete(ctx, doomed...); err != nil {
+	for len(doomed) > 0 && !mark.expiring() {
+		batch := doomed
+		if s.placeholders {
+			batch = batch[:min(len(batch), 32)] // one at a time through the dedupe protocol: look at the mark's time
+		}
+		n, err := s.removeBlobs(ctx, batch)
+		for _, size := range sizes[:n] {
+			rep.Blobs++
+			rep.BlobBytes += size
+		}
+		if n > 0 {
+			s.views.drop(repo)
+		}
+		if errors.Is(err, ErrUnavailable) && s.dedupe != nil {
+			s.log.Info("gc: blobs kept until the dedupe index is complete and reachable", "repo", repo, "err", err)
+			break
+		}
+		if err != nil {
+			s.clearMark(ctx, repo, mark)
 			return rep, fromDriver(err, nil, "gc: remove blobs of %s", repo)
 		}
-		s.views.drop(repo)
-		if s.dedupe != nil {
-			for _, b := range p.garbage {
-				s.dedupe.Forget(b.digest, b.key)
-			}
-		}
+		doomed, sizes = doomed[len(batch):], sizes[len(batch):]
 	}
+	s.clearMark(ctx, repo, mark)
 	n, size := s.removeIdleUploads(ctx, repo, delay, now)
 	rep.Uploads, rep.UploadBytes = n, size
 	if len(p.keep) == 0 && len(p.index.unusable) == 0 && p.indexOld {
@@ -357,6 +372,15 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 		rep.RepoRemoved = removed
 	}
 	return rep, nil
+}
+
+// garbageDigests are the digests of the blobs the plan removes.
+func (p *collectionPlan) garbageDigests() []digest.Digest {
+	ds := make([]digest.Digest, len(p.garbage))
+	for i, b := range p.garbage {
+		ds[i] = b.digest
+	}
+	return ds
 }
 
 // errIndexMoved stops a collection whose plan another process outdated.

@@ -37,6 +37,10 @@ type Options struct {
 	Cache cache.Cache
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
+	// Lookup turns on the store-wide blob lookup (lookup.go): a blob a
+	// repository lacks is found in the others the client may read. It
+	// needs the dedupe index (Cache).
+	Lookup bool
 	// Manifests bounds the manifest bytes held in memory at once, to read,
 	// hash and decode them; several stores (subPaths) may share one. When
 	// nil the store has its own (NewManifestBudget).
@@ -58,6 +62,11 @@ type Store struct {
 	verified *verifiedSet
 	dedupe   *dedupe.Deduper // nil when dedupe is off
 	ro       bool
+	// placeholders: keys cannot share an object (s3), so a blob may be a
+	// placeholder of content held elsewhere (placeholders.go).
+	placeholders bool
+	memo         holderMemo
+	lookupOn     bool // the store-wide blob lookup (lookup.go)
 
 	manifests *budget.Budget
 	reserve   driver.Reserver // nil where the driver keeps no space back
@@ -85,6 +94,9 @@ func New(opts Options) (*Store, error) {
 	if s.manifests == nil {
 		s.manifests = NewManifestBudget()
 	}
+	_, links := s.drv.(driver.Linker)
+	s.placeholders = !links
+	s.lookupOn = opts.Lookup
 	if r, ok := s.drv.(driver.Reserver); ok && !s.ro {
 		s.reserve = r
 		if err := r.Reserve(context.Background()); err != nil {

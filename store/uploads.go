@@ -464,18 +464,33 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 	unlockBlob := s.locks.Lock("\x00blob " + dst)
 	defer unlockBlob()
 	if info, err := s.drv.Stat(ctx, dst); err == nil {
+		if s.placeholders && dedupe.IsPlaceholder(info, d) {
+			if held, err := s.holder(ctx, d); err == nil {
+				info = held // a placeholder is intact when its content is
+			}
+		}
 		if s.intact(ctx, info, d, size, uploadKey(o.repo, o.id)) {
 			if err := s.syncExisting(ctx, dst); err != nil {
 				return err
 			}
 			s.refresh(ctx, dst, d)
-			return o.w.Cancel(ctx)
+			if err := o.w.Cancel(ctx); err != nil {
+				return err
+			}
+			return s.stillWanted(ctx, o.repo, d)
 		}
-		// Damaged (a power cut with commit off can leave a file empty):
-		// the verified upload replaces it.
+		// Damaged (a power cut with commit off can leave a file empty),
+		// or a placeholder whose content is lost: the verified upload
+		// replaces it.
 		s.log.Warn("a blob in place does not hold its content; the push replaces it", "repo", o.repo, "digest", d)
 	}
-	if s.dedupe != nil {
+	if placed, err := s.placeBlob(ctx, d, size, dst); err == nil && placed {
+		if err := o.w.Cancel(ctx); err != nil {
+			s.log.Warn("cannot remove an upload after placing its blob", "repo", o.repo, "upload", o.id, "err", err)
+		}
+		return s.stillWanted(ctx, o.repo, d)
+	}
+	if s.dedupe != nil && !s.placeholders {
 		if s.dedupe.LinkExisting(ctx, d, size, uploadKey(o.repo, o.id), dst) {
 			if err := o.w.Cancel(ctx); err != nil {
 				s.log.Warn("cannot remove an upload after linking its blob", "repo", o.repo, "upload", o.id, "err", err)
@@ -494,9 +509,15 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 		s.verified.add(info.Content, d)
 	}
 	if s.dedupe != nil {
-		s.dedupe.Record(d, dst)
+		if s.placeholders {
+			// At once: a push of the same content to another repository
+			// a moment later finds it, on any replica.
+			s.dedupe.RecordNow(ctx, d, dst)
+		} else {
+			s.dedupe.Record(d, dst)
+		}
 	}
-	return nil
+	return s.stillWanted(ctx, o.repo, d)
 }
 
 // intact reports whether the blob found in place (info) holds d, as the
