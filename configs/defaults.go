@@ -105,6 +105,8 @@ func resolveStore(key string, s *fileStore, gcDefault, dedupeDefault bool) (Stor
 		CacheDriver:   s.CacheDriver,
 		Retention:     s.Retention,
 		ReadOnly:      value(s.ReadOnly, false),
+
+		StoreWideLookup: value(s.StoreWideLookup, false),
 	}
 
 	// The GC timings default only when GC is on; with GC off zot leaves an

@@ -23,6 +23,9 @@ func (s *Store) Run(ctx context.Context) {
 	if s.dedupe != nil {
 		go s.dedupe.Run(ctx)
 	}
+	if s.lease != nil {
+		go s.lease.keep(ctx)
+	}
 	t := time.NewTicker(verifiedSaveInterval)
 	defer t.Stop()
 	for {

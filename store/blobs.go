@@ -114,15 +114,15 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 }
 
 // FindBlob returns a repository that holds blob d, for a mount that names
-// no source repository.
+// no source repository: one the client may read (WithReadable).
 func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 	if s.dedupe != nil {
 		for _, key := range s.dedupe.Copies(ctx, d) {
 			repo := layout.RepoOfBlob(key)
-			if oci.ValidateName(repo) != nil {
+			if oci.ValidateName(repo) != nil || !mayRead(ctx, repo) {
 				continue
 			}
-			if _, err := s.StatBlob(ctx, repo, d); err == nil {
+			if _, err := s.statOwn(ctx, repo, d); err == nil {
 				return repo, nil
 			}
 		}
@@ -132,7 +132,10 @@ func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 		return "", err
 	}
 	for _, repo := range repos {
-		if _, err := s.StatBlob(ctx, repo, d); err == nil {
+		if !mayRead(ctx, repo) {
+			continue
+		}
+		if _, err := s.statOwn(ctx, repo, d); err == nil {
 			return repo, nil
 		}
 	}

@@ -45,8 +45,8 @@ func (r CollectReport) Removed() bool {
 // completes with its blobs present or fails with a spec error.
 func (s *Store) CollectRepo(ctx context.Context, repo string, delay time.Duration) (CollectReport, error) {
 	rep := CollectReport{Repo: repo}
-	if s.ro {
-		return rep, nil // nothing is ever removed from a read-only root
+	if s.writable() != nil {
+		return rep, nil // nothing is ever removed from a read-only root (or one whose lease is not held)
 	}
 	snap, err := s.readIndexBytes(ctx, repo)
 	if err != nil {

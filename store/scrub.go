@@ -169,7 +169,7 @@ func (sc *scrubber) visitBlob(ctx context.Context, desc descriptor, res *ScrubRe
 func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
 	st, hashed := sc.hash(ctx, d)
 	sc.verdict[d] = st
-	if st == ScrubCorrupt && !sc.s.ro {
+	if st == ScrubCorrupt && sc.s.writable() == nil {
 		sc.s.quarantine(ctx, sc.repo, d, hashed)
 	}
 	return st

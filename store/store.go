@@ -37,6 +37,11 @@ type Options struct {
 	Cache cache.Cache
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
+	// SoleReplica says the dedupe index (Cache) is this process's own
+	// (BoltDB): no other pier may write the storage. On a storage that is
+	// not Exclusive (a bucket) the store holds a lease (lease.go), and New
+	// fails with ErrLeased when another pier holds it.
+	SoleReplica bool
 	// Lookup turns on the store-wide blob lookup (lookup.go): a blob a
 	// repository lacks is found in the others the client may read. It
 	// needs the dedupe index (Cache).
@@ -66,7 +71,8 @@ type Store struct {
 	// placeholder of content held elsewhere (placeholders.go).
 	placeholders bool
 	memo         holderMemo
-	lookupOn     bool // the store-wide blob lookup (lookup.go)
+	lookupOn     bool          // the store-wide blob lookup (lookup.go)
+	lease        *replicaLease // nil unless SoleReplica on a shared storage
 
 	manifests *budget.Budget
 	reserve   driver.Reserver // nil where the driver keeps no space back
@@ -103,6 +109,16 @@ func New(opts Options) (*Store, error) {
 			log.Warn("no room to keep space for deletes: pushes are refused until space is freed", "err", err)
 		}
 	}
+	if opts.SoleReplica && !s.ro && s.shared() {
+		s.lease = newLease(s.drv, log)
+		err := s.lease.acquire(context.Background())
+		if errors.Is(err, ErrLeased) {
+			return nil, fmt.Errorf("%w; its dedupe index (BoltDB) cannot be shared: give every replica the same Redis or DynamoDB cacheDriver (remoteCache: true), or stop the other pier", err)
+		}
+		if err != nil {
+			log.Warn("cannot tell whether another pier serves this storage (its replica lease cannot be read); writes are refused until it can", "storage", s.drv, "err", err)
+		}
+	}
 	s.verified = loadVerified(context.Background(), s.drv, log)
 	if opts.Cache != nil && !s.ro {
 		s.dedupe = dedupe.New(dedupe.Options{Driver: s.drv, Cache: opts.Cache, Repos: (*dedupeHost)(s), Logger: log})
@@ -126,7 +142,7 @@ func (s *Store) writable() error {
 	if s.ro {
 		return fmt.Errorf("%w: %s is served read-only", ErrReadOnly, s.drv)
 	}
-	return nil
+	return s.lease.check()
 }
 
 // pushable is writable, for a write that adds content: it fails, with the
@@ -164,6 +180,9 @@ func (s *Store) Close() error {
 	}
 	if !s.ro {
 		s.verified.save(context.Background(), s.drv, s.log)
+	}
+	if s.lease != nil {
+		s.lease.release()
 	}
 	if cerr := s.drv.Close(); err == nil {
 		err = cerr
@@ -221,13 +240,25 @@ func (s *Store) WriteState(ctx context.Context, name string, data []byte) error 
 
 // Ping asks the storage one cheap question (a stat of the store's own
 // state directory), for a watchdog: it fails when the storage does not
-// answer, or is no longer where the configuration says.
+// answer, or is no longer where the configuration says. A bucket (a
+// driver without links) is not asked: one that does not answer is not
+// this process wedged, and restarting it would not bring the bucket back
+// (Check says whether it answers).
 func (s *Store) Ping(ctx context.Context) error {
+	if s.placeholders {
+		return nil
+	}
 	if c, ok := s.drv.(driver.Checker); ok {
 		if err := c.Check(ctx); err != nil {
 			return err
 		}
 	}
+	return s.Check(ctx)
+}
+
+// Check asks the storage one cheap question and returns its error when it
+// cannot be reached.
+func (s *Store) Check(ctx context.Context) error {
 	_, err := s.drv.Stat(ctx, stateKey("lock"))
 	if err == nil || driver.IsNotFound(err) {
 		return nil

@@ -277,3 +277,62 @@ func testDedupeReplicas(t *testing.T, b Backend) {
 	wantBlob(t, stores[0], "late1", layerD, layerData)
 	wantBlob(t, stores[1], "late0", layerD, layerData)
 }
+
+// testLookup: with the store-wide lookup on, a blob a repository lacks is
+// found in the others the client may read, without anything written, and
+// enters the repository with the manifest that names it; one that vanished
+// meanwhile fails that push with MANIFEST_BLOB_UNKNOWN. Off, nothing is
+// found elsewhere.
+func testLookup(t *testing.T, b Backend) {
+	drv := b.New(t)
+	st, err := store.New(store.Options{Driver: drv, Cache: b.Cache(t), Lookup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	st.Reconcile(ctx)
+	data := RandomBytes(t, 120_000)
+	layer := push(t, st, "base", ispec.MediaTypeImageLayer, data)
+	wantBlob(t, st, "app", layer.Digest, data)
+	if repos, _ := st.Repositories(ctx); len(repos) != 1 {
+		t.Fatalf("a HEAD created something: repositories %v", repos)
+	}
+	noBase := store.WithReadable(ctx, func(repo string) bool { return repo != "base" })
+	if _, err := st.StatBlob(noBase, "app", layer.Digest); !errors.Is(err, store.ErrBlobUnknown) {
+		t.Fatalf("found in a repository the client may not read: %v", err)
+	}
+
+	image := func(repo string, layer ispec.Descriptor) []byte {
+		cfg := push(t, st, repo, ispec.MediaTypeImageConfig, []byte(`{"repo":"`+repo+`"}`))
+		return mustJSON(t, ispec.Manifest{Versioned: specsV2, MediaType: ispec.MediaTypeImageManifest, Config: cfg, Layers: []ispec.Descriptor{layer}})
+	}
+	if _, err := st.PutManifest(noBase, "app", "v1", "", image("app", layer), nil); !errors.Is(err, store.ErrManifestBlobUnknown) {
+		t.Fatalf("a manifest naming a layer only an unreadable repository holds: %v", err)
+	}
+	putManifest(t, st, "app", "v1", image("app", layer))
+	if _, err := drv.Stat(ctx, "app/blobs/sha256/"+layer.Digest.Encoded()); err != nil {
+		t.Fatalf("the layer did not enter the repository with its manifest: %v", err)
+	}
+	if err := st.DeleteBlob(ctx, "base", layer.Digest); err != nil {
+		t.Fatal(err)
+	}
+	wantBlob(t, st, "app", layer.Digest, data)
+
+	gone := push(t, st, "base", ispec.MediaTypeImageLayer, RandomBytes(t, 1000))
+	if _, err := st.StatBlob(ctx, "other", gone.Digest); err != nil {
+		t.Fatal(err)
+	}
+	m := image("other", gone)
+	if err := st.DeleteBlob(ctx, "base", gone.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutManifest(ctx, "other", "v1", "", m, nil); !errors.Is(err, store.ErrManifestBlobUnknown) {
+		t.Fatalf("a manifest naming a layer that vanished since the HEAD: %v", err)
+	}
+
+	off := dedupeStore(t, b.New(t), b.Cache(t))
+	push(t, off, "base", ispec.MediaTypeImageLayer, data)
+	if _, err := off.StatBlob(ctx, "app", layer.Digest); !errors.Is(err, store.ErrBlobUnknown) {
+		t.Fatalf("without the lookup, a blob of another repository: %v", err)
+	}
+}

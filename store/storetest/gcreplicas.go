@@ -135,3 +135,29 @@ func testGCRacesPushOnReplica(t *testing.T, b Backend) {
 		})
 	}
 }
+
+// testSoleReplica: a store whose dedupe index is its own holds the
+// storage alone: a second one on the same storage is refused while the
+// first serves, and starts once the first is gone.
+func testSoleReplica(t *testing.T, b Backend) {
+	drv := b.New(t)
+	first, err := store.New(store.Options{Driver: drv, SoleReplica: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, first, "app", "x", []byte("the first writes"))
+	second, err := store.New(store.Options{Driver: b.Share(t, drv), SoleReplica: true})
+	if !errors.Is(err, store.ErrLeased) {
+		if second != nil {
+			second.Close()
+		}
+		t.Fatalf("a second store with its own index on the same storage: %v, want ErrLeased", err)
+	}
+	first.Close()
+	second, err = store.New(store.Options{Driver: b.Share(t, drv), SoleReplica: true})
+	if err != nil {
+		t.Fatalf("once the first closed: %v", err)
+	}
+	defer second.Close()
+	push(t, second, "app", "x", []byte("the second writes"))
+}

@@ -63,10 +63,12 @@ func Run(t *testing.T, b Backend) {
 		t.Run("DedupeStoresOnce", func(t *testing.T) { testDedupeOnce(t, b) })
 		t.Run("DedupeIndexLost", func(t *testing.T) { testDedupeIndexLost(t, b) })
 		t.Run("DedupeLostContent", func(t *testing.T) { testDedupeLostContent(t, b) })
+		t.Run("StoreWideLookup", func(t *testing.T) { testLookup(t, b) })
 	}
 	if b.Share != nil {
 		t.Run("DedupeReplicas", func(t *testing.T) { testDedupeReplicas(t, b) })
 		t.Run("GCRacesPushOnReplica", func(t *testing.T) { testGCRacesPushOnReplica(t, b) })
+		t.Run("SoleReplica", func(t *testing.T) { testSoleReplica(t, b) })
 	}
 }
 
