@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,9 +18,10 @@ import (
 // same bucket would place and remove placeholders its index never hears
 // of. A local root is guarded by its process lock; a bucket has no locks,
 // so the store holds a lease there: an object (.pier/replica-lease) that
-// it renews every few seconds with a compare-and-swap. Another pier that
-// finds the lease renewed lately refuses to start; one that finds it
-// stale (its holder died) takes it over. A store that cannot renew its
+// it renews every few seconds with a compare-and-swap, in the name of its
+// index (host and file). Another pier that finds the lease renewed lately
+// in another name refuses to start; one that finds it stale (its holder
+// died), or in its own name (itself, restarted), takes it over. A store that cannot renew its
 // lease for a whole lease time (the bucket unreachable) stops writing
 // until it has it again, since another may have taken it meanwhile; one
 // that finds it taken stops writing for good and says why.
@@ -59,11 +58,12 @@ type replicaLease struct {
 	taken bool      // another took it: never written again
 }
 
-func newLease(drv driver.Driver, log *slog.Logger) *replicaLease {
+// newLease is a lease held in the name of owner: the index the store
+// keeps to itself (its host and file), so that the same pier restarted
+// after a crash takes its own lease back at once.
+func newLease(drv driver.Driver, owner string, log *slog.Logger) *replicaLease {
 	host, _ := os.Hostname()
-	id := make([]byte, 8)
-	rand.Read(id)
-	return &replicaLease{drv: drv, log: log, me: lease{Owner: hex.EncodeToString(id), Host: host, PID: os.Getpid()}}
+	return &replicaLease{drv: drv, log: log, me: lease{Owner: owner, Host: host, PID: os.Getpid()}}
 }
 
 // valid reports whether the lease is held now.

@@ -37,11 +37,12 @@ type Options struct {
 	Cache cache.Cache
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
-	// SoleReplica says the dedupe index (Cache) is this process's own
-	// (BoltDB): no other pier may write the storage. On a storage that is
-	// not Exclusive (a bucket) the store holds a lease (lease.go), and New
-	// fails with ErrLeased when another pier holds it.
-	SoleReplica bool
+	// SoleReplica, when set, names the dedupe index (Cache) that is this
+	// process's own (BoltDB: its host and file): no other pier may write
+	// the storage. On a storage that is not Exclusive (a bucket) the
+	// store holds a lease in that name (lease.go), and New fails with
+	// ErrLeased when another pier holds it.
+	SoleReplica string
 	// Lookup turns on the store-wide blob lookup (lookup.go): a blob a
 	// repository lacks is found in the others the client may read. It
 	// needs the dedupe index (Cache).
@@ -109,8 +110,8 @@ func New(opts Options) (*Store, error) {
 			log.Warn("no room to keep space for deletes: pushes are refused until space is freed", "err", err)
 		}
 	}
-	if opts.SoleReplica && !s.ro && s.shared() {
-		s.lease = newLease(s.drv, log)
+	if opts.SoleReplica != "" && !s.ro && s.shared() {
+		s.lease = newLease(s.drv, opts.SoleReplica, log)
 		err := s.lease.acquire(context.Background())
 		if errors.Is(err, ErrLeased) {
 			return nil, fmt.Errorf("%w; its dedupe index (BoltDB) cannot be shared: give every replica the same Redis or DynamoDB cacheDriver (remoteCache: true), or stop the other pier", err)

@@ -92,26 +92,27 @@ func Driver(sc configs.StoreConfig, readOnly bool, log *slog.Logger) (driver.Dri
 // the BoltDB file <rootDirectory>/cache.db, which opens whatever it holds
 // (a damaged one is set aside under <rootDirectory>/.pier, logged once,
 // and rebuilt from the storage). own reports that the index is this
-// process's alone (BoltDB): the store then keeps other piers off its
-// storage.
-func Cache(sc configs.StoreConfig, drv driver.Driver, log *slog.Logger) (c cache.Cache, own bool, err error) {
+// process's alone (BoltDB), naming it (host and file): the store then
+// keeps other piers off its storage.
+func Cache(sc configs.StoreConfig, drv driver.Driver, log *slog.Logger) (c cache.Cache, own string, err error) {
 	if !sc.Dedupe || drv.ReadOnly() {
-		return nil, false, nil
+		return nil, "", nil
 	}
 	if c, err := remote.Open(sc.Cache, log); err != nil || c != nil {
-		return c, false, err
+		return c, "", err
 	}
 	dir := sc.RootDirectory
 	if l, ok := drv.(*local.Driver); ok {
 		dir = l.Dir()
 	} else if err := os.MkdirAll(filepath.Join(dir, store.StateDir), 0o755); err != nil {
-		return nil, false, fmt.Errorf("create the directory of the dedupe cache: %w", err)
+		return nil, "", fmt.Errorf("create the directory of the dedupe cache: %w", err)
 	}
 	bc, err := boltdb.Open(filepath.Join(dir, "cache.db"), boltdb.Options{
 		Sync: sc.Commit, AsideDir: filepath.Join(dir, store.StateDir), Logger: log,
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", dir, err)
+		return nil, "", fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", dir, err)
 	}
-	return bc, true, nil
+	host, _ := os.Hostname()
+	return bc, host + ":" + filepath.Join(dir, "cache.db"), nil
 }

@@ -141,20 +141,27 @@ func testGCRacesPushOnReplica(t *testing.T, b Backend) {
 // first serves, and starts once the first is gone.
 func testSoleReplica(t *testing.T, b Backend) {
 	drv := b.New(t)
-	first, err := store.New(store.Options{Driver: drv, SoleReplica: true})
+	first, err := store.New(store.Options{Driver: drv, SoleReplica: "host-a:/var/lib/pier/cache.db"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	push(t, first, "app", "x", []byte("the first writes"))
-	second, err := store.New(store.Options{Driver: b.Share(t, drv), SoleReplica: true})
+	second, err := store.New(store.Options{Driver: b.Share(t, drv), SoleReplica: "host-b:/var/lib/pier/cache.db"})
 	if !errors.Is(err, store.ErrLeased) {
 		if second != nil {
 			second.Close()
 		}
 		t.Fatalf("a second store with its own index on the same storage: %v, want ErrLeased", err)
 	}
+	// The first, restarted after a crash (it never gave the lease up),
+	// takes its own lease back.
+	again, err := store.New(store.Options{Driver: b.Share(t, drv), SoleReplica: "host-a:/var/lib/pier/cache.db"})
+	if err != nil {
+		t.Fatalf("the same pier restarted: %v", err)
+	}
+	again.Close()
 	first.Close()
-	second, err = store.New(store.Options{Driver: b.Share(t, drv), SoleReplica: true})
+	second, err = store.New(store.Options{Driver: b.Share(t, drv), SoleReplica: "host-b:/var/lib/pier/cache.db"})
 	if err != nil {
 		t.Fatalf("once the first closed: %v", err)
 	}
