@@ -54,9 +54,10 @@ func Open(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []Root, ctl 
 	rs = List(cfg)
 	subs := map[string]*store.Store{}
 	manifests := store.NewManifestBudget() // memory is the process's, whatever root it serves
+	chunks := backend.NewChunkBudget()
 	for i := range rs {
 		r := &rs[i]
-		r.Store, err = openStore(r, readOnly, log, manifests)
+		r.Store, err = openStore(r, readOnly, log, manifests, chunks)
 		if err != nil {
 			close()
 			return nil, nil, nil, fmt.Errorf("%s: %w", Name(r.Key), err)
@@ -72,9 +73,9 @@ func Open(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []Root, ctl 
 
 // openStore opens one root: its driver (local or s3), its dedupe index,
 // its store (store/backend).
-func openStore(r *Root, readOnly bool, log *slog.Logger, manifests *budget.Budget) (*store.Store, error) {
+func openStore(r *Root, readOnly bool, log *slog.Logger, manifests, chunks *budget.Budget) (*store.Store, error) {
 	rlog := log.With("root", Name(r.Key))
-	st, err := backend.Open(r.Cfg, backend.Options{ReadOnly: readOnly, Logger: rlog, Manifests: manifests})
+	st, err := backend.Open(r.Cfg, backend.Options{ReadOnly: readOnly, Logger: rlog, Manifests: manifests, Chunks: chunks})
 	if err == nil && st.ReadOnly() && !readOnly && !r.Cfg.ReadOnly {
 		// Meant for a write-protected stick, but also what a root
 		// outside /var/lib/pier looks like under the packaged unit's
