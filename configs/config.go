@@ -118,6 +118,15 @@ type StoreConfig struct {
 	// section or a subPaths entry), and in every store by zot's older
 	// http.readOnly. Default false.
 	ReadOnly bool
+
+	// StoreWideLookup (pier's key storeWideLookup, default false) lets a
+	// HEAD of a blob a repository lacks, and a mount without from, find it
+	// in another repository of the root that the client may read (through
+	// the dedupe index, so it needs Dedupe); the blob enters the
+	// repository when a manifest naming it is pushed. Clients pushing many
+	// images with shared layers then upload each layer once. It bends the
+	// spec (a deleted blob is still found elsewhere), hence off.
+	StoreWideLookup bool
 }
 
 // SubPathConfig is the configuration of a store mounted at a subpath; it has

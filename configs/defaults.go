@@ -112,6 +112,8 @@ func resolveStore(key string, s *fileStore, gcDefault, dedupeDefault bool) (Stor
 		S3:            (&validation{}).storageDriver(key, s.StorageDriver), // validated
 		CacheDriver:   s.CacheDriver,
 		ReadOnly:      value(s.ReadOnly, false),
+
+		StoreWideLookup: value(s.StoreWideLookup, false),
 	}
 
 	// The GC timings default only when GC is on; with GC off zot leaves an

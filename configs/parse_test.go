@@ -369,8 +369,8 @@ func TestSubPathNamesAreLowerCased(t *testing.T) {
 	// What is refused or warned about in a subpath still is, by its new name.
 	cfg, warnings := mustParse(t, `{"storage": {"rootDirectory": "/r", "subPaths": {"/Team": {"rootDirectory": "/t",
 		"storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}, "hydrateBlobOnRead": true}}}}`)
-	if r := cfg.Refusals(); len(r) != 1 || r[0].Key != "storage.subPaths./team.storageDriver" {
-		t.Errorf("refusals = %v, want storage.subPaths./team.storageDriver", r)
+	if cfg.Storage.SubPaths["/team"].S3 == nil {
+		t.Errorf("the s3 driver of /team is lost under its new name")
 	}
 	if len(warnings) != 1 || warnings[0].Key != "storage.subPaths./team.hydrateBlobOnRead" {
 		t.Errorf("warnings = %v, want storage.subPaths./team.hydrateBlobOnRead", warnings)

@@ -53,6 +53,8 @@ type fileStore struct {
 	GCInterval    *duration `json:"gcInterval"`
 	RemoteCache   *bool     `json:"remoteCache"`
 	ReadOnly      *bool     `json:"readOnly"` // pier's key, not zot's
+	// StoreWideLookup is pier's key: see StoreConfig.StoreWideLookup.
+	StoreWideLookup *bool `json:"storeWideLookup"`
 
 	StorageDriver       map[string]any  `json:"storageDriver"`
 	CacheDriver         map[string]any  `json:"cacheDriver"`

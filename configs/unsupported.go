@@ -49,9 +49,6 @@ func notices() []notice {
 		{key: "http.auth.bearer.oidc", refuse: true, message: "OIDC workload tokens are not implemented (pier verifies tokens signed with http.auth.bearer.cert)"},
 		{key: "http.auth.bearer.awsSecretsManager", refuse: true, message: "token keys from AWS Secrets Manager are not implemented (pier verifies tokens signed with http.auth.bearer.cert)"},
 		{key: "http.auth.bearer.upstreamTokenEndpoint", refuse: true, message: "token exchange is not implemented (pier verifies tokens signed with http.auth.bearer.cert)"},
-		// The file is checked (storagedriver.go) so verify names a bad key;
-		// this row goes when the store runs on the s3 driver.
-		{key: "storage.storageDriver", refuse: true, message: "the s3 driver is not wired into the store yet; serving would write images under rootDirectory instead of the bucket"},
 		{key: "cluster", refuse: true, message: "scale-out clustering is not implemented; serving would store repositories that belong to other members here"},
 
 		// Warnings: ignoring these changes no access and moves no data.

@@ -88,11 +88,11 @@ func TestRefusals(t *testing.T) {
 		{"LDAP", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"htpasswd": {"path": "p"}, "ldap": {"address": "l"}}}}`, []string{"http.auth.ldap"}},
 		{"OpenID", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"openid": {"providers": {}}}}}`, []string{"http.auth.openid"}},
 		{"OIDC bearer tokens", `{"storage": {"rootDirectory": "/r"}, "http": {"auth": {"bearer": {"realm": "r", "service": "s", "oidc": {}}}}}`, []string{"http.auth.bearer.oidc"}},
-		{"remote storage", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}}}`, []string{"storage.storageDriver"}},
+		{"remote storage is implemented", `{"storage": {"rootDirectory": "/r", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}}}`, nil},
 		{"subpaths are served", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a"}}}}`, nil},
 		{"refusals in several subpaths, in order", `{"storage": {"rootDirectory": "/r", "subPaths": {"/b": {"rootDirectory": "/b", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "r", "rootdirectory": "/b"}}, "/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "r", "rootdirectory": "/a"}}, "/c": {"rootDirectory": "/c"}}}, "http": {"auth": {"ldap": {}}}}`,
-			[]string{"http.auth.ldap", "storage.subPaths./a.storageDriver", "storage.subPaths./b.storageDriver"}},
-		{"remote storage in a subpath", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}}}}}`, []string{"storage.subPaths./a.storageDriver"}},
+			[]string{"http.auth.ldap"}},
+		{"remote storage in a subpath is implemented", `{"storage": {"rootDirectory": "/r", "subPaths": {"/a": {"rootDirectory": "/a", "storageDriver": {"name": "s3", "bucket": "bkt", "region": "us-east-1"}}}}}`, nil},
 		{"read-only is served", `{"storage": {"rootDirectory": "/r", "readOnly": true}}`, nil},
 		{"zot's old read-only is served", `{"storage": {"rootDirectory": "/r"}, "http": {"ReadOnly": true}}`, nil},
 		{"cluster", `{"storage": {"rootDirectory": "/r"}, "cluster": {"members": ["a:1", "b:1"]}}`, []string{"cluster"}},
@@ -292,7 +292,7 @@ func TestNoticesNameSchemaKeys(t *testing.T) {
 
 	// A free-form key without a notice would be taken silently, though pier
 	// does nothing with it, unless pier reads what is below it itself.
-	interpreted := map[string]bool{"storage.cacheDriver": true}
+	interpreted := map[string]bool{"storage.cacheDriver": true, "storage.storageDriver": true}
 	for key, kind := range keys {
 		if kind == freeForm && !seen[key] && !interpreted[key] {
 			t.Errorf("free-form key %q has no notice", key)
@@ -344,7 +344,7 @@ func TestImplementedKeys(t *testing.T) {
 		"storage.cacheDriver", "storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval", "storage.gcTimeWindow",
 		"storage.maxRepos", "storage.quota.maxBytes", "storage.quota.minFreeSpace", "storage.quota.perRepository", "storage.quota.retentionOnLowSpace",
 		"storage.readOnly", "storage.remoteCache", "storage.retention.delay", "storage.retention.dryRun", "storage.retention.policies",
-		"storage.rootDirectory", "storage.subPaths",
+		"storage.rootDirectory", "storage.storageDriver", "storage.storeWideLookup", "storage.subPaths",
 	}
 
 	if got := implementedKeys(); !slices.Equal(got, want) {

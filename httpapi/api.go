@@ -246,6 +246,10 @@ func (a *API) handle(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 	if req.who, ok = a.authorize(w, r, req); !ok {
 		return
 	}
+	// The store looks only where the client may read, when it looks
+	// beyond the repository (the store-wide lookup, a mount without from).
+	who := req.who
+	r = r.WithContext(store.WithReadable(r.Context(), func(repo string) bool { return who.Can(repo, Read) }))
 	var err error
 	switch m := r.Method; req.kind {
 	case routeBase:

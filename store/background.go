@@ -23,6 +23,9 @@ func (s *Store) Run(ctx context.Context) {
 	if s.dedupe != nil {
 		go s.dedupe.Run(ctx)
 	}
+	if s.lease != nil {
+		go s.lease.keep(ctx)
+	}
 	t := time.NewTicker(verifiedSaveInterval)
 	defer t.Stop()
 	for {
@@ -35,12 +38,13 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// Reconcile runs one dedupe pass over the whole store now.
+// Reconcile runs one dedupe pass over the whole store now; one that
+// recorded everything marks the index complete.
 func (s *Store) Reconcile(ctx context.Context) (dedupe.Stats, error) {
 	if s.dedupe == nil {
 		return dedupe.Stats{}, nil
 	}
-	return s.dedupe.Reconcile(ctx)
+	return s.dedupe.Pass(ctx)
 }
 
 // dedupeHost is the store as dedupe sees it.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/pier-oci/pier/store/dedupe"
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/layout"
 	"github.com/pier-oci/pier/store/oci"
@@ -21,12 +22,25 @@ type BlobInfo struct {
 	ModTime time.Time
 }
 
-// StatBlob reports whether repo holds blob d. Like every read it has no
-// side effect: it never creates the repository or any object.
+// StatBlob reports whether repo holds blob d (or, with the store-wide
+// lookup on, whether a repository the client may read does). Like every
+// read it has no side effect: it never creates the repository or any
+// object.
 func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
-	info, err := s.drv.Stat(ctx, blobKey(repo, d))
+	info, err := s.statOwn(ctx, repo, d)
+	if errors.Is(err, ErrBlobUnknown) {
+		if _, held, ok := s.lookup(ctx, repo, d); ok {
+			return BlobInfo{Digest: d, Size: held.Size, ModTime: held.ModTime}, nil
+		}
+	}
+	return info, err
+}
+
+// statOwn reports whether repo itself holds blob d.
+func (s *Store) statOwn(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	info, err := s.content(ctx, repo, d)
 	if err != nil {
-		return BlobInfo{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
+		return BlobInfo{}, err
 	}
 	return BlobInfo{Digest: d, Size: info.Size, ModTime: info.ModTime}, nil
 }
@@ -35,7 +49,20 @@ func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (Blo
 // if this version of it never was. Locally the reader is an *os.File, so
 // the HTTP layer serves it with sendfile and ranges.
 func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, error) {
-	f, info, err := s.drv.Open(ctx, blobKey(repo, d))
+	key := blobKey(repo, d)
+	if s.placeholders || s.lookupOn {
+		held, err := s.content(ctx, repo, d)
+		if errors.Is(err, ErrBlobUnknown) {
+			if _, elsewhere, ok := s.lookup(ctx, repo, d); ok {
+				held, err = elsewhere, nil
+			}
+		}
+		if err != nil {
+			return nil, BlobInfo{}, err
+		}
+		key = held.Key
+	}
+	f, info, err := s.drv.Open(ctx, key)
 	if err != nil {
 		return nil, BlobInfo{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
 	}
@@ -56,8 +83,20 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 	}
 	unlock := s.locks.Lock(repo)
 	defer unlock()
-	if _, err := s.StatBlob(ctx, repo, d); err != nil {
-		return err
+	if _, err := s.drv.Stat(ctx, blobKey(repo, d)); err != nil {
+		return fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
+	}
+	// Replicas: marked first, so a push on another one that names it
+	// either lands before (and is seen below) or is refused (gcmark.go).
+	mark := s.newGCMark([]digest.Digest{d})
+	if mark != nil {
+		err := s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) { x.setMark(mark); return true, nil })
+		switch {
+		case err == nil:
+			defer s.clearMark(context.WithoutCancel(ctx), repo, mark)
+		case !errors.Is(err, ErrNameUnknown): // no index.json: no manifest can name it
+			return err
+		}
 	}
 	by, err := s.referencedBy(ctx, repo, d)
 	if err != nil {
@@ -68,28 +107,25 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 	}
 	key := blobKey(repo, d)
 	before, _ := s.drv.Stat(ctx, key)
-	if err := s.drv.Delete(ctx, key); err != nil {
+	if _, err := s.removeBlobs(ctx, []doomedBlob{{d, key}}); err != nil {
 		return fromDriver(err, nil, "delete blob %s in %s", d, repo)
 	}
 	s.uncounted(repo, before.Size, before.Links <= 1)
 	s.views.drop(repo)
-	if s.dedupe != nil {
-		s.dedupe.Forget(d, key)
-	}
 	s.log.Info("blob deleted", "repo", repo, "digest", d)
 	return nil
 }
 
 // FindBlob returns a repository that holds blob d, for a mount that names
-// no source repository.
+// no source repository: one the client may read (WithReadable).
 func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 	if s.dedupe != nil {
 		for _, key := range s.dedupe.Copies(ctx, d) {
 			repo := layout.RepoOfBlob(key)
-			if oci.ValidateName(repo) != nil {
+			if oci.ValidateName(repo) != nil || !mayRead(ctx, repo) {
 				continue
 			}
-			if _, err := s.StatBlob(ctx, repo, d); err == nil {
+			if _, err := s.statOwn(ctx, repo, d); err == nil {
 				return repo, nil
 			}
 		}
@@ -99,7 +135,10 @@ func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 		return "", err
 	}
 	for _, repo := range repos {
-		if _, err := s.StatBlob(ctx, repo, d); err == nil {
+		if !mayRead(ctx, repo) {
+			continue
+		}
+		if _, err := s.statOwn(ctx, repo, d); err == nil {
 			return repo, nil
 		}
 	}
@@ -107,13 +146,13 @@ func (s *Store) FindBlob(ctx context.Context, d digest.Digest) (string, error) {
 }
 
 // MountBlob makes blob d of repository from available in repo: a hard
-// link where the driver has them and the two keys can share an object,
-// else a copy (server-side on s3). It reports ErrBlobUnknown when from does
-// not hold d, or holds bytes that do not match it, so the caller can fall
-// back to an ordinary upload as the spec asks: a damaged copy is never
-// spread to another repository when the client could send a good one.
+// link where the driver has them and the two keys can share an object, a
+// placeholder where the store dedupes with them, else a copy (server-side
+// on s3). It reports ErrBlobUnknown when from does not hold d, or holds
+// bytes that do not match it, so the caller can fall back to an ordinary
+// upload as the spec asks: a damaged copy is never spread to another
+// repository when the client could send a good one.
 func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Digest) error {
-	srcKey := blobKey(from, d)
 	src, err := s.checkedSource(ctx, from, d)
 	if err != nil {
 		return err
@@ -126,56 +165,95 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	}
 	unlock := s.locks.RLock(repo)
 	defer unlock()
+	return s.mountLocked(ctx, repo, from, d)
+}
+
+// mountLocked is MountBlob under a lock of repo the caller holds.
+func (s *Store) mountLocked(ctx context.Context, repo, from string, d digest.Digest) error {
+	src, err := s.checkedSource(ctx, from, d)
+	if err != nil {
+		return err
+	}
 	dst := blobKey(repo, d)
-	if _, err := s.drv.Stat(ctx, dst); err == nil {
+	if info, err := s.drv.Stat(ctx, dst); err == nil && !(s.placeholders && dedupe.IsPlaceholder(info, d)) {
 		if err := s.syncExisting(ctx, dst); err != nil {
 			return err
 		}
 		s.refresh(ctx, dst, d)
-		return nil
+		return s.stillWanted(ctx, repo, d)
 	}
-	copied := true
-	if l, ok := s.drv.(driver.Linker); ok {
-		err = l.Link(ctx, srcKey, dst)
-		copied = errors.Is(err, driver.ErrUnsupported)
-		if copied && s.dedupe != nil {
-			s.dedupe.LinkFailed(err)
+	how := "copied"
+	placed, err := s.placeBlob(ctx, d, src.Size, dst)
+	switch {
+	case err != nil:
+	case placed:
+		how = "placeholder"
+	default:
+		err = s.linkOrCopy(ctx, src, dst, d)
+		if err == nil && s.linked(src, dst) {
+			how = "linked"
 		}
-	}
-	if copied {
-		err = s.drv.Copy(ctx, srcKey, dst)
 	}
 	if err != nil {
 		return fromDriver(err, ErrBlobUnknown, "mount blob %s from %s into %s", d, from, repo)
 	}
-	s.counted(repo, src.Size, copied)
-	// A link or a copy of checked content is checked content: dst's new
-	// version (the link's also src's) joins the set.
+	switch how { // a placeholder holds no bytes, as the count at start sees it
+	case "linked":
+		s.counted(repo, src.Size, false)
+	case "copied":
+		s.counted(repo, src.Size, true)
+	}
+	if s.dedupe != nil && !placed {
+		s.dedupe.Record(d, dst)
+	}
+	s.log.Info("blob mounted", "repo", repo, "from", from, "digest", d, "bytes", src.Size, "as", how)
+	return s.stillWanted(ctx, repo, d)
+}
+
+// linkOrCopy makes dst hold the content of the object src: a hard link
+// where the driver can make one, else a copy. A link or a copy of checked
+// content is checked content.
+func (s *Store) linkOrCopy(ctx context.Context, src driver.Info, dst string, d digest.Digest) error {
+	err := driver.ErrUnsupported
+	if l, ok := s.drv.(driver.Linker); ok {
+		err = l.Link(ctx, src.Key, dst)
+		if errors.Is(err, driver.ErrUnsupported) && s.dedupe != nil {
+			s.dedupe.LinkFailed(err)
+		}
+	}
+	if errors.Is(err, driver.ErrUnsupported) {
+		err = s.drv.Copy(ctx, src.Key, dst)
+	}
+	if err != nil {
+		return err
+	}
 	if s.verified.has(src.Content, d) {
 		if after, err := s.drv.Stat(ctx, dst); err == nil {
 			s.verified.add(after.Content, d)
 		}
 	}
-	if s.dedupe != nil {
-		s.dedupe.Record(d, dst)
-	}
-	s.log.Info("blob mounted", "repo", repo, "from", from, "digest", d, "bytes", src.Size, "copied", copied)
 	return nil
 }
 
-// checkedSource stats the blob a mount copies from, checking it against
-// its digest first if this version of it never was (a layout copied in,
-// say); the check is remembered, so a later pull does not repeat it.
+// linked reports whether dst is now the same object as src (a link).
+func (s *Store) linked(src driver.Info, dst string) bool {
+	after, err := s.drv.Stat(context.Background(), dst)
+	return err == nil && src.ID != "" && after.ID == src.ID
+}
+
+// checkedSource is the object a mount copies from (the blob's own, or the
+// one that holds a placeholder's content), checked against its digest
+// first if this version of it never was (a layout copied in, say); the
+// check is remembered, so a later pull does not repeat it.
 func (s *Store) checkedSource(ctx context.Context, from string, d digest.Digest) (driver.Info, error) {
-	key := blobKey(from, d)
-	info, err := s.drv.Stat(ctx, key)
+	info, err := s.content(ctx, from, d)
 	if err != nil {
-		return driver.Info{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, from)
+		return driver.Info{}, err
 	}
 	if s.verified.has(info.Content, d) {
 		return info, nil
 	}
-	f, info, err := s.drv.Open(ctx, key)
+	f, info, err := s.drv.Open(ctx, info.Key)
 	if err != nil {
 		return driver.Info{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, from)
 	}

@@ -71,8 +71,8 @@ func (s *Store) PreviewRepo(ctx context.Context, repo string, delay time.Duratio
 
 func (s *Store) collect(ctx context.Context, repo string, delay time.Duration, dry bool) (CollectReport, error) {
 	rep := CollectReport{Repo: repo, DryRun: dry}
-	if s.ro && !dry {
-		return rep, nil // nothing is ever removed from a read-only root
+	if s.writable() != nil && !dry {
+		return rep, nil // nothing is ever removed from a read-only root (or one whose lease is not held)
 	}
 	snap, err := s.readIndexBytes(ctx, repo)
 	if err != nil {
@@ -363,7 +363,8 @@ func lastActivity(index driver.Info, blobs []blobFile) time.Time {
 // index (so no entry ever names a deleted blob), then the blobs, then
 // idle uploads, then the repository itself if nothing is left.
 func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionPlan, delay time.Duration, now time.Time, rep CollectReport) (CollectReport, error) {
-	if p.changed {
+	mark := s.newGCMark(p.garbageDigests()) // replicas: gcmark.go
+	if p.changed || mark != nil {
 		err := s.freeing(func() error {
 			return s.updateIndex(ctx, repo, func(x *repoIndex, cur []byte) (bool, error) {
 				if !bytes.Equal(cur, p.data) {
@@ -373,6 +374,7 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 					return false, errIndexMoved
 				}
 				x.Manifests = p.keep
+				x.setMark(mark)
 				return true, nil
 			})
 		})
@@ -390,7 +392,9 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 		listed[e.Digest] = true
 	}
 	s.prunePulls(ctx, repo, listed)
-	var doomed []string
+	var doomed []doomedBlob
+	var sizes []int64
+	var found []driver.Info // as stat'ed under the lock, for the byte counts
 	for _, b := range p.garbage {
 		// Checked again under the lock: a push may have re-sent (and so
 		// refreshed) the blob since the listing.
@@ -398,22 +402,35 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 		if err != nil || now.Sub(info.Changed) < delay {
 			continue
 		}
-		doomed = append(doomed, b.key)
-		rep.Blobs++
-		rep.BlobBytes += b.size
-		s.uncounted(repo, info.Size, info.Links <= 1)
+		doomed = append(doomed, doomedBlob{b.digest, b.key})
+		sizes = append(sizes, b.size)
+		found = append(found, info)
 	}
-	if len(doomed) > 0 {
-		if err := s.drv.Delete(ctx, doomed...); err != nil {
+	for len(doomed) > 0 && !mark.expiring() {
+		batch := doomed
+		if s.placeholders {
+			batch = batch[:min(len(batch), 32)] // one at a time through the dedupe protocol: look at the mark's time
+		}
+		n, err := s.removeBlobs(ctx, batch)
+		for i, size := range sizes[:n] {
+			rep.Blobs++
+			rep.BlobBytes += size
+			s.uncounted(repo, found[i].Size, found[i].Links <= 1)
+		}
+		if n > 0 {
+			s.views.drop(repo)
+		}
+		if errors.Is(err, ErrUnavailable) && s.dedupe != nil {
+			s.log.Info("gc: blobs kept until the dedupe index is complete and reachable", "repo", repo, "err", err)
+			break
+		}
+		if err != nil {
+			s.clearMark(ctx, repo, mark)
 			return rep, fromDriver(err, nil, "gc: remove blobs of %s", repo)
 		}
-		s.views.drop(repo)
-		if s.dedupe != nil {
-			for _, b := range p.garbage {
-				s.dedupe.Forget(b.digest, b.key)
-			}
-		}
+		doomed, sizes, found = doomed[len(batch):], sizes[len(batch):], found[len(batch):]
 	}
+	s.clearMark(ctx, repo, mark)
 	n, size := s.removeIdleUploads(ctx, repo, delay, now)
 	rep.Uploads, rep.UploadBytes = n, size
 	defer s.recount(ctx, repo, false)
@@ -425,6 +442,15 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 		rep.RepoRemoved = removed
 	}
 	return rep, nil
+}
+
+// garbageDigests are the digests of the blobs the plan removes.
+func (p *collectionPlan) garbageDigests() []digest.Digest {
+	ds := make([]digest.Digest, len(p.garbage))
+	for i, b := range p.garbage {
+		ds[i] = b.digest
+	}
+	return ds
 }
 
 // errIndexMoved stops a collection whose plan another process outdated.

@@ -61,7 +61,7 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 	}
 	// Checked before the repository is created, so that a push that fails
 	// here leaves no empty repository behind, and again under the lock.
-	if err := s.checkRequired(ctx, repo, m); err != nil {
+	if err := s.checkRequired(ctx, repo, m, false); err != nil {
 		return PutResult{}, err
 	}
 	if err := s.admit(ctx, repo, int64(len(body))); err != nil {
@@ -73,14 +73,24 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 
 	unlock := s.locks.Lock(repo)
 	defer unlock()
-	if err := s.checkRequired(ctx, repo, m); err != nil {
+	if err := s.checkRequired(ctx, repo, m, true); err != nil {
 		return PutResult{}, err
 	}
 	if err := s.writeBlobBytes(ctx, repo, d, body); err != nil {
 		return PutResult{}, err
 	}
 	desc := ispec.Descriptor{MediaType: m.MediaType, Digest: d, Size: int64(len(body))}
-	err = s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) { return x.setTags(desc, tags), nil })
+	err = s.updateIndex(ctx, repo, func(x *repoIndex, _ []byte) (bool, error) {
+		if err := s.checkNotMarked(ctx, repo, x, d, body, m); err != nil {
+			return false, err
+		}
+		return x.setTags(desc, tags), nil
+	})
+	if errors.Is(err, ErrNameUnknown) {
+		// Another replica collected the repository, blobs and all, since
+		// they were checked.
+		return PutResult{}, fmt.Errorf("%w: the repository was removed by garbage collection meanwhile: %v", ErrManifestBlobUnknown, err)
+	}
 	if err != nil {
 		return PutResult{}, err
 	}
@@ -93,10 +103,12 @@ func (s *Store) PutManifest(ctx context.Context, repo, ref, contentType string, 
 }
 
 // checkRequired fails unless every blob and child manifest m needs is in
-// repo at the size its descriptor gives.
-func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc) error {
+// repo at the size its descriptor gives. With the store-wide lookup on, a
+// blob the repository lacks may be found elsewhere in the store; link
+// (set under the repository's lock) brings it into the repository.
+func (s *Store) checkRequired(ctx context.Context, repo string, m *manifestDoc, link bool) error {
 	for need := range m.requiredBlobs() {
-		info, err := s.StatBlob(ctx, repo, need.Digest)
+		info, err := s.requiredBlob(ctx, repo, need.Digest, link)
 		if errors.Is(err, ErrBlobUnknown) {
 			return fmt.Errorf("%w: %s", ErrManifestBlobUnknown, need.Digest)
 		}
@@ -301,7 +313,7 @@ func (s *Store) checkComplete(ctx context.Context, repo string, m *manifestDoc) 
 		if _, err := oci.ParseDigest(string(need.Digest)); err != nil {
 			return fmt.Errorf("%w: it references an invalid digest %q", ErrManifestUnknown, need.Digest)
 		}
-		info, err := s.drv.Stat(ctx, blobKey(repo, need.Digest))
+		info, err := s.content(ctx, repo, need.Digest)
 		if err != nil || info.Size != need.Size {
 			return fmt.Errorf("%w: its blob %s is missing or incomplete", ErrManifestUnknown, need.Digest)
 		}
@@ -400,11 +412,14 @@ func (s *Store) readManifest(ctx context.Context, repo string, d digest.Digest, 
 	if !oci.ValidDigest(d) {
 		return fmt.Errorf("%w: unusable digest %q", ErrManifestUnknown, d)
 	}
-	key := blobKey(repo, d)
-	info, err := s.drv.Stat(ctx, key)
-	if err != nil {
-		return fromDriver(err, ErrManifestUnknown, "%s is listed but its blob is missing", d)
+	info, err := s.content(ctx, repo, d)
+	if errors.Is(err, ErrBlobUnknown) {
+		return fmt.Errorf("%w: %s is listed but its blob is missing: %v", ErrManifestUnknown, d, err)
 	}
+	if err != nil {
+		return err
+	}
+	key := info.Key
 	if info.Size > oci.MaxManifestSize {
 		return fmt.Errorf("%w: %s is %d bytes, more than a manifest may have", ErrManifestUnknown, d, info.Size)
 	}

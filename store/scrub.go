@@ -169,7 +169,7 @@ func (sc *scrubber) visitBlob(ctx context.Context, desc descriptor, res *ScrubRe
 func (sc *scrubber) check(ctx context.Context, d digest.Digest) string {
 	st, hashed := sc.hash(ctx, d)
 	sc.verdict[d] = st
-	if st == ScrubCorrupt && !sc.s.ro {
+	if st == ScrubCorrupt && sc.s.writable() == nil {
 		sc.s.quarantine(ctx, sc.repo, d, hashed)
 	}
 	return st
@@ -181,13 +181,23 @@ func (sc *scrubber) hash(ctx context.Context, d digest.Digest) (string, *driver.
 	if ctx.Err() != nil {
 		return ScrubOK, nil // stopping: the pass is abandoned, report nothing false
 	}
-	f, info, err := sc.s.drv.Open(ctx, blobKey(sc.repo, d))
+	own := blobKey(sc.repo, d)
+	held, err := sc.s.content(ctx, sc.repo, d)
+	if err != nil {
+		return ScrubMissing, nil
+	}
+	f, info, err := sc.s.drv.Open(ctx, held.Key)
 	if err != nil {
 		return ScrubMissing, nil
 	}
 	defer f.Close()
-	shared := info.ID != "" && info.Links > 1
+	// Several keys of one object (hard links), or placeholders of one
+	// holder: the object is read once a pass.
+	shared := (info.ID != "" && info.Links > 1) || held.Key != own
 	key := keyOf(info.ID+" "+info.Version, "")
+	if info.ID == "" {
+		key = keyOf(info.Key+" "+info.Version, "")
+	}
 	if shared {
 		if good, seen := sc.inodes[key]; seen {
 			if good {
@@ -254,7 +264,7 @@ func (s *Store) quarantine(ctx context.Context, repo string, d digest.Digest, ha
 	if hashed == nil {
 		return
 	}
-	key := blobKey(repo, d)
+	key := hashed.Key // the blob's own key, or the one that holds a placeholder's content
 	keys := []string{key}
 	if s.dedupe != nil && hashed.ID != "" {
 		for _, k := range s.dedupe.Copies(ctx, d) {

@@ -39,6 +39,16 @@ type Options struct {
 	Cache cache.Cache
 	// Logger receives the store's rare log lines; nil discards them.
 	Logger *slog.Logger
+	// SoleReplica, when set, names the dedupe index (Cache) that is this
+	// process's own (BoltDB: its host and file): no other pier may write
+	// the storage. On a storage that is not Exclusive (a bucket) the
+	// store holds a lease in that name (lease.go), and New fails with
+	// ErrLeased when another pier holds it.
+	SoleReplica string
+	// Lookup turns on the store-wide blob lookup (lookup.go): a blob a
+	// repository lacks is found in the others the client may read. It
+	// needs the dedupe index (Cache).
+	Lookup bool
 	// Manifests bounds the manifest bytes held in memory at once, to read,
 	// hash and decode them; several stores (subPaths) may share one. When
 	// nil the store has its own (NewManifestBudget).
@@ -63,6 +73,12 @@ type Store struct {
 	verified *verifiedSet
 	dedupe   *dedupe.Deduper // nil when dedupe is off
 	ro       bool
+	// placeholders: keys cannot share an object (s3), so a blob may be a
+	// placeholder of content held elsewhere (placeholders.go).
+	placeholders bool
+	memo         holderMemo
+	lookupOn     bool          // the store-wide blob lookup (lookup.go)
+	lease        *replicaLease // nil unless SoleReplica on a shared storage
 
 	manifests *budget.Budget
 	reserve   driver.Reserver // nil where the driver keeps no space back
@@ -97,10 +113,23 @@ func New(opts Options) (*Store, error) {
 	if s.manifests == nil {
 		s.manifests = NewManifestBudget()
 	}
+	_, links := s.drv.(driver.Linker)
+	s.placeholders = !links
+	s.lookupOn = opts.Lookup
 	if r, ok := s.drv.(driver.Reserver); ok && !s.ro {
 		s.reserve = r
 		if err := r.Reserve(context.Background()); err != nil {
 			log.Warn("no room to keep space for deletes: pushes are refused until space is freed", "err", err)
+		}
+	}
+	if opts.SoleReplica != "" && !s.ro && s.shared() {
+		s.lease = newLease(s.drv, opts.SoleReplica, log)
+		err := s.lease.acquire(context.Background())
+		if errors.Is(err, ErrLeased) {
+			return nil, fmt.Errorf("%w; its dedupe index (BoltDB) cannot be shared: give every replica the same Redis or DynamoDB cacheDriver (remoteCache: true), or stop the other pier", err)
+		}
+		if err != nil {
+			log.Warn("cannot tell whether another pier serves this storage (its replica lease cannot be read); writes are refused until it can", "storage", s.drv, "err", err)
 		}
 	}
 	s.verified = loadVerified(context.Background(), s.drv, log)
@@ -138,7 +167,7 @@ func (s *Store) writable() error {
 	if s.ro {
 		return fmt.Errorf("%w: %s is served read-only", ErrReadOnly, s.drv)
 	}
-	return nil
+	return s.lease.check()
 }
 
 // pushable is writable, for a write that adds content: it fails, with the
@@ -182,6 +211,9 @@ func (s *Store) Close() error {
 	}
 	if s.pulls != nil {
 		s.savePulls()
+	}
+	if s.lease != nil { // last: the saves above need it held
+		s.lease.release()
 	}
 	if cerr := s.drv.Close(); err == nil {
 		err = cerr
@@ -239,13 +271,25 @@ func (s *Store) WriteState(ctx context.Context, name string, data []byte) error 
 
 // Ping asks the storage one cheap question (a stat of the store's own
 // state directory), for a watchdog: it fails when the storage does not
-// answer, or is no longer where the configuration says.
+// answer, or is no longer where the configuration says. A bucket (a
+// driver without links) is not asked: one that does not answer is not
+// this process wedged, and restarting it would not bring the bucket back
+// (Check says whether it answers).
 func (s *Store) Ping(ctx context.Context) error {
+	if s.placeholders {
+		return nil
+	}
 	if c, ok := s.drv.(driver.Checker); ok {
 		if err := c.Check(ctx); err != nil {
 			return err
 		}
 	}
+	return s.Check(ctx)
+}
+
+// Check asks the storage one cheap question and returns its error when it
+// cannot be reached.
+func (s *Store) Check(ctx context.Context) error {
 	_, err := s.drv.Stat(ctx, stateKey("lock"))
 	if err == nil || driver.IsNotFound(err) {
 		return nil

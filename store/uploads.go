@@ -19,9 +19,12 @@ import (
 
 // An upload is an object <repo>/.uploads/<id> that grows by appends until
 // its digest is given. Its sha256 is computed while the bytes stream in,
-// so a monolithic or chunked push reads the data once; the hash state
-// lives in memory only, and is rebuilt from the upload when it is missing
-// (after a restart, or on another replica) or out of step.
+// so a monolithic or chunked push reads the data once. The hash state
+// lives in memory, and, where the driver's writer keeps a checkpoint
+// (driver.Checkpointer: s3), is saved with the upload at every chunk, so
+// that a chunked push round-robined over replicas, or resumed after a
+// restart, goes on from it. Without one, a hash that is missing or out of
+// step is rebuilt at the commit by reading the upload again.
 
 // copyBufSize is the unit in which upload bodies are read, hashed and
 // written: large enough for full-speed sha256 and few syscalls, small
@@ -190,6 +193,7 @@ func (s *Store) WriteUpload(ctx context.Context, repo, id string, start int64, r
 		s.refuseUpload(o) // its bytes are free at once
 		return 0, err
 	}
+	checkpoint(o.session, o.w)
 	if err := o.w.Close(); err != nil {
 		return 0, fromDriver(err, ErrUploadUnknown, "upload %s", id)
 	}
@@ -221,7 +225,42 @@ func (s *Store) openUpload(ctx context.Context, repo, id string) (*openedUpload,
 		s.uploads.drop(key)
 		return nil, fromDriver(err, ErrUploadUnknown, "upload %s", id)
 	}
+	if u.hashed != w.Size() {
+		resume(u, w)
+	}
 	return &openedUpload{session: u, w: w, repo: repo, id: id, key: key}, nil
+}
+
+// resume takes the running hash from the checkpoint the writer found with
+// the upload, when it describes the upload as it is (another replica, or
+// this process before a restart, wrote the last chunk).
+func resume(u *uploadSession, w driver.Writer) {
+	c, ok := w.(driver.Checkpointer)
+	if !ok {
+		return
+	}
+	state, size := c.Checkpoint()
+	if state == nil || size != w.Size() {
+		return
+	}
+	h := sha256.New()
+	if h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state) != nil {
+		return
+	}
+	u.sha, u.hashed = h, size
+}
+
+// checkpoint saves the running hash with the upload, where the writer
+// keeps one and the hash covers the whole upload. It is stored with the
+// chunk at Close, or not at all.
+func checkpoint(u *uploadSession, w driver.Writer) {
+	c, ok := w.(driver.Checkpointer)
+	if !ok || u.hashed != w.Size() {
+		return
+	}
+	if state, err := u.sha.(encoding.BinaryMarshaler).MarshalBinary(); err == nil {
+		c.SetCheckpoint(state)
+	}
 }
 
 // appendChunk copies r to the end of the upload, hashing it when the hash
@@ -243,6 +282,7 @@ func (s *Store) appendChunk(o *openedUpload, r io.Reader) error {
 		return nil
 	}
 	if errors.Is(err, ErrUploadInvalid) { // the body, not the storage
+		checkpoint(u, o.w)
 		if cerr := o.w.Close(); cerr != nil {
 			return fromDriver(cerr, ErrUploadUnknown, "keep what arrived of upload %s", o.id)
 		}
@@ -435,18 +475,33 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 	unlockBlob := s.locks.Lock("\x00blob " + dst)
 	defer unlockBlob()
 	if info, err := s.drv.Stat(ctx, dst); err == nil {
+		if s.placeholders && dedupe.IsPlaceholder(info, d) {
+			if held, err := s.holder(ctx, d); err == nil {
+				info = held // a placeholder is intact when its content is
+			}
+		}
 		if s.intact(ctx, info, d, size, uploadKey(o.repo, o.id)) {
 			if err := s.syncExisting(ctx, dst); err != nil {
 				return err
 			}
 			s.refresh(ctx, dst, d)
-			return o.w.Cancel(ctx)
+			if err := o.w.Cancel(ctx); err != nil {
+				return err
+			}
+			return s.stillWanted(ctx, o.repo, d)
 		}
-		// Damaged (a power cut with commit off can leave a file empty):
-		// the verified upload replaces it.
+		// Damaged (a power cut with commit off can leave a file empty),
+		// or a placeholder whose content is lost: the verified upload
+		// replaces it.
 		s.log.Warn("a blob in place does not hold its content; the push replaces it", "repo", o.repo, "digest", d)
 	}
-	if s.dedupe != nil {
+	if placed, err := s.placeBlob(ctx, d, size, dst); err == nil && placed {
+		if err := o.w.Cancel(ctx); err != nil {
+			s.log.Warn("cannot remove an upload after placing its blob", "repo", o.repo, "upload", o.id, "err", err)
+		}
+		return s.stillWanted(ctx, o.repo, d)
+	}
+	if s.dedupe != nil && !s.placeholders {
 		if s.dedupe.LinkExisting(ctx, d, size, uploadKey(o.repo, o.id), dst) {
 			if err := o.w.Cancel(ctx); err != nil {
 				s.log.Warn("cannot remove an upload after linking its blob", "repo", o.repo, "upload", o.id, "err", err)
@@ -467,9 +522,15 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 		s.verified.add(info.Content, d)
 	}
 	if s.dedupe != nil {
-		s.dedupe.Record(d, dst)
+		if s.placeholders {
+			// At once: a push of the same content to another repository
+			// a moment later finds it, on any replica.
+			s.dedupe.RecordNow(ctx, d, dst)
+		} else {
+			s.dedupe.Record(d, dst)
+		}
 	}
-	return nil
+	return s.stillWanted(ctx, o.repo, d)
 }
 
 // intact reports whether the blob found in place (info) holds d, as the

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -131,17 +130,7 @@ func (d *Deduper) Copies(ctx context.Context, dg digest.Digest) []string {
 			d.health.up(d)
 		}
 	}
-	keys = d.index.merge(dg, keys)
-	suffix := "/blobs/" + dg.Algorithm().String() + "/" + dg.Encoded()
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		if !driver.ValidKey(k) || !strings.HasSuffix(k, suffix) {
-			d.log.Warn("dedupe cache names an unusable path; ignoring it", "digest", dg, "path", k)
-			continue
-		}
-		out = append(out, k)
-	}
-	return out
+	return usable(d, dg, d.index.merge(dg, keys))
 }
 
 // Record notes that key holds dg, and Forget that it no longer does. Both

@@ -48,16 +48,13 @@ func (d *Deduper) Run(ctx context.Context) {
 		if dropped := d.health.passBegins(); dropped > 0 {
 			d.log.Warn("dedupe index writes fell behind; a pass over the storage records the changes dropped", "dropped", dropped)
 		}
-		stats, err := d.Reconcile(ctx)
+		stats, err := d.Pass(ctx)
 		if err != nil && ctx.Err() == nil {
 			d.log.Error("dedupe pass failed", "err", err)
 		} else if err == nil {
 			d.log.Info("dedupe pass done", "repos", stats.Repos, "blobs", stats.Blobs, "recorded", stats.Recorded,
 				"unrecorded", stats.Unrecorded, "linked", stats.Linked, "already_linked", stats.AlreadyLinked,
 				"bytes_freed", stats.BytesFreed, "took", stats.Took)
-			if stats.Unrecorded == 0 {
-				d.markComplete(ctx)
-			}
 		}
 	wait:
 		for {
@@ -74,6 +71,16 @@ func (d *Deduper) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// Pass is Reconcile, and, when it recorded everything, marks the index
+// complete.
+func (d *Deduper) Pass(ctx context.Context) (Stats, error) {
+	stats, err := d.Reconcile(ctx)
+	if err == nil && stats.Unrecorded == 0 {
+		d.markComplete(ctx)
+	}
+	return stats, err
 }
 
 // resumeState is the state file that holds where an interrupted pass
@@ -169,6 +176,11 @@ func (d *Deduper) reconcileRepo(ctx context.Context, repo string, st *Stats) err
 func (d *Deduper) reconcileBlob(ctx context.Context, repo string, dg digest.Digest, info driver.Info, st *Stats) bool {
 	copies := d.Copies(ctx, dg)
 	known := slices.Contains(copies, info.Key)
+	if d.Placeholders() {
+		// Keys cannot share an object here: the pass records what it
+		// finds (holders and placeholders alike) and changes nothing.
+		return !known
+	}
 	other, oinfo := d.firstValid(ctx, dg, info.Size, info.Key, copies)
 	if other == "" || driver.SameObject(info, oinfo) {
 		if other != "" {

@@ -32,6 +32,12 @@ const (
 // a full pass every rescanInterval. Serving needs none of this: pier reads
 // layouts from the storage on every request.
 func (d *Deduper) Watch(ctx context.Context) {
+	if d.Placeholders() {
+		// A bucket: pier writes what it puts there in the index itself,
+		// nothing can be linked, and passes over a bucket are slow: they
+		// run at start and when the index is found incomplete (Run).
+		return
+	}
 	n, ok := d.drv.(driver.Notifier)
 	if !ok {
 		d.rescanLoop(ctx)

@@ -33,7 +33,7 @@
 // What only some backends can do is an optional interface, asserted at run
 // time as net/http does with http.Flusher: Linker (hard links, for local
 // dedupe), Notifier (change notification), Syncer, Toucher, Redirector, Spacer,
-// SyncCounter, and for a Writer, Checkpointer. The store degrades, never
+// SyncCounter, Reserver, Exclusive, and for a Writer, Checkpointer. The store degrades, never
 // fails, where one is missing.
 package driver
 
@@ -307,6 +307,15 @@ func SameObject(a, b Info) bool {
 		return a.ID == b.ID
 	}
 	return a.Version == b.Version
+}
+
+// Exclusive is a driver whose storage no other process changes while it
+// is open (a local root under its process lock). Where a driver is not,
+// the store takes it that replicas share the storage (a bucket), and does
+// what only they need (garbage collection marks in index.json what it is
+// about to remove).
+type Exclusive interface {
+	Exclusive() bool
 }
 
 // Reserver is a driver that keeps back a little space on a full disk, so

@@ -55,15 +55,27 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Scrub", func(t *testing.T) { testScrub(t, b) })
 	t.Run("UploadSurvivesRestart", func(t *testing.T) { testRestart(t, b) })
 	t.Run("ViewFollowsChanges", func(t *testing.T) { testViewFollows(t, b) })
+	t.Run("UploadResumesItsHash", func(t *testing.T) { testResume(t, b) })
 	if b.Share != nil {
 		t.Run("Replicas", func(t *testing.T) { testReplicas(t, b) })
 	}
 	if b.Cache != nil {
 		t.Run("Dedupe", func(t *testing.T) { testDedupe(t, b) })
+		t.Run("DedupeStoresOnce", func(t *testing.T) { testDedupeOnce(t, b) })
+		t.Run("DedupeIndexLost", func(t *testing.T) { testDedupeIndexLost(t, b) })
+		t.Run("DedupeLostContent", func(t *testing.T) { testDedupeLostContent(t, b) })
+		t.Run("StoreWideLookup", func(t *testing.T) { testLookup(t, b) })
+	}
+	if b.Share != nil {
+		t.Run("DedupeReplicas", func(t *testing.T) { testDedupeReplicas(t, b) })
+		t.Run("GCRacesPushOnReplica", func(t *testing.T) { testGCRacesPushOnReplica(t, b) })
+		t.Run("SoleReplica", func(t *testing.T) { testSoleReplica(t, b) })
 	}
 }
 
 var ctx = context.Background()
+
+var specsV2 = specs.Versioned{SchemaVersion: 2}
 
 func open(t *testing.T, b Backend) *store.Store {
 	t.Helper()
@@ -537,6 +549,9 @@ func testDedupe(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	if _, err := st.Reconcile(ctx); err != nil { // the index is complete: a new store holds nothing
+		t.Fatal(err)
+	}
 	data := RandomBytes(t, 200_000)
 	d := push(t, st, "a", "x", data).Digest
 	push(t, st, "b", "x", data)

@@ -22,8 +22,10 @@ type manifestJSON struct {
 // list, copy to another repository by cross-repo mount, push an index from
 // a layout, catalog, delete, and pull what is left. The steps build on each
 // other, so the first that fails stops the test.
-func TestCrane(t *testing.T) {
-	reg := startRegistry(t, "crane")
+func TestCrane(t *testing.T) { eachStorage(t, testCrane) }
+
+func testCrane(t *testing.T, storage map[string]any) {
+	reg := startRegistry(t, storage, "crane")
 	crane := func(t *testing.T, args ...string) []byte {
 		t.Helper()
 		return reg.run.Run(t, "crane", append([]string{"--insecure"}, args...)...)

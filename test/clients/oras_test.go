@@ -30,8 +30,10 @@ type referrer struct{ Digest, ArtifactType string }
 // TestOras pushes an artifact of files and pulls it back, then attaches an
 // SBOM to an image and finds it through the referrers API. The steps build
 // on each other, so the first that fails stops the test.
-func TestOras(t *testing.T) {
-	reg := startRegistry(t, "oras")
+func TestOras(t *testing.T) { eachStorage(t, testOras) }
+
+func testOras(t *testing.T, storage map[string]any) {
+	reg := startRegistry(t, storage, "oras")
 	oras := func(t *testing.T, args ...string) []byte {
 		t.Helper()
 		return reg.run.Run(t, "oras", args...)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pier-oci/pier/test/internal/bucket"
 	"github.com/pier-oci/pier/test/internal/pierproc"
 	"github.com/pier-oci/pier/test/internal/testimage"
 	"github.com/pier-oci/pier/test/internal/tool"
@@ -30,12 +31,29 @@ type registry struct {
 	run tool.Runner
 }
 
+// eachStorage runs a client's test against pier on the local disk, and on
+// the S3 server of test/services.sh with its blobs deduped into zot's
+// placeholders through a Redis index, as replicas keep them: clients see
+// the same registry.
+func eachStorage(t *testing.T, test func(t *testing.T, storage map[string]any)) {
+	t.Run("local", func(t *testing.T) { test(t, nil) })
+	t.Run("s3", func(t *testing.T) {
+		redis := os.Getenv("PIER_TEST_REDIS")
+		if redis == "" {
+			t.Fatal("PIER_TEST_REDIS is not set: run the tests under test/services.sh (make test does)")
+		}
+		b := bucket.New(t)
+		test(t, b.Storage(map[string]any{"dedupe": true, "remoteCache": true,
+			"cacheDriver": map[string]any{"name": "redis", "url": "redis://" + redis + "/0", "keyprefix": strings.TrimPrefix(b.Root, "/")}}))
+	})
+}
+
 // startRegistry checks the client is there before starting pier, so that
 // a missing tool fails fast with a clear message.
-func startRegistry(t *testing.T, client string) *registry {
+func startRegistry(t *testing.T, storage map[string]any, client string) *registry {
 	t.Helper()
 	tool.Path(t, client)
-	srv := pierproc.Start(t, pierproc.Options{})
+	srv := pierproc.Start(t, pierproc.Options{Storage: storage})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("pier stderr:\n%s", srv.Stderr())

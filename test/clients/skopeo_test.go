@@ -17,8 +17,10 @@ func (r *registry) skopeo(t *testing.T, args ...string) []byte {
 // TestSkopeoRoundTrip copies images from an OCI layout into pier and back
 // into a new layout, and checks that every manifest and blob is unchanged:
 // pier must store and serve content byte for byte.
-func TestSkopeoRoundTrip(t *testing.T) {
-	reg := startRegistry(t, "skopeo")
+func TestSkopeoRoundTrip(t *testing.T) { eachStorage(t, testSkopeoRoundTrip) }
+
+func testSkopeoRoundTrip(t *testing.T, storage map[string]any) {
+	reg := startRegistry(t, storage, "skopeo")
 	image := testimage.NewImage("skopeo-app", 3, amd64)
 	multi := testimage.NewMultiArch("skopeo-multi", 2, amd64, arm64)
 	src := layout(t, map[string]testimage.Content{"app": image, "multi": multi})
@@ -74,8 +76,10 @@ func TestSkopeoRoundTrip(t *testing.T) {
 
 // TestSkopeoDir round-trips pier → skopeo's dir: format → pier under a new
 // name: the second push comes from files skopeo wrote, not from our layout.
-func TestSkopeoDir(t *testing.T) {
-	reg := startRegistry(t, "skopeo")
+func TestSkopeoDir(t *testing.T) { eachStorage(t, testSkopeoDir) }
+
+func testSkopeoDir(t *testing.T, storage map[string]any) {
+	reg := startRegistry(t, storage, "skopeo")
 	image := testimage.NewImage("skopeo-dir", 2, arm64)
 	src := layout(t, map[string]testimage.Content{"v1": image})
 	reg.skopeo(t, "copy", "--preserve-digests", "--dest-tls-verify=false",

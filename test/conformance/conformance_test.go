@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pier-oci/pier/test/internal/bucket"
 	"github.com/pier-oci/pier/test/internal/pierproc"
 	"github.com/pier-oci/pier/test/internal/tool"
 )
@@ -62,8 +63,45 @@ func suiteEnv(t *testing.T, registry, version, results string) []string {
 func TestConformance(t *testing.T) {
 	tool.Path(t, "conformance") // fail at once, before starting servers
 	for _, version := range []string{"1.1", "dev"} {
-		t.Run(version, func(t *testing.T) {
-			srv := pierproc.Start(t, pierproc.Options{})
+		t.Run(version, func(t *testing.T) { conformance(t, version, pierproc.Options{}) })
+	}
+}
+
+// TestConformanceS3 runs the suite against pier on the S3 server of
+// test/services.sh, with placeholders deduped through a Redis index (the
+// replicas' setup), and through DynamoDB's: the registry is the same
+// whatever holds its bytes.
+func TestConformanceS3(t *testing.T) {
+	tool.Path(t, "conformance")
+	redis, dynamo := os.Getenv("PIER_TEST_REDIS"), os.Getenv("PIER_TEST_DYNAMODB")
+	if redis == "" || dynamo == "" {
+		t.Fatal("PIER_TEST_REDIS or PIER_TEST_DYNAMODB is not set: run the tests under test/services.sh (make test does)")
+	}
+	indexes := map[string]func(prefix string) map[string]any{
+		"redis": func(prefix string) map[string]any {
+			return map[string]any{"name": "redis", "url": "redis://" + redis + "/0", "keyprefix": prefix}
+		},
+		"dynamodb": func(prefix string) map[string]any {
+			return map[string]any{"name": "dynamodb", "endpoint": dynamo, "region": "us-east-1", "cacheTablename": prefix}
+		},
+	}
+	for _, run := range []string{"redis/1.1", "redis/dev", "dynamodb/1.1"} {
+		index, version, _ := strings.Cut(run, "/")
+		{
+			t.Run(run, func(t *testing.T) {
+				b := bucket.New(t)
+				storage := b.Storage(map[string]any{"dedupe": true, "remoteCache": true,
+					"cacheDriver": indexes[index](strings.TrimPrefix(b.Root, "/"))})
+				conformance(t, version, pierproc.Options{Storage: storage})
+			})
+		}
+	}
+}
+
+func conformance(t *testing.T, version string, opts pierproc.Options) {
+	{
+		{
+			srv := pierproc.Start(t, opts)
 			results := t.TempDir()
 			// Dir is the results dir so that no oci-conformance.yaml of
 			// the working directory changes the configuration.
@@ -99,7 +137,7 @@ func TestConformance(t *testing.T) {
 				t.Errorf("full report: %s", dst)
 			}
 			t.Logf("pier stderr:\n%s", srv.Stderr())
-		})
+		}
 	}
 }
 

@@ -7,16 +7,12 @@ package roots
 import (
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 
 	"github.com/pier-oci/pier/configs"
 	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/backend"
 	"github.com/pier-oci/pier/store/budget"
-	"github.com/pier-oci/pier/store/cache"
-	"github.com/pier-oci/pier/store/cache/boltdb"
-	"github.com/pier-oci/pier/store/cache/remote"
-	"github.com/pier-oci/pier/store/driver/local"
 	"github.com/pier-oci/pier/store/jobs"
 )
 
@@ -58,9 +54,10 @@ func Open(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []Root, ctl 
 	rs = List(cfg)
 	subs := map[string]*store.Store{}
 	manifests := store.NewManifestBudget() // memory is the process's, whatever root it serves
+	chunks := backend.NewChunkBudget()
 	for i := range rs {
 		r := &rs[i]
-		r.Store, err = openStore(r, readOnly, log, manifests)
+		r.Store, err = openStore(r, readOnly, log, manifests, chunks)
 		if err != nil {
 			close()
 			return nil, nil, nil, fmt.Errorf("%s: %w", Name(r.Key), err)
@@ -74,14 +71,12 @@ func Open(cfg *configs.Config, log *slog.Logger, readOnly bool) (rs []Root, ctl 
 	return rs, store.NewController(rs[0].Store, subs), close, nil
 }
 
-// openStore opens one root: its driver, its dedupe index, its store.
-func openStore(r *Root, readOnly bool, log *slog.Logger, manifests *budget.Budget) (*store.Store, error) {
-	ro := readOnly || r.Cfg.ReadOnly
-	drv, err := local.Open(r.Cfg.RootDirectory, local.Options{Sync: r.Cfg.Commit, ReadOnly: ro, Lock: true, TempDir: store.StateDir + "/tmp", Reserve: store.ReserveSize})
-	if err != nil {
-		return nil, err
-	}
-	if drv.ReadOnly() && !ro {
+// openStore opens one root: its driver (local or s3), its dedupe index,
+// its store (store/backend).
+func openStore(r *Root, readOnly bool, log *slog.Logger, manifests, chunks *budget.Budget) (*store.Store, error) {
+	rlog := log.With("root", Name(r.Key))
+	st, err := backend.Open(r.Cfg, backend.Options{ReadOnly: readOnly, Logger: rlog, Manifests: manifests, Chunks: chunks, TrackPulls: r.Cfg.Retention.UsesPulls()})
+	if err == nil && st.ReadOnly() && !readOnly && !r.Cfg.ReadOnly {
 		// Meant for a write-protected stick, but also what a root
 		// outside /var/lib/pier looks like under the packaged unit's
 		// ProtectSystem=strict: say so, since every push will fail.
@@ -89,13 +84,6 @@ func openStore(r *Root, readOnly bool, log *slog.Logger, manifests *budget.Budge
 			"if it should be writable under systemd, add it to ReadWritePaths= (systemctl edit pier)",
 			"root", Name(r.Key), "dir", r.Cfg.RootDirectory)
 	}
-	rlog := log.With("root", Name(r.Key))
-	c, err := openCache(r, drv, rlog)
-	if err != nil {
-		drv.Close()
-		return nil, err
-	}
-	st, err := store.New(store.Options{Driver: drv, Cache: c, Logger: rlog, Manifests: manifests, TrackPulls: r.Cfg.Retention.UsesPulls()})
 	if err != nil {
 		return nil, err
 	}
@@ -119,28 +107,6 @@ func Limit(st *store.Store, key string, cfg configs.StoreConfig, lowSpace func()
 		q.LowSpace = lowSpace
 	}
 	st.SetQuota(q)
-}
-
-// openCache opens a root's dedupe index: none when dedupe is off or the
-// root is read-only, the remote one configured (Redis, DynamoDB), or
-// else the BoltDB file <root>/cache.db, which opens whatever it holds (a
-// damaged one is set aside under the root's state directory, logged
-// once, and rebuilt from the disk).
-func openCache(r *Root, drv *local.Driver, log *slog.Logger) (cache.Cache, error) {
-	if !r.Cfg.Dedupe || drv.ReadOnly() {
-		return nil, nil
-	}
-	c, err := remote.Open(r.Cfg.Cache, log)
-	if err != nil || c != nil {
-		return c, err
-	}
-	bc, err := boltdb.Open(filepath.Join(drv.Dir(), "cache.db"), boltdb.Options{
-		Sync: r.Cfg.Commit, AsideDir: filepath.Join(drv.Dir(), store.StateDir), Logger: log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open dedupe cache (is another pier or zot serving %s?): %w", drv.Dir(), err)
-	}
-	return bc, nil
 }
 
 // Name names a root in logs: "default" or the subpath key.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/pier-oci/pier/cmd/internal/roots"
 	"github.com/pier-oci/pier/store"
@@ -44,6 +45,11 @@ func (s *status) line() string {
 		if free, total, err := sp.Space(); err == nil && total > 0 {
 			disk = fmt.Sprintf("disk %.0f%% full, %s free", 100-100*float64(free)/float64(total), roots.HumanBytes(free))
 		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.st.Check(ctx); err != nil {
+		disk = "storage unreachable (" + s.st.String() + ")" // a bucket down: requests get 503
 	}
 	gcState := "gc idle"
 	if s.gcRunning.Load() > 0 {

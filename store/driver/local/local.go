@@ -69,6 +69,7 @@ type Driver struct {
 	tmpDir string // key of the temporary directory, "" for in place
 	tmpDev uint64 // its filesystem
 	unlock func()
+	locked bool // the directory's process lock is held
 
 	syncs    atomic.Int64
 	creating keylock.Map // held by mkdirAll from a directory's creation to its fsync
@@ -110,6 +111,7 @@ func Open(dir string, opts Options) (*Driver, error) {
 			d.root.close()
 			return nil, err
 		}
+		d.locked = true
 	}
 	if !d.ro && d.tmpDir != "" {
 		if err := d.resetTemp(opts.Lock); err != nil {
@@ -128,6 +130,10 @@ func (d *Driver) String() string { return "local " + d.dir }
 // ReadOnly reports whether the driver was opened read-only or found its
 // directory on a read-only mount.
 func (d *Driver) ReadOnly() bool { return d.ro }
+
+// Exclusive reports whether the directory's process lock is held: no
+// other pier writes to it while the driver is open.
+func (d *Driver) Exclusive() bool { return d.locked }
 
 // Syncs reports the fsync calls made so far.
 func (d *Driver) Syncs() int64 { return d.syncs.Load() }

@@ -59,6 +59,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/logging"
 
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/driver"
 )
 
@@ -114,6 +115,12 @@ type Config struct {
 	DualStack    bool   // usedualstack
 	LogLevel     string // loglevel: off, debug, debugwithsigning, debugwithhttpbody, debugwithrequestretries, debugwithrequesterrors
 
+	// Buffers, when set, bounds the memory of the writers' chunk buffers
+	// (a chunk, ChunkSize bytes, per upload being filled), across every
+	// driver that shares it: a writer past it waits for another to write
+	// its chunk. nil: each writer takes its own.
+	Buffers *budget.Budget
+
 	// Timeout bounds each call (pier's key requesttimeout); 0 is
 	// DefaultTimeout.
 	Timeout  time.Duration
@@ -132,6 +139,11 @@ type Driver struct {
 	log    *slog.Logger
 	// touchByCopy: the server keeps LastModified on a copy onto itself.
 	touchByCopy atomic.Bool
+	// free keeps chunk buffers for reuse, as many as the budget lets
+	// writers hold at once: a chunk freed is the next one filled, not
+	// garbage for the collector to find (at 10 MiB a chunk, the heap's
+	// peak is mostly that garbage).
+	free chan []byte
 }
 
 var (
@@ -235,7 +247,13 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 	})
 
-	return &Driver{s3: client, cfg: cfg, bucket: cfg.Bucket, prefix: cfg.Prefix, log: log}, nil
+	keep := 4
+	if cfg.Buffers != nil {
+		// As many as may be held at once, so that every buffer given back
+		// is kept (a mapped one is never unmapped: see newBuffer).
+		keep = max(1, int(cfg.Buffers.Limit()/cfg.ChunkSize)) + 1
+	}
+	return &Driver{s3: client, cfg: cfg, bucket: cfg.Bucket, prefix: cfg.Prefix, log: log, free: make(chan []byte, keep)}, nil
 }
 
 // httpClient bounds the connection set-up; each call bounds the rest (a

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/driver/drivertest"
 )
@@ -65,4 +68,50 @@ func TestDriver(t *testing.T) {
 		cfg := testConfig(t, s)
 		return func() driver.Driver { return mustNew(t, cfg) }
 	})
+}
+
+// A budget of chunk buffers bounds the chunks held at once: a writer past
+// it waits, until its context ends (and its Write fails, taking nothing
+// back from the upload), or until another writer gives its chunk back.
+func TestChunkBudget(t *testing.T) {
+	cfg := testConfig(t, testServer(t))
+	cfg.Buffers = budget.New(MinChunkSize)
+	d := mustNew(t, cfg)
+	ctx := context.Background()
+	first, err := d.Create(ctx, "r/.uploads/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Write([]byte("holds the only chunk")); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	second, err := d.Create(short, "r/.uploads/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Write([]byte("waits")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a Write past the budget: %v, want it to wait until its context ends", err)
+	}
+	if second.Size() != 0 {
+		t.Fatalf("a Write that got no chunk left the upload at %d bytes", second.Size())
+	}
+	second.Abort()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	third, err := d.Append(ctx, "r/.uploads/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := third.Write([]byte("goes")); err != nil {
+		t.Fatalf("a Write once the chunk was given back: %v", err)
+	}
+	if err := third.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := cfg.Buffers.InUse(); n != 0 {
+		t.Fatalf("%d bytes of the budget still held after every writer closed", n)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -195,6 +196,7 @@ type writer struct {
 	stateSet bool
 	failed   error // a Write failed and its bytes could not be taken back
 	done     bool
+	held     func() // gives back the budget buf holds; nil when none
 }
 
 var _ driver.Checkpointer = (*writer)(nil)
@@ -226,7 +228,10 @@ func (w *writer) Write(p []byte) (int, error) {
 	good := w.size
 	for n := 0; n < len(p); {
 		if w.buf == nil {
-			w.buf = make([]byte, 0, w.d.cfg.ChunkSize)
+			if err := w.takeBuffer(); err != nil {
+				w.truncate(good)
+				return 0, err
+			}
 		}
 		k := copy(w.buf[len(w.buf):cap(w.buf)], p[n:])
 		w.buf = w.buf[:len(w.buf)+k]
@@ -237,6 +242,7 @@ func (w *writer) Write(p []byte) (int, error) {
 				w.truncate(good)
 				return 0, err
 			}
+			w.dropBuffer() // written: the next chunk takes one again
 		}
 	}
 	w.dirty = true
@@ -251,7 +257,10 @@ func (w *writer) readTail() error {
 	if err != nil {
 		return err
 	}
-	w.buf = append(make([]byte, 0, w.d.cfg.ChunkSize), data...)
+	if err := w.takeBuffer(); err != nil {
+		return err
+	}
+	w.buf = append(w.buf, data...)
 	w.segs = w.segs[:len(w.segs)-1]
 	w.replaced = append(w.replaced, last)
 	w.tail = false
@@ -371,7 +380,71 @@ func (w *writer) Abort() error {
 	return nil
 }
 
-func (w *writer) release() { w.buf = nil }
+func (w *writer) release() { w.dropBuffer() }
+
+// bufferWait bounds a writer's wait for a chunk buffer of the budget. A
+// writer holds its chunk while its client fills it, and clients on slow
+// links fill slowly: past this wait the writer takes a chunk outside the
+// budget rather than let uploads behind slow ones starve (and their idle
+// bodies be cut). The budget bounds the memory of fast pushes, which is
+// where it grows.
+const bufferWait = 5 * time.Second
+
+// takeBuffer gives the writer an empty chunk buffer, within the driver's
+// budget of chunk buffers (Config.Buffers): a writer waits for its turn
+// (for bufferWait at most), or until its request ends, rather than the
+// process holding a chunk for every upload at once.
+func (w *writer) takeBuffer() error {
+	if b := w.d.cfg.Buffers; b != nil {
+		ctx, cancel := context.WithTimeout(w.ctx, bufferWait)
+		_, release, err := b.Acquire(ctx, w.d.cfg.ChunkSize)
+		cancel()
+		switch {
+		case err == nil:
+			w.held = release
+		case w.ctx.Err() != nil:
+			return fmt.Errorf("write %s: waiting for a chunk buffer: %w", w.key, w.ctx.Err())
+		default: // waited long enough: a chunk of its own
+			w.buf = make([]byte, 0, w.d.cfg.ChunkSize)
+			return nil
+		}
+	}
+	select {
+	case w.buf = <-w.d.free:
+	default:
+		w.buf = w.d.newBuffer()
+	}
+	return nil
+}
+
+// newBuffer makes a chunk buffer. Within a budget it is mapped outside the
+// Go heap and kept for reuse for the life of the process (there are at
+// most the budget's worth): the collector lets the heap grow to twice
+// what is live before it runs, and chunks counted as live would double
+// their own cost. Without a budget it is an ordinary slice.
+func (d *Driver) newBuffer() []byte {
+	if d.cfg.Buffers != nil {
+		if b, err := syscall.Mmap(-1, 0, int(d.cfg.ChunkSize), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE); err == nil {
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, d.cfg.ChunkSize)
+}
+
+// dropBuffer gives the chunk buffer back (its bytes written, or given up).
+func (w *writer) dropBuffer() {
+	if w.buf != nil && int64(cap(w.buf)) == w.d.cfg.ChunkSize && (w.held != nil || w.d.cfg.Buffers == nil) {
+		select {
+		case w.d.free <- w.buf[:0]:
+		default:
+		}
+	}
+	w.buf = nil
+	if w.held != nil {
+		w.held()
+		w.held = nil
+	}
+}
 
 func (w *writer) segmentObjs(segs []segment) []string {
 	objs := make([]string, len(segs))

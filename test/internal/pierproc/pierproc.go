@@ -48,6 +48,7 @@ type Server struct {
 	Config string // path of the config file it was started with
 	Cmd    *exec.Cmd
 
+	env    []string
 	mu     sync.Mutex
 	stderr bytes.Buffer
 	noWait bool
@@ -62,6 +63,8 @@ type Options struct {
 	// NoWait returns once the process started, for servers /v2/ over
 	// plain HTTP cannot reach (TLS): the caller waits its own way.
 	NoWait bool
+	// Env is added to the process's environment (NOTIFY_SOCKET, ...).
+	Env []string
 }
 
 // Start writes a config and starts `pier serve` on a free port, waiting
@@ -99,7 +102,7 @@ func Start(t testing.TB, opts Options) *Server {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Root: root, Config: path, noWait: opts.NoWait}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Root: root, Config: path, noWait: opts.NoWait, env: opts.Env}
 	s.start(t)
 	return s
 }
@@ -108,6 +111,9 @@ func (s *Server) start(t testing.TB) {
 	t.Helper()
 	s.Cmd = exec.Command(Binary(t), "serve", s.Config)
 	s.Cmd.Stderr = &lockedWriter{s}
+	if s.env != nil {
+		s.Cmd.Env = append(os.Environ(), s.env...)
+	}
 	if err := s.Cmd.Start(); err != nil {
 		t.Fatalf("start pier: %v", err)
 	}
