@@ -16,7 +16,7 @@ const (
 // BenchmarkIdleRSS is the resident size of a server with an empty store,
 // 2 s after it answered its first request. Target: <= 16 MiB.
 func BenchmarkIdleRSS(b *testing.B) {
-	var rss int64
+	var rss, anon int64
 	for range b.N {
 		p := startPier(b, pierproc.Options{})
 		time.Sleep(2 * time.Second)
@@ -24,11 +24,18 @@ func BenchmarkIdleRSS(b *testing.B) {
 		if rss, _, err = procStatus(p.Pid); err != nil {
 			b.Fatal(err)
 		}
+		if anon, err = procAnon(p.Pid); err != nil {
+			b.Fatal(err)
+		}
 	}
 	record(b, measure{
 		name: "idle RSS (empty store)", value: float64(rss) / 1024, unit: "MiB",
 		limit: idleRSSTarget / MiB, limitName: "target", metric: "x_target",
 	}, ratioAtMost(1))
+	record(b, measure{
+		name: "idle private memory (RssAnon)", value: float64(anon) / 1024, unit: "MiB",
+		limit: float64(rss) / 1024, limitName: "idle RSS", metric: "x_rss",
+	}, nil)
 }
 
 // BenchmarkPeakRSS1GiB is the peak resident size (VmHWM) of a server that

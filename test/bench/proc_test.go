@@ -47,6 +47,23 @@ func procStatus(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, sc.Err()
 }
 
+// procAnon is the process's private memory (RssAnon, KiB): its heap and
+// stacks. VmRSS adds the pages of its binary the kernel has mapped, which
+// grow with the binary's size (a fault maps the cached pages around it)
+// and which the kernel can drop at any time.
+func procAnon(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			return kib(v)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no RssAnon", pid)
+}
+
 func kib(v string) (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 }
