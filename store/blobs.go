@@ -122,12 +122,19 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 	unlock := s.locks.RLock(repo)
 	defer unlock()
 	dst := blobKey(repo, d)
-	if _, err := s.drv.Stat(ctx, dst); err == nil {
-		if err := s.syncExisting(ctx, dst); err != nil {
-			return err
+	unlockBlob := s.locks.Lock("\x00blob " + dst)
+	defer unlockBlob()
+	if info, err := s.drv.Stat(ctx, dst); err == nil {
+		if s.intact(ctx, info, d, src.Size, srcKey) {
+			if err := s.syncExisting(ctx, dst); err != nil {
+				return err
+			}
+			s.refresh(ctx, dst, d)
+			return nil
 		}
-		s.refresh(ctx, dst, d)
-		return nil
+		// Damaged (a power cut with commit off can leave a file empty):
+		// the checked source replaces it, as a re-push would.
+		s.log.Warn("a blob in place does not hold its content; the mount replaces it", "repo", repo, "digest", d)
 	}
 	copied := true
 	if l, ok := s.drv.(driver.Linker); ok {
