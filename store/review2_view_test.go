@@ -59,8 +59,8 @@ func TestReview2ViewIsNotFooledByARepeatedVersion(t *testing.T) {
 			}
 		}
 		orig, _ := json.Marshal(idx)
-		replace(orig)            // rewritten as it was (a no-op sync)
-		replace(swap(dA, dB))    // t1 now names B
+		replace(orig)         // rewritten as it was (a no-op sync)
+		replace(swap(dA, dB)) // t1 now names B
 		m, err := s.GetManifest(ctx, repo, "t1")
 		if err != nil {
 			t.Fatal(err)
