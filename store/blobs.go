@@ -175,12 +175,19 @@ func (s *Store) mountLocked(ctx context.Context, repo, from string, d digest.Dig
 		return err
 	}
 	dst := blobKey(repo, d)
+	unlockBlob := s.locks.Lock("\x00blob " + dst)
+	defer unlockBlob()
 	if info, err := s.drv.Stat(ctx, dst); err == nil && !(s.placeholders && dedupe.IsPlaceholder(info, d)) {
-		if err := s.syncExisting(ctx, dst); err != nil {
-			return err
+		if s.intact(ctx, info, d, src.Size, src.Key) {
+			if err := s.syncExisting(ctx, dst); err != nil {
+				return err
+			}
+			s.refresh(ctx, dst, d)
+			return s.stillWanted(ctx, repo, d)
 		}
-		s.refresh(ctx, dst, d)
-		return s.stillWanted(ctx, repo, d)
+		// Damaged (a power cut with commit off can leave a file empty):
+		// the checked source replaces it, as a re-push would.
+		s.log.Warn("a blob in place does not hold its content; the mount replaces it", "repo", repo, "digest", d)
 	}
 	how := "copied"
 	placed, err := s.placeBlob(ctx, d, src.Size, dst)

@@ -208,13 +208,26 @@ func (x *repoIndex) setTags(desc ispec.Descriptor, tags []string) bool {
 	changed := false
 	pushed := time.Now().UTC().Format(time.RFC3339Nano)
 	for _, t := range tags {
-		if i := x.find(t); i >= 0 {
-			if x.Manifests[i].Digest == desc.Digest {
+		// Every entry carrying t moves: a layout written by other tools
+		// may name one tag twice ("v1" and "example.com/app:v1").
+		already := false
+		for i := 0; i < len(x.Manifests); {
+			old := x.Manifests[i]
+			if tag, ok := tagOf(old); !ok || tag != t {
+				i++
 				continue
 			}
-			old := x.Manifests[i]
+			if old.Digest == desc.Digest && !already {
+				already = true
+				i++
+				continue
+			}
 			x.remove(i)
 			x.keepAddressable(old)
+			changed = true
+		}
+		if already {
+			continue
 		}
 		// A tagged entry replaces the untagged one for the same digest.
 		for i, m := range x.Manifests {
@@ -488,9 +501,11 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, ref string) error {
 				if i < 0 {
 					return false, fmt.Errorf("%w: tag %s", ErrManifestUnknown, ref)
 				}
-				old := x.Manifests[i]
-				x.remove(i)
-				x.keepAddressable(old)
+				for ; i >= 0; i = x.find(ref) { // every entry that carries it
+					old := x.Manifests[i]
+					x.remove(i)
+					x.keepAddressable(old)
+				}
 				return true, nil
 			}
 			kept := slices.DeleteFunc(slices.Clone(x.Manifests), func(m ispec.Descriptor) bool { return m.Digest == d })

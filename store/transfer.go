@@ -304,7 +304,10 @@ func (s *Store) importBlob(ctx context.Context, layout driver.Driver, repo strin
 	if _, err := oci.ParseDigest(desc.Digest.String()); err != nil {
 		return 0, err
 	}
-	if info, err := s.StatBlob(ctx, repo, desc.Digest); err == nil {
+	// A blob already here is skipped only when it is known to hold its
+	// digest; otherwise PutBlob compares it with the layout's and replaces
+	// it when it is damaged.
+	if info, err := s.drv.Stat(ctx, blobKey(repo, desc.Digest)); err == nil && s.verified.has(info.Content, desc.Digest) {
 		return info.Size, nil
 	}
 	f, _, err := layout.Open(ctx, "blobs/"+desc.Digest.Algorithm().String()+"/"+desc.Digest.Encoded())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	ispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -36,11 +37,23 @@ const (
 	maxIndexPerView   = 1 << 20
 )
 
+// racyWindow is how long after index.json last changed its Version is
+// not trusted to tell one content from another. Locally a Version can
+// repeat: a file replaced through a temporary file alternates between two
+// inode numbers on ext2/3/4, and without multigrain timestamps (Linux
+// before 6.13) its ctime has the resolution of a clock tick (FAT's, two
+// seconds). Two replacements within one tick that keep the size give
+// index.json back a Version a view was built on. A view read once the file
+// was older than this cannot be fooled so (git's "racily clean" rule);
+// one read earlier is used by its own request only.
+const racyWindow = 3 * time.Second
+
 // repoView is what the store knows of one version of a repository.
 type repoView struct {
 	version string     // of index.json
 	index   *repoIndex // shared, never changed
 	size    int64      // of index.json
+	settled bool       // index.json was older than racyWindow when read
 
 	refMu     sync.Mutex
 	referrers map[digest.Digest][]ispec.Descriptor // by subject, built once (referrersOf)
@@ -146,14 +159,15 @@ func (s *Store) view(ctx context.Context, repo string) (*repoView, error) {
 		s.views.drop(repo)
 		return nil, fromDriver(err, ErrNameUnknown, "read index of %s", repo)
 	}
-	if v := s.views.get(repo); v != nil && v.version == info.Version {
+	if v := s.views.get(repo); v != nil && v.version == info.Version && v.settled {
 		return v, nil
 	}
 	x, read, err := s.loadIndex(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
-	v := &repoView{version: read.info.Version, index: x, size: int64(len(read.data))}
+	v := &repoView{version: read.info.Version, index: x, size: int64(len(read.data)),
+		settled: time.Since(read.info.Changed) >= racyWindow}
 	s.views.put(repo, v)
 	return v, nil
 }
