@@ -3,6 +3,7 @@ package dedupe
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -73,14 +74,59 @@ func (d *Deduper) Run(ctx context.Context) {
 	}
 }
 
-// Pass is Reconcile, and, when it recorded everything, marks the index
-// complete.
+// Pass is Reconcile, and, when it recorded everything into an index that
+// was not emptied meanwhile, marks the index complete.
 func (d *Deduper) Pass(ctx context.Context) (Stats, error) {
+	witness := d.placeWitness(ctx)
 	stats, err := d.Reconcile(ctx)
-	if err == nil && stats.Unrecorded == 0 {
+	if err == nil && stats.Unrecorded == 0 && d.witnessSurvived(ctx, witness) {
 		d.markComplete(ctx)
 	}
 	return stats, err
+}
+
+// witnessDigest is the digest of the witness entries of passes: no blob's
+// (it is the hash of a fixed phrase, not of a layer anyone pushes).
+var witnessDigest = digest.FromString("pier: dedupe pass witness")
+
+// placeWitness records an entry that a pass checks at its end. An index
+// emptied during the pass (a FLUSHALL, a server restarted without its
+// data) loses it with the keys the pass recorded before; marking that
+// index complete would let removals trust entries it no longer has. It
+// returns "" when the index cannot take it.
+func (d *Deduper) placeWitness(ctx context.Context) string {
+	if !d.health.usable() {
+		return ""
+	}
+	path := ".pier/dedupe-pass/" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	ctx, cancel := context.WithTimeout(ctx, controlTimeout)
+	defer cancel()
+	if err := d.c.Apply(ctx, []cache.Op{{Digest: witnessDigest, Path: path}}); err != nil {
+		d.failed("pass witness", err)
+		return ""
+	}
+	return path
+}
+
+// witnessSurvived reports whether the pass's witness is still in the
+// index, and removes it.
+func (d *Deduper) witnessSurvived(ctx context.Context, path string) bool {
+	if path == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, controlTimeout)
+	defer cancel()
+	paths, err := d.c.Paths(ctx, witnessDigest)
+	if err != nil {
+		d.failed("pass witness", err)
+		return false
+	}
+	d.c.Apply(ctx, []cache.Op{{Digest: witnessDigest, Path: path, Remove: true}})
+	if !slices.Contains(paths, path) {
+		d.log.Warn("dedupe index was emptied during the pass; passing again")
+		return false
+	}
+	return true
 }
 
 // resumeState is the state file that holds where an interrupted pass
