@@ -85,6 +85,13 @@ func TestConformanceS3(t *testing.T) {
 			return map[string]any{"name": "dynamodb", "endpoint": dynamo, "region": "us-east-1", "cacheTablename": prefix}
 		},
 	}
+	// A local root with the shared Redis index (a site whose replicas
+	// share the index but not yet a bucket).
+	t.Run("local-redis/1.1", func(t *testing.T) {
+		prefix := fmt.Sprintf("conformance-local-%d", time.Now().UnixNano())
+		conformance(t, "1.1", pierproc.Options{Storage: map[string]any{"dedupe": true, "remoteCache": true,
+			"cacheDriver": indexes["redis"](prefix)}})
+	})
 	for _, run := range []string{"redis/1.1", "redis/dev", "dynamodb/1.1"} {
 		index, version, _ := strings.Cut(run, "/")
 		{
