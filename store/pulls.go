@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"sync"
 	"time"
@@ -116,36 +117,95 @@ func (s *Store) loadKept(ctx context.Context) *pullFile {
 }
 
 // savePulls writes the pull times noted since the last write, merged
-// into the file, in one write.
+// into the file, in one write. Where replicas share the storage, each
+// merges what the others wrote (the latest pull of each manifest wins)
+// and writes by compare-and-swap, so none loses another's pulls: a
+// retention rule that counts pulls on one replica must see those served
+// by the others, or it would remove tags in use.
 func (s *Store) savePulls() {
 	ctx := context.Background()
 	s.pulls.fileMu.Lock()
 	defer s.pulls.fileMu.Unlock()
 	file := s.loadKept(ctx)
-	kept := file.Repos
 	changed := s.pulls.pruned
 	for repo, notes := range s.pulls.take() {
-		if kept[repo] == nil {
-			kept[repo] = map[digest.Digest]int64{}
+		if file.Repos[repo] == nil {
+			file.Repos[repo] = map[digest.Digest]int64{}
 		}
 		for d, t := range notes {
-			if t > kept[repo][d] {
-				kept[repo][d], changed = t, true
+			if t > file.Repos[repo][d] {
+				file.Repos[repo][d], changed = t, true
 			}
 		}
 	}
 	if !changed {
 		return
 	}
-	data, err := json.Marshal(file)
-	if err == nil {
-		err = s.WriteState(ctx, pullsState, data)
-	}
+	err := s.writePulls(ctx, file)
 	if err != nil {
 		s.log.Warn("cannot keep pull times; retention counts from the last ones kept", "err", err)
 		return
 	}
 	s.pulls.pruned = false
+}
+
+// writePulls writes file; p.fileMu is held. On shared storage it merges
+// the file's current content first and retries when another replica
+// wrote in between.
+func (s *Store) writePulls(ctx context.Context, file *pullFile) error {
+	if !s.shared() {
+		data, err := json.Marshal(file)
+		if err != nil {
+			return err
+		}
+		return s.WriteState(ctx, pullsState, data)
+	}
+	if err := s.writable(); err != nil {
+		return err
+	}
+	var err error
+	for range 8 {
+		version := s.mergeKept(ctx, file)
+		var data []byte
+		if data, err = json.Marshal(file); err != nil {
+			return err
+		}
+		if _, err = s.drv.ReplaceFile(ctx, stateKey(pullsState), data, version); !errors.Is(err, driver.ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
+
+// mergeKept merges the pull times file on the storage into file (the
+// latest pull of each manifest, the earliest since) and returns the
+// version it read ("" when there is none); p.fileMu is held.
+func (s *Store) mergeKept(ctx context.Context, file *pullFile) string {
+	data, info, err := s.drv.ReadFile(ctx, stateKey(pullsState), 16<<20)
+	if err != nil {
+		return ""
+	}
+	var disk pullFile
+	if json.Unmarshal(data, &disk) != nil || disk.Repos == nil {
+		return info.Version // damaged: replaced by what this replica knows
+	}
+	if disk.Since > 0 && disk.Since < file.Since {
+		file.Since = disk.Since
+	}
+	for repo, m := range disk.Repos {
+		if oci.ValidateName(repo) != nil {
+			continue
+		}
+		if file.Repos[repo] == nil {
+			file.Repos[repo] = map[digest.Digest]int64{}
+		}
+		for d, t := range m {
+			if oci.ValidDigest(d) && t > file.Repos[repo][d] {
+				file.Repos[repo][d] = t
+			}
+		}
+	}
+	return info.Version
 }
 
 // readPulls reads the kept pull times. Without the file, or with one that
@@ -188,6 +248,9 @@ func (s *Store) pullTimes(ctx context.Context, repo string) (map[digest.Digest]t
 	} else {
 		s.pulls.fileMu.Lock()
 		f := s.loadKept(ctx)
+		if s.shared() {
+			s.mergeKept(ctx, f) // what the other replicas served
+		}
 		times, since = maps.Clone(f.Repos[repo]), f.Since
 		s.pulls.fileMu.Unlock()
 		if times == nil {

@@ -106,3 +106,62 @@ func testRetention(t *testing.T, b Backend) {
 		t.Fatalf("deleteUntagged false, yet the untagged manifest went: %v", err)
 	}
 }
+
+// testPullTimesAcrossReplicas: a tag pulled only through one replica is
+// kept by another's collection under a pulledWithin rule: each replica
+// merges the pull times the others kept, and writes its own without
+// losing theirs.
+func testPullTimesAcrossReplicas(t *testing.T, b Backend) {
+	drv := b.New(t)
+	a, err := store.New(store.Options{Driver: drv, TrackPulls: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	const within = 3 * time.Second
+	putManifest(t, a, "app", "pulled", image(t, a, "app", "pulled"))
+	putManifest(t, a, "app", "idle", image(t, a, "app", "idle"))
+	// A preview reads the pull times this replica keeps, before the
+	// other replica has written any.
+	a.SetRetention(&retention.Config{DryRun: true, Policies: []retention.Policy{{
+		KeepTags: []retention.KeepTags{{Patterns: []*regexp.Regexp{regexp.MustCompile(`.*`)}, Rules: retention.Rules{PulledWithin: within}}},
+	}}})
+	if _, err := a.PreviewRepo(ctx, "app", 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(within + 500*time.Millisecond) // pulls are watched for longer than the rule looks back
+
+	// A pull served by the other replica, kept when it closes; then one
+	// by this replica, so that each has something to write.
+	other, err := store.New(store.Options{Driver: b.Share(t, drv), TrackPulls: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.GetManifest(ctx, "app", "pulled"); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.GetManifest(ctx, "app", "idle"); err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // writes its pull, merged with the other's
+	a, err = store.New(store.Options{Driver: b.Reopen(t, drv), TrackPulls: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	// Every tag is kept if pulled within the window; "idle" was pulled
+	// too, through this replica, so a rule that looks at "pulled" alone
+	// tells whose pulls were kept.
+	a.SetRetention(&retention.Config{Policies: []retention.Policy{{
+		KeepTags: []retention.KeepTags{{Patterns: []*regexp.Regexp{regexp.MustCompile(`^pulled$`)}, Rules: retention.Rules{PulledWithin: within}}},
+	}}})
+	if _, err := a.CollectRepo(ctx, "app", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := tagsOf(t, a, "app"); !slices.Equal(got, []string{"pulled"}) {
+		t.Fatalf("after a collection on one replica: tags %v, want the tag pulled through the other kept", got)
+	}
+}

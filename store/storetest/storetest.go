@@ -58,6 +58,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("UploadResumesItsHash", func(t *testing.T) { testResume(t, b) })
 	if b.Share != nil {
 		t.Run("Replicas", func(t *testing.T) { testReplicas(t, b) })
+		t.Run("PullTimesAcrossReplicas", func(t *testing.T) { testPullTimesAcrossReplicas(t, b) })
 	}
 	if b.Cache != nil {
 		t.Run("Dedupe", func(t *testing.T) { testDedupe(t, b) })
