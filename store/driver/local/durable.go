@@ -26,7 +26,7 @@ func (d *Driver) syncFile(f *os.File) error {
 		return nil
 	}
 	d.syncs.Add(1)
-	if err := f.Sync(); err != nil {
+	if err := d.fsync(f); err != nil {
 		return fmt.Errorf("fsync %s: %w", f.Name(), mapErr(err))
 	}
 	return nil

@@ -71,6 +71,7 @@ type Driver struct {
 	unlock func()
 	locked bool // the directory's process lock is held
 
+	fsync    func(*os.File) error // (*os.File).Sync; tests fail it
 	syncs    atomic.Int64
 	creating keylock.Map // held by mkdirAll from a directory's creation to its fsync
 	reserve  reserve
@@ -93,7 +94,7 @@ func Open(dir string, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage directory %q: %w", dir, err)
 	}
-	d := &Driver{dir: abs, sync: opts.Sync, tmpDir: opts.TempDir, unlock: func() {}, reserve: reserve{size: opts.Reserve}}
+	d := &Driver{dir: abs, sync: opts.Sync, tmpDir: opts.TempDir, unlock: func() {}, reserve: reserve{size: opts.Reserve}, fsync: (*os.File).Sync}
 	d.ro = opts.ReadOnly || (readOnlyMount(abs) && existsDir(abs))
 	if !d.ro {
 		if err := d.mkdirAllOS(abs); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pier-oci/pier/store/driver"
+	"golang.org/x/sys/unix"
 )
 
 func open(t *testing.T, dir string, opts Options) *Driver {
@@ -235,5 +236,33 @@ func TestCheckNoticesTheDirectoryMovedAway(t *testing.T) {
 	}
 	if err := d.Check(ctx); err == nil {
 		t.Fatal("replaced by another directory: Check passed")
+	}
+}
+
+// An fsync that fails at commit drops the upload: the kernel may have
+// marked the pages it could not write clean, so a retried commit through
+// a new descriptor would succeed over lost bytes.
+func TestCommitDropsTheUploadWhenFsyncFails(t *testing.T) {
+	ctx := context.Background()
+	d := open(t, t.TempDir(), Options{Sync: true, TempDir: ".pier/tmp"})
+	w, err := d.Create(ctx, "r/.uploads/u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("layer bytes")); err != nil {
+		t.Fatal(err)
+	}
+	d.fsync = func(*os.File) error { return unix.EIO }
+	if err := w.Commit(ctx, "r/blobs/sha256/x"); err == nil {
+		t.Fatal("commit succeeded with a failing fsync")
+	}
+	d.fsync = (*os.File).Sync
+	for _, key := range []string{"r/.uploads/u1", "r/blobs/sha256/x"} {
+		if _, err := d.Stat(ctx, key); !driver.IsNotFound(err) {
+			t.Errorf("%s after the failed commit: %v, want not found", key, err)
+		}
+	}
+	if _, err := d.Append(ctx, "r/.uploads/u1"); !driver.IsNotFound(err) {
+		t.Errorf("resuming the dropped upload: %v, want not found", err)
 	}
 }

@@ -109,8 +109,13 @@ func (w *writer) Commit(ctx context.Context, dst string) error {
 	}
 	w.done = true
 	if err := d.syncFile(w.f); err != nil {
+		// A failed fsync may have dropped the dirty pages it could not
+		// write, and marked them clean: a retry through a new descriptor
+		// would succeed over lost bytes (PostgreSQL's "fsyncgate"). The
+		// upload is no longer to be trusted; the client sends it again.
 		w.f.Close()
-		return err
+		w.d.root.remove(w.key)
+		return fmt.Errorf("commit %s: %w (the upload is dropped)", w.key, err)
 	}
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", w.key, mapErr(err))
