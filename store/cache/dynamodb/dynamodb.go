@@ -58,9 +58,21 @@ type Cache struct {
 	table      string
 	pathPrefix string
 
-	mu    sync.Mutex
-	ready bool // the table is known to exist
+	mu       sync.Mutex
+	creating *tableCreation // the table's creation under way, if any
 }
+
+// tableCreation is the creation of a missing table, on its own deadline:
+// DynamoDB takes seconds to make a table active, longer than a lookup may
+// wait, and a lookup that gave up must not give the creation up too.
+type tableCreation struct {
+	done chan struct{} // closed when it ended
+	err  error
+}
+
+// tableTimeout bounds a table's creation, waiting for it to be active
+// included.
+const tableTimeout = 5 * time.Minute
 
 var _ cache.Cache = (*Cache)(nil)
 
@@ -90,28 +102,59 @@ func key(k string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{attrDigest: &types.AttributeValueMemberS{Value: k}}
 }
 
-// call runs fn, creating the table first when fn finds it missing.
+// call runs fn, a write, creating the table first when fn finds it
+// missing: it waits for the creation as long as ctx lets it. The caller
+// wraps the error (unavailable).
 func (c *Cache) call(ctx context.Context, fn func() error) error {
 	if err := ctx.Err(); err != nil {
-		return unavailable(err)
+		return err
 	}
 	err := fn()
-	var missing *types.ResourceNotFoundException
-	if errors.As(err, &missing) {
-		if err := c.createTable(ctx); err != nil {
-			return unavailable(err)
+	if missingTable(err) {
+		cr := c.creation()
+		select {
+		case <-cr.done:
+			if cr.err != nil {
+				return cr.err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for table %s to be created: %w", c.table, ctx.Err())
 		}
 		err = fn()
 	}
 	return err
 }
 
+func missingTable(err error) bool {
+	var missing *types.ResourceNotFoundException
+	return errors.As(err, &missing)
+}
+
+// creation starts creating the table, unless that is under way, and
+// returns the creation.
+func (c *Cache) creation() *tableCreation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.creating == nil {
+		cr := &tableCreation{done: make(chan struct{})}
+		c.creating = cr
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), tableTimeout)
+			cr.err = c.createTable(ctx)
+			cancel()
+			c.mu.Lock()
+			c.creating = nil
+			c.mu.Unlock()
+			close(cr.done)
+		}()
+	}
+	return c.creating
+}
+
 // createTable creates the table as zot does (hash key Digest), unless
 // another process did, and waits until it is active. A table still being
 // deleted is waited for, then created.
 func (c *Cache) createTable(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for {
 		_, err := c.c.CreateTable(ctx, &dynamodb.CreateTableInput{
 			TableName:            aws.String(c.table),
@@ -163,12 +206,18 @@ func parseItem(m map[string]types.AttributeValue) item {
 	return it
 }
 
+// get reads one item. A table that is not there (yet: creating one takes
+// DynamoDB seconds) holds nothing: the read says so at once, and the
+// table's creation is started for the writes to come.
 func (c *Cache) get(ctx context.Context, k string) (item, error) {
-	var out *dynamodb.GetItemOutput
-	err := c.call(ctx, func() (err error) {
-		out, err = c.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(c.table), Key: key(k), ConsistentRead: aws.Bool(true)})
-		return err
-	})
+	if err := ctx.Err(); err != nil {
+		return item{}, unavailable(err)
+	}
+	out, err := c.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(c.table), Key: key(k), ConsistentRead: aws.Bool(true)})
+	if missingTable(err) {
+		c.creation()
+		return item{}, nil
+	}
 	if err != nil {
 		return item{}, unavailable(err)
 	}

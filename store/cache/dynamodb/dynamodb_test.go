@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -98,4 +99,31 @@ func TestZotItemShape(t *testing.T) {
 func BenchmarkApply(b *testing.B) {
 	c := New(Options{Client: client(endpoint(b)), Table: randomTable()})
 	cachetest.BenchApply(b, c)
+}
+
+// A lookup on a table not created yet (a new deployment's first request;
+// DynamoDB takes seconds to make a table active) answers at once that the
+// index holds nothing, within the lookup's short deadline, and the table
+// is created anyway for the writes that follow, however short the
+// deadlines of the calls that found it missing.
+func TestLookupBeforeTheTableExists(t *testing.T) {
+	c := New(Options{Client: client(endpoint(t)), Table: randomTable()})
+	d := digest.FromString("looked up first")
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		paths, err := c.Paths(ctx, d)
+		done, cerr := c.Complete(ctx)
+		cancel()
+		if err != nil || cerr != nil || len(paths) != 0 || done {
+			t.Fatalf("lookups on a missing table: %v, %v; %v, %v; want nothing and no error", paths, err, done, cerr)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Apply(ctx, []cache.Op{{Digest: d, Path: "/r/blobs/sha256/" + d.Encoded()}}); err != nil {
+		t.Fatalf("a write after the lookups: %v", err)
+	}
+	if paths, err := c.Paths(ctx, d); err != nil || len(paths) != 1 {
+		t.Fatalf("after the write: %v, %v", paths, err)
+	}
 }
