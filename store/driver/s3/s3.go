@@ -58,6 +58,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/logging"
+	smithymiddleware "github.com/aws/smithy-go/middleware"
 
 	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/driver"
@@ -244,7 +245,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		// pass over every byte, on each side, next to the store's own):
 		// each carries a CRC32 the server checks instead (withCRC), and
 		// the store verifies the content's digest.
-		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+		o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware, unsignedFirst)
 	})
 
 	keep := 4
@@ -255,6 +256,21 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	}
 	return &Driver{s3: client, cfg: cfg, bucket: cfg.Bucket, prefix: cfg.Prefix, log: log, free: make(chan []byte, keep)}, nil
 }
+
+// unsignedFirst marks every payload unsigned before the SDK's checksum
+// step runs. Over plain http that step otherwise hashes each body with
+// sha256 next to its CRC32, and the request is signed with that hash
+// (the swap above only applies where nothing set one): a pass over every
+// byte on each side, a third of pier's CPU in a push.
+func unsignedFirst(stack *smithymiddleware.Stack) error {
+	return stack.Finalize.Add(smithymiddleware.FinalizeMiddlewareFunc("pier:UnsignedPayload",
+		func(ctx context.Context, in smithymiddleware.FinalizeInput, next smithymiddleware.FinalizeHandler) (smithymiddleware.FinalizeOutput, smithymiddleware.Metadata, error) {
+			return next.HandleFinalize(v4.SetPayloadHash(ctx, unsignedPayload), in)
+		}), smithymiddleware.Before)
+}
+
+// unsignedPayload is SigV4's x-amz-content-sha256 for a body not signed.
+const unsignedPayload = "UNSIGNED-PAYLOAD"
 
 // httpClient bounds the connection set-up; each call bounds the rest (a
 // response-header timeout would cut a body that socket buffers took at once
