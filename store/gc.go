@@ -432,7 +432,7 @@ func (s *Store) applyCollection(ctx context.Context, repo string, p *collectionP
 	}
 	s.clearMark(ctx, repo, mark)
 	n, size := s.removeIdleUploads(ctx, repo, delay, now)
-	rep.Uploads, rep.UploadBytes = n, size
+	rep.Uploads, rep.UploadBytes = n+s.sweepUnfinished(ctx, repo, delay, now), size
 	defer s.recount(ctx, repo, false)
 	if len(p.keep) == 0 && len(p.index.unusable) == 0 && p.indexOld {
 		removed, err := s.removeEmptyRepo(ctx, repo)

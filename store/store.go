@@ -69,6 +69,7 @@ type Store struct {
 	// parallel while GC cannot decide in the middle of them.
 	locks    *keylock.Map
 	uploads  *uploadTable
+	placing  placingKeys // blob keys a push writes straight to (placeOpened)
 	views    *viewCache
 	verified *verifiedSet
 	dedupe   *dedupe.Deduper // nil when dedupe is off
@@ -104,6 +105,7 @@ func New(opts Options) (*Store, error) {
 		log:     log,
 		locks:   &keylock.Map{},
 		uploads: newUploadTable(),
+		placing: placingKeys{keys: map[string]int{}},
 		views:   newViewCache(),
 		usage:   newUsage(),
 		ro:      opts.Driver.ReadOnly(),

@@ -308,7 +308,7 @@ func (s *Store) appendChunk(o *openedUpload, r io.Reader) error {
 // behind the reads and writes, so a push costs the slower of hashing and
 // I/O rather than their sum; it is done with the last byte before
 // appendUpload returns.
-func appendUpload(u *uploadSession, w driver.Writer, r io.Reader) error {
+func appendUpload(u *uploadSession, w sizedWriter, r io.Reader) error {
 	if u.hashed != w.Size() {
 		return appendUnhashed(w, r) // the commit will hash the upload again
 	}
@@ -366,8 +366,15 @@ func appendUpload(u *uploadSession, w driver.Writer, r io.Reader) error {
 	}
 }
 
+// sizedWriter is what appendUpload writes to: an upload's writer, or a
+// blob's placed straight at its key.
+type sizedWriter interface {
+	io.Writer
+	Size() int64
+}
+
 // appendUnhashed copies r to w.
-func appendUnhashed(w driver.Writer, r io.Reader) error {
+func appendUnhashed(w io.Writer, r io.Reader) error {
 	bufp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bufp)
 	for {
@@ -404,6 +411,9 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, r io.Reader, 
 // commitOpened is CommitUpload of an upload already held. The writer is
 // ended whatever happens.
 func (s *Store) commitOpened(ctx context.Context, o *openedUpload, r io.Reader, d digest.Digest) (BlobInfo, error) {
+	if info, placed, err := s.placeOpened(ctx, o, r, d); placed {
+		return info, err
+	}
 	if r != nil {
 		if err := s.appendChunk(o, r); err != nil {
 			return BlobInfo{}, err

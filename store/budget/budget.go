@@ -75,6 +75,20 @@ func (b *Budget) Acquire(ctx context.Context, n int64) (held context.Context, re
 	}
 }
 
+// TryAcquire takes n bytes of the budget if they are free now and nobody
+// waits for them; it never waits. It is for what is worth having only
+// when it costs no one a turn (a second buffer to overlap work).
+func (b *Budget) TryAcquire(n int64) (release func(), ok bool) {
+	n = min(max(n, 0), b.limit)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.waiters.Len() > 0 || b.used+n > b.limit {
+		return nil, false
+	}
+	b.used += n
+	return b.releaser(n), true
+}
+
 // InUse is how many bytes are held now.
 func (b *Budget) InUse() int64 {
 	b.mu.Lock()

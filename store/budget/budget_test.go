@@ -136,3 +136,33 @@ func TestARequestNeverWaitsForItself(t *testing.T) {
 		t.Fatalf("%d bytes still held", b.InUse())
 	}
 }
+
+func TestTryAcquireNeverWaitsNorJumpsTheQueue(t *testing.T) {
+	b := New(10)
+	r1, ok := b.TryAcquire(6)
+	if !ok {
+		t.Fatal("TryAcquire of free bytes failed")
+	}
+	if _, ok := b.TryAcquire(6); ok {
+		t.Fatal("TryAcquire went past the limit")
+	}
+	waiting := make(chan error, 1)
+	go func() {
+		_, r, err := b.Acquire(context.Background(), 8)
+		if err == nil {
+			r()
+		}
+		waiting <- err
+	}()
+	waitQueued(t, b, 1)
+	if _, ok := b.TryAcquire(2); ok {
+		t.Fatal("TryAcquire took bytes a waiting request is queued for")
+	}
+	r1()
+	if err := <-waiting; err != nil {
+		t.Fatal(err)
+	}
+	if b.InUse() != 0 {
+		t.Fatalf("%d bytes still held", b.InUse())
+	}
+}

@@ -224,6 +224,42 @@ type Checkpointer interface {
 	SetCheckpoint(state []byte)
 }
 
+// Placer is a driver whose Writer.Commit copies an upload's bytes (S3 has
+// no rename: a copy on the server, and on some servers a second one to
+// join the parts). An object whose key is known before its bytes arrive
+// (a monolithic push names its digest first) is better written straight
+// to its key, once.
+type Placer interface {
+	// Place starts writing the object at key. Nothing is seen at key
+	// until the writer's Finish makes it appear whole; Abort, or a
+	// process that dies first, leaves key as it was.
+	Place(ctx context.Context, key string) (PlaceWriter, error)
+}
+
+// PlaceWriter writes one object for Placer. Write and Abort use the
+// context Place was given.
+type PlaceWriter interface {
+	io.Writer
+	// Size is the number of bytes written.
+	Size() int64
+	// Finish makes what was written the object at the key, atomically
+	// and durably; an existing object is replaced. The caller has
+	// verified the content before.
+	Finish(ctx context.Context) error
+	// Abort drops what was written.
+	Abort() error
+}
+
+// Sweeper is a driver where a write that its process died in can stay
+// behind unseen, taking space (an S3 multipart upload: the bucket keeps,
+// and bills, its parts until it is aborted).
+type Sweeper interface {
+	// Sweep removes such writes to keys below dir started before t,
+	// except those busy reports as in progress, and returns how many
+	// it removed.
+	Sweep(ctx context.Context, dir string, before time.Time, busy func(key string) bool) (int, error)
+}
+
 // Linker is a driver that can give one object several keys (hard links):
 // local dedupe.
 type Linker interface {

@@ -3,7 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/opencontainers/go-digest"
 
 	s3driver "github.com/pier-oci/pier/store/driver/s3"
 	"github.com/pier-oci/pier/test/internal/pierproc"
@@ -37,8 +40,10 @@ func s3Storage(b *testing.B, name string, keys map[string]any) map[string]any {
 }
 
 // BenchmarkS3Pier pushes 256 MiB to pier on s3 (POST and one streamed
-// PUT) and pulls it back, against a PutObject and a GetObject of the same
-// bytes with the SDK. Targets: push >= 0.6x, pull >= 0.7x.
+// PUT, as oras does) and pulls it back, against a PutObject and a
+// GetObject of the same bytes with the SDK. Targets: push >= 0.6x, pull >=
+// 0.7x. Also reported, with no target: the push by one PATCH then an empty
+// PUT (docker, crane, skopeo).
 func BenchmarkS3Pier(b *testing.B) {
 	data, d := blob256(b)
 	size := int64(len(data))
@@ -50,7 +55,7 @@ func BenchmarkS3Pier(b *testing.B) {
 	}
 	client, bucket, key := drv.Client(), cfg.Bucket, cfg.Prefix+"blob"
 	defer client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: &key})
-	var sdkPut, sdkGet, push, pull time.Duration
+	var sdkPut, sdkGet, push, patchPush, pull time.Duration
 	buf := make([]byte, pullBufSize)
 	for range b.N {
 		p := startPier(b, pierproc.Options{Storage: s3Storage(b, "pier", map[string]any{"dedupe": true})})
@@ -60,13 +65,29 @@ func BenchmarkS3Pier(b *testing.B) {
 				return err
 			})
 		})
+		// Every attempt pushes bytes the bucket does not hold yet: with
+		// dedupe on, the same bytes again would be stored as a placeholder.
+		own := slices.Clone(data)
 		n := 0
 		push = bestOf(b, attempts, func() time.Duration {
 			n++
+			binary.BigEndian.PutUint64(own, uint64(time.Now().UnixNano()))
+			od := digest.FromBytes(own)
 			return timed(b, func() error {
-				return p.Client.PushBlobStream(fmt.Sprintf("bench/s3-%d", n), d, bytes.NewReader(data), size)
+				return p.Client.PushBlobStream(fmt.Sprintf("bench/s3-%d", n), od, bytes.NewReader(own), size)
 			})
 		})
+		patchPush = bestOf(b, attempts, func() time.Duration {
+			n++
+			binary.BigEndian.PutUint64(own, uint64(time.Now().UnixNano()))
+			od := digest.FromBytes(own)
+			return timed(b, func() error {
+				return p.Client.PushBlobPatch(fmt.Sprintf("bench/s3-%d", n), od, bytes.NewReader(own), size)
+			})
+		})
+		if err := p.Client.PushBlobStream("bench/s3-pull", d, bytes.NewReader(data), size); err != nil {
+			b.Fatal(err)
+		}
 		sdkGet = bestOf(b, attempts, func() time.Duration {
 			return timed(b, func() error {
 				out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
@@ -78,11 +99,15 @@ func BenchmarkS3Pier(b *testing.B) {
 			})
 		})
 		pull = bestOf(b, attempts, func() time.Duration {
-			return timed(b, func() error { return getBlob(p.Client, "bench/s3-1", d, size, buf) })
+			return timed(b, func() error { return getBlob(p.Client, "bench/s3-pull", d, size, buf) })
 		})
 	}
 	record(b, measure{name: "pier on s3: push 256MiB", value: mibps(size, push), unit: "MiB/s",
 		limit: mibps(size, sdkPut), limitName: "SDK PutObject", metric: "x_sdk_put"}, ratioAtLeast(s3PutTarget))
+	// Pushed as docker, crane and skopeo push (the digest comes after the
+	// bytes): the upload is copied to the blob's key on the server.
+	record(b, measure{name: "pier on s3: push 256MiB by PATCH", value: mibps(size, patchPush), unit: "MiB/s",
+		limit: mibps(size, sdkPut), limitName: "SDK PutObject", metric: "x_sdk_put_patch"}, nil)
 	record(b, measure{name: "pier on s3: pull 256MiB", value: mibps(size, pull), unit: "MiB/s",
 		limit: mibps(size, sdkGet), limitName: "SDK GetObject", metric: "x_sdk_get"}, ratioAtLeast(s3GetTarget))
 }

@@ -390,31 +390,58 @@ func (w *writer) release() { w.dropBuffer() }
 // where it grows.
 const bufferWait = 5 * time.Second
 
-// takeBuffer gives the writer an empty chunk buffer, within the driver's
-// budget of chunk buffers (Config.Buffers): a writer waits for its turn
-// (for bufferWait at most), or until its request ends, rather than the
-// process holding a chunk for every upload at once.
+// takeBuffer gives the writer an empty chunk buffer (takeChunk).
 func (w *writer) takeBuffer() error {
-	if b := w.d.cfg.Buffers; b != nil {
-		ctx, cancel := context.WithTimeout(w.ctx, bufferWait)
-		_, release, err := b.Acquire(ctx, w.d.cfg.ChunkSize)
+	buf, held, err := w.d.takeChunk(w.ctx)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", w.key, err)
+	}
+	w.buf, w.held = buf, held
+	return nil
+}
+
+// takeChunk gives an empty chunk buffer, within the driver's budget of
+// chunk buffers (Config.Buffers): a writer waits for its turn (for
+// bufferWait at most), or until ctx ends, rather than the process holding
+// a chunk for every upload at once. held gives the buffer's share of the
+// budget back; it is nil for a buffer taken outside the budget.
+func (d *Driver) takeChunk(ctx context.Context) (buf []byte, held func(), err error) {
+	if b := d.cfg.Buffers; b != nil {
+		wctx, cancel := context.WithTimeout(ctx, bufferWait)
+		_, release, err := b.Acquire(wctx, d.cfg.ChunkSize)
 		cancel()
 		switch {
 		case err == nil:
-			w.held = release
-		case w.ctx.Err() != nil:
-			return fmt.Errorf("write %s: waiting for a chunk buffer: %w", w.key, w.ctx.Err())
+			held = release
+		case ctx.Err() != nil:
+			return nil, nil, fmt.Errorf("waiting for a chunk buffer: %w", ctx.Err())
 		default: // waited long enough: a chunk of its own
-			w.buf = make([]byte, 0, w.d.cfg.ChunkSize)
-			return nil
+			return make([]byte, 0, d.cfg.ChunkSize), nil, nil
 		}
 	}
-	select {
-	case w.buf = <-w.d.free:
-	default:
-		w.buf = w.d.newBuffer()
+	return d.reuseBuffer(), held, nil
+}
+
+// tryChunk gives an empty chunk buffer only if the budget has one free
+// now, with no one waiting for it: a second buffer, to fill one chunk
+// while the last is sent, is worth having only when it costs no other
+// upload its turn.
+func (d *Driver) tryChunk() (buf []byte, held func(), ok bool) {
+	if b := d.cfg.Buffers; b != nil {
+		if held, ok = b.TryAcquire(d.cfg.ChunkSize); !ok {
+			return nil, nil, false
+		}
 	}
-	return nil
+	return d.reuseBuffer(), held, true
+}
+
+func (d *Driver) reuseBuffer() []byte {
+	select {
+	case buf := <-d.free:
+		return buf
+	default:
+		return d.newBuffer()
+	}
 }
 
 // newBuffer makes a chunk buffer. Within a budget it is mapped outside the
@@ -433,16 +460,21 @@ func (d *Driver) newBuffer() []byte {
 
 // dropBuffer gives the chunk buffer back (its bytes written, or given up).
 func (w *writer) dropBuffer() {
-	if w.buf != nil && int64(cap(w.buf)) == w.d.cfg.ChunkSize && (w.held != nil || w.d.cfg.Buffers == nil) {
+	w.d.dropChunk(w.buf, w.held)
+	w.buf, w.held = nil, nil
+}
+
+// dropChunk gives back a buffer takeChunk or tryChunk gave: one of the
+// budget is kept for reuse.
+func (d *Driver) dropChunk(buf []byte, held func()) {
+	if buf != nil && int64(cap(buf)) == d.cfg.ChunkSize && (held != nil || d.cfg.Buffers == nil) {
 		select {
-		case w.d.free <- w.buf[:0]:
+		case d.free <- buf[:0]:
 		default:
 		}
 	}
-	w.buf = nil
-	if w.held != nil {
-		w.held()
-		w.held = nil
+	if held != nil {
+		held()
 	}
 }
 

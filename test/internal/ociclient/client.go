@@ -164,6 +164,43 @@ func (c *Client) PushBlobChunked(repo string, data []byte, chunk int) (digest.Di
 	return d, nil
 }
 
+// PushBlobPatch uploads r (size bytes, digest d) as docker, crane and
+// skopeo do: POST, the whole body in one PATCH, then an empty PUT with the
+// digest.
+func (c *Client) PushBlobPatch(repo string, d digest.Digest, r io.Reader, size int64) error {
+	resp, err := c.Do("POST", "/v2/"+repo+"/blobs/uploads/", nil, nil, http.StatusAccepted)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	loc := c.resolve(resp.Header.Get("Location"))
+	req, err := http.NewRequest("PATCH", loc, r)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	presp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, presp.Body)
+	presp.Body.Close()
+	if presp.StatusCode != http.StatusAccepted {
+		return &StatusError{"PATCH", loc, presp.StatusCode, ""}
+	}
+	u, _ := url.Parse(c.resolve(presp.Header.Get("Location")))
+	q := u.Query()
+	q.Set("digest", d.String())
+	u.RawQuery = q.Encode()
+	resp, err = c.Do("PUT", u.String(), nil, nil, http.StatusCreated)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
 // Mount asks for blob d of from to be mounted into repo; it reports
 // whether the registry mounted it (201) rather than opening an upload.
 func (c *Client) Mount(repo, from string, d digest.Digest) (bool, error) {

@@ -1,0 +1,152 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store"
+	"github.com/pier-oci/pier/store/budget"
+)
+
+// A monolithic push to a store on a bucket (the digest given with the
+// body) is written straight to the blob's key: while its body streams no
+// upload segment is written, only the blob's own multipart upload, and
+// the upload is gone once the blob is in.
+func TestMonolithicPushIsWrittenOnceAtItsKey(t *testing.T) {
+	cfg := testConfig(t, testServer(t))
+	cfg.Buffers = budget.New(2 * MinChunkSize)
+	d := mustNew(t, cfg)
+	st, err := store.New(store.Options{Driver: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	data := patterned(3*MinChunkSize + 777)
+	dg := digest.FromBytes(data)
+	var seen []string
+	body := &watchedBody{r: bytes.NewReader(data), at: 2*MinChunkSize + 10, check: func() {
+		objs, multiparts := rawObjects(t, d)
+		seen = append(append(seen, objs...), multiparts...)
+	}}
+	id, err := st.NewUpload(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CommitUpload(ctx, "app", id, body, dg); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range seen {
+		if strings.HasPrefix(k, privateDir) {
+			t.Fatalf("a monolithic push wrote upload segments: %v", seen)
+		}
+	}
+	if !contains(seen, "app/blobs/sha256/"+dg.Encoded()) {
+		t.Fatalf("mid-push the bucket held %v, not the blob's multipart upload", seen)
+	}
+	assertStoredBlob(t, st, "app", dg, data)
+	objs, multiparts := rawObjects(t, d)
+	if len(multiparts) != 0 || contains(objs, "app/.uploads/"+id) {
+		t.Fatalf("left after the push: objects %v, multipart uploads %v", objs, multiparts)
+	}
+}
+
+// A monolithic push whose bytes are not its digest, or whose body breaks,
+// leaves no blob and no parts; a broken one leaves its upload empty, and
+// the client's retry succeeds.
+func TestMonolithicPushThatFailsLeavesNothing(t *testing.T) {
+	cfg := testConfig(t, testServer(t))
+	cfg.Buffers = budget.New(2 * MinChunkSize)
+	d := mustNew(t, cfg)
+	st, err := store.New(store.Options{Driver: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	data := patterned(2*MinChunkSize + 5)
+	dg := digest.FromBytes(data)
+
+	id, _ := st.NewUpload(ctx, "app")
+	wrong := append([]byte{1}, data[1:]...)
+	if _, err := st.CommitUpload(ctx, "app", id, bytes.NewReader(wrong), dg); !errors.Is(err, store.ErrDigestMismatch) {
+		t.Fatalf("push of other bytes: %v, want ErrDigestMismatch", err)
+	}
+	if _, err := st.StatBlob(ctx, "app", dg); err == nil {
+		t.Fatal("a blob is there after a digest mismatch")
+	}
+	if _, multiparts := rawObjects(t, d); len(multiparts) != 0 {
+		t.Fatalf("parts left after a mismatch: %v", multiparts)
+	}
+
+	id, _ = st.NewUpload(ctx, "app")
+	broken := io.MultiReader(bytes.NewReader(data[:MinChunkSize+3]), errReader{errors.New("connection reset")})
+	if _, err := st.CommitUpload(ctx, "app", id, broken, dg); err == nil {
+		t.Fatal("a push whose body broke succeeded")
+	}
+	if n, err := st.UploadSize(ctx, "app", id); err != nil || n != 0 {
+		t.Fatalf("after a broken body the upload is %d bytes, %v; want an empty upload", n, err)
+	}
+	if _, multiparts := rawObjects(t, d); len(multiparts) != 0 {
+		t.Fatalf("parts left after a broken body: %v", multiparts)
+	}
+	if _, err := st.CommitUpload(ctx, "app", id, bytes.NewReader(data), dg); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	assertStoredBlob(t, st, "app", dg, data)
+	if used := cfg.Buffers.InUse(); used != 0 {
+		t.Fatalf("%d bytes of the chunk budget still held", used)
+	}
+}
+
+// watchedBody calls check once, when at bytes were read.
+type watchedBody struct {
+	r     io.Reader
+	read  int
+	at    int
+	check func()
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	if b.read < b.at {
+		p = p[:min(len(p), b.at-b.read)]
+	} else if b.check != nil {
+		b.check()
+		b.check = nil
+	}
+	n, err := b.r.Read(p)
+	b.read += n
+	return n, err
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func assertStoredBlob(t *testing.T, st *store.Store, repo string, dg digest.Digest, want []byte) {
+	t.Helper()
+	f, _, err := st.OpenBlob(context.Background(), repo, dg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("blob %s: %d bytes, %v; want the %d pushed", dg, len(got), err, len(want))
+	}
+}

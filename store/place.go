@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/pier-oci/pier/store/dedupe"
+	"github.com/pier-oci/pier/store/driver"
+)
+
+// A monolithic push (POST ?digest=, or a PUT ?digest= with the whole body
+// on an empty upload) names its blob before its bytes arrive. Where the
+// driver's Commit copies an upload (s3: no rename), such a push is written
+// straight to the blob's key (driver.Placer), unseen there until its
+// digest is checked: its bytes are written once instead of two or three
+// times. Anything else the commit would judge (a blob already there, one
+// held elsewhere for a placeholder) takes the upload's way.
+
+// placeOpened writes the push r to blob d of the opened upload's
+// repository when that way applies, and reports whether it took it; when
+// it did not, nothing was read from r. The upload, empty, is removed
+// when the blob is in; a push that fails leaves it empty, for the client
+// to send again.
+func (s *Store) placeOpened(ctx context.Context, o *openedUpload, r io.Reader, d digest.Digest) (BlobInfo, bool, error) {
+	p, ok := s.drv.(driver.Placer)
+	if !ok || r == nil || o.w.Size() != 0 || o.session.hashed != 0 || d.Algorithm() != digest.SHA256 {
+		return BlobInfo{}, false, nil
+	}
+	dst := blobKey(o.repo, d)
+	if _, err := s.drv.Stat(ctx, dst); !driver.IsNotFound(err) {
+		return BlobInfo{}, false, nil // there already (or cannot tell): the commit judges it
+	}
+	if s.placeholders && s.dedupe != nil {
+		if _, err := s.holder(ctx, d); err == nil {
+			return BlobInfo{}, false, nil // held elsewhere: a placeholder, not a second copy
+		}
+	}
+	done := s.placing.add(dst)
+	defer done()
+	w, err := p.Place(ctx, dst)
+	if err != nil {
+		return BlobInfo{}, true, fromDriver(err, nil, "write blob %s", d)
+	}
+	info, err := s.placeBody(ctx, o, w, r, d)
+	if err != nil {
+		w.Abort()
+		o.session.sha.Reset()
+		o.session.hashed = 0 // the upload is still empty
+	}
+	return info, true, err
+}
+
+// placeBody streams r into w, checks its digest and, when the blob is
+// admitted, finishes w and ends the upload.
+func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWriter, r io.Reader, d digest.Digest) (BlobInfo, error) {
+	if err := appendUpload(o.session, w, r); err != nil {
+		return BlobInfo{}, err
+	}
+	size := w.Size()
+	if got := digest.NewDigest(digest.SHA256, o.session.sha); got != d {
+		s.uploads.drop(o.key)
+		if err := o.w.Cancel(ctx); err != nil {
+			s.log.Warn("cannot remove rejected upload", "repo", o.repo, "upload", o.id, "err", err)
+		}
+		return BlobInfo{}, fmt.Errorf("%w: uploaded content is %s, not %s", ErrDigestMismatch, got, d)
+	}
+	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
+		s.refuseUpload(o)
+		return BlobInfo{}, err
+	}
+	unlock := s.locks.RLock(o.repo)
+	defer unlock()
+	dst := blobKey(o.repo, d)
+	unlockBlob := s.locks.Lock("\x00blob " + dst)
+	defer unlockBlob()
+	if info, err := s.drv.Stat(ctx, dst); err == nil && !dedupe.IsPlaceholder(info, d) && info.Size == size {
+		// Another push of the same content (another client, another
+		// replica) put it there meanwhile: blobs are immutable, keep it.
+		w.Abort()
+		s.refresh(ctx, dst, d)
+	} else {
+		if err := w.Finish(ctx); err != nil {
+			return BlobInfo{}, fromDriver(err, nil, "commit blob %s", d)
+		}
+		s.counted(o.repo, size, true)
+		if info, err := s.drv.Stat(ctx, dst); err == nil {
+			s.verified.add(info.Content, d)
+		}
+		if s.dedupe != nil {
+			if s.placeholders {
+				s.dedupe.RecordNow(ctx, d, dst) // see commitBlob
+			} else {
+				s.dedupe.Record(d, dst)
+			}
+		}
+	}
+	s.uploads.drop(o.key)
+	if err := o.w.Cancel(ctx); err != nil {
+		s.log.Warn("cannot remove an upload after placing its blob", "repo", o.repo, "upload", o.id, "err", err)
+	}
+	if err := s.stillWanted(ctx, o.repo, d); err != nil {
+		return BlobInfo{}, err
+	}
+	s.log.Debug("blob placed", "repo", o.repo, "digest", d, "bytes", size)
+	return BlobInfo{Digest: d, Size: size}, nil
+}
+
+// placingKeys counts the pushes writing to each blob key, so that a sweep
+// of unfinished writes spares theirs.
+type placingKeys struct {
+	mu   sync.Mutex
+	keys map[string]int
+}
+
+func (p *placingKeys) add(key string) (done func()) {
+	p.mu.Lock()
+	p.keys[key]++
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		if p.keys[key]--; p.keys[key] <= 0 {
+			delete(p.keys, key)
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *placingKeys) has(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.keys[key] > 0
+}
+
+// unfinishedWriteAge is the least age of an unfinished write a sweep
+// removes, whatever gcDelay says: a push is written for as long as its
+// client sends (an hour is a slow 1 GiB), and another replica's pushes
+// are not counted in placing.
+const unfinishedWriteAge = time.Hour
+
+// sweepUnfinished removes the writes to repo's keys that a process died
+// in (driver.Sweeper), older than delay and unfinishedWriteAge.
+func (s *Store) sweepUnfinished(ctx context.Context, repo string, delay time.Duration, now time.Time) int {
+	sw, ok := s.drv.(driver.Sweeper)
+	if !ok {
+		return 0
+	}
+	n, err := sw.Sweep(ctx, repo+"/blobs", now.Add(-max(delay, unfinishedWriteAge)), s.placing.has)
+	if err != nil {
+		s.log.Warn("cannot sweep unfinished writes", "repo", repo, "err", err)
+	}
+	return n
+}
