@@ -127,6 +127,13 @@ type StoreConfig struct {
 	// images with shared layers then upload each layer once. It bends the
 	// spec (a deleted blob is still found elsewhere), hence off.
 	StoreWideLookup bool
+
+	// RedirectBlobURL (zot's key redirectBlobURL, default false) answers
+	// a whole-blob GET on a remote root with a 307 to a presigned URL of
+	// the bucket, valid for a while, so the bytes go from the bucket to
+	// the client without passing through pier. A HEAD, a ranged GET and a
+	// root on local disk are served by pier as always.
+	RedirectBlobURL bool
 }
 
 // SubPathConfig is the configuration of a store mounted at a subpath; it has

@@ -114,6 +114,7 @@ func resolveStore(key string, s *fileStore, gcDefault, dedupeDefault bool) (Stor
 		ReadOnly:      value(s.ReadOnly, false),
 
 		StoreWideLookup: value(s.StoreWideLookup, false),
+		RedirectBlobURL: value(s.RedirectBlobURL, false),
 	}
 
 	// The GC timings default only when GC is on; with GC off zot leaves an

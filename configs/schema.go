@@ -62,7 +62,7 @@ type fileStore struct {
 	MaxRepos            *int            `json:"maxRepos"`     // quota.go
 	Quota               *fileQuota      `json:"quota"`        // pier's key, quota.go
 	GCTimeWindow        *string         `json:"gcTimeWindow"` // retention.go
-	RedirectBlobURL     json.RawMessage `json:"redirectBlobURL"`
+	RedirectBlobURL     *bool           `json:"redirectBlobURL"`
 	GCMaxSchedulerDelay json.RawMessage `json:"gcMaxSchedulerDelay"`
 	HydrateBlobOnRead   json.RawMessage `json:"hydrateBlobOnRead"`
 }

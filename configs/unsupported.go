@@ -60,7 +60,6 @@ func notices() []notice {
 		{key: "binaryType", message: ignored + " (zot build information)"},
 
 		{key: "storage.gcMaxSchedulerDelay", message: ignored + " (zot scheduler tuning)"},
-		{key: "storage.redirectBlobURL", message: ignored + " (applies to remote storage only)"},
 		{key: "storage.fastRestart", message: ignored + " (zot startup tuning)"},
 		{key: "storage.hydrateBlobOnRead", message: ignored + ": a read never copies a blob in from another repository (reads have no side effects); mount or push it"},
 

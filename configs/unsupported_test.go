@@ -343,7 +343,7 @@ func TestImplementedKeys(t *testing.T) {
 		"log.audit", "log.level", "log.output",
 		"storage.cacheDriver", "storage.commit", "storage.dedupe", "storage.gc", "storage.gcDelay", "storage.gcInterval", "storage.gcTimeWindow",
 		"storage.maxRepos", "storage.quota.maxBytes", "storage.quota.minFreeSpace", "storage.quota.perRepository", "storage.quota.retentionOnLowSpace",
-		"storage.readOnly", "storage.remoteCache", "storage.retention.delay", "storage.retention.dryRun", "storage.retention.policies",
+		"storage.readOnly", "storage.redirectBlobURL", "storage.remoteCache", "storage.retention.delay", "storage.retention.dryRun", "storage.retention.policies",
 		"storage.rootDirectory", "storage.storageDriver", "storage.storeWideLookup", "storage.subPaths",
 	}
 

@@ -27,6 +27,7 @@ import (
 type Registry interface {
 	StatBlob(ctx context.Context, repo string, d digest.Digest) (store.BlobInfo, error)
 	OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, store.BlobInfo, error)
+	BlobURL(ctx context.Context, repo string, d digest.Digest) (string, store.BlobInfo, error)
 	DeleteBlob(ctx context.Context, repo string, d digest.Digest) error
 	MountBlob(ctx context.Context, repo, from string, d digest.Digest) error
 	FindBlob(ctx context.Context, d digest.Digest) (repo string, err error)

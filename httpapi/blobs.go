@@ -9,11 +9,26 @@ import (
 
 // getBlob serves GET and HEAD of a blob. http.ServeContent does ranges
 // (206, once checkRange has checked and rewritten them), If-None-Match
-// against the ETag, HEAD, and sendfile.
+// against the ETag, HEAD, and sendfile. A whole-blob GET on a root that
+// redirects (redirectBlobURL) is a 307 to the storage instead.
 func (a *API) getBlob(w http.ResponseWriter, r *http.Request, req request) error {
 	d, err := oci.ParseDigest(req.ref)
 	if err != nil {
 		return err
+	}
+	if r.Method == http.MethodGet && r.Header.Get("Range") == "" && r.Header.Get("If-None-Match") == "" {
+		u, _, err := a.reg.BlobURL(r.Context(), req.repo, d)
+		if err != nil {
+			return err
+		}
+		if u != "" {
+			// The digest, as on a 200: clients check what they fetch
+			// against it. The URL is a capability: never cached.
+			w.Header().Set("Docker-Content-Digest", d.String())
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+			return nil
+		}
 	}
 	f, info, err := a.reg.OpenBlob(r.Context(), req.repo, d)
 	if err != nil {

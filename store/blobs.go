@@ -49,6 +49,40 @@ func (s *Store) statOwn(ctx context.Context, repo string, d digest.Digest) (Blob
 // if this version of it never was. Locally the reader is an *os.File, so
 // the HTTP layer serves it with sendfile and ranges.
 func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, error) {
+	f, info, _, err := s.openBlob(ctx, repo, d)
+	return f, info, err
+}
+
+// redirectExpiry is how long a blob's URL (BlobURL) lets a client start
+// its download: distribution's 20 minutes.
+const redirectExpiry = 20 * time.Minute
+
+// BlobURL returns a URL of the storage that serves blob d of repo, for a
+// client to fetch it there rather than through pier (zot's
+// redirectBlobURL), and the blob's description. It is "" where the root
+// does not redirect, or the URL cannot be made now (the caller serves the
+// blob itself). The blob is checked as OpenBlob checks it: a URL is
+// given only for content verified against d, and for a placeholder it
+// names the object that holds the content.
+func (s *Store) BlobURL(ctx context.Context, repo string, d digest.Digest) (string, BlobInfo, error) {
+	if s.redirector == nil {
+		return "", BlobInfo{}, nil
+	}
+	f, info, key, err := s.openBlob(ctx, repo, d)
+	if err != nil {
+		return "", BlobInfo{}, err
+	}
+	f.Close()
+	u, err := s.redirector.RedirectURL(ctx, key, redirectExpiry)
+	if err != nil {
+		s.log.Warn("cannot make a blob's URL; pier serves it", "repo", repo, "digest", d, "err", err)
+		return "", BlobInfo{}, nil
+	}
+	return u, info, nil
+}
+
+// openBlob is OpenBlob, with the key of the object read.
+func (s *Store) openBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, string, error) {
 	key := blobKey(repo, d)
 	if s.placeholders || s.lookupOn {
 		held, err := s.content(ctx, repo, d)
@@ -58,19 +92,19 @@ func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.
 			}
 		}
 		if err != nil {
-			return nil, BlobInfo{}, err
+			return nil, BlobInfo{}, "", err
 		}
 		key = held.Key
 	}
 	f, info, err := s.drv.Open(ctx, key)
 	if err != nil {
-		return nil, BlobInfo{}, fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
+		return nil, BlobInfo{}, "", fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
 	}
 	if err := s.ensureVerified(ctx, repo, d, f, info); err != nil {
 		f.Close()
-		return nil, BlobInfo{}, err
+		return nil, BlobInfo{}, "", err
 	}
-	return f, BlobInfo{Digest: d, Size: info.Size, ModTime: info.ModTime}, nil
+	return f, BlobInfo{Digest: d, Size: info.Size, ModTime: info.ModTime}, key, nil
 }
 
 // DeleteBlob removes blob d from repo. A blob that a manifest of the

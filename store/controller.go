@@ -133,6 +133,10 @@ func (c *Controller) OpenBlob(ctx context.Context, repo string, d digest.Digest)
 	return c.StoreFor(repo).OpenBlob(ctx, repo, d)
 }
 
+func (c *Controller) BlobURL(ctx context.Context, repo string, d digest.Digest) (string, BlobInfo, error) {
+	return c.StoreFor(repo).BlobURL(ctx, repo, d)
+}
+
 func (c *Controller) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
 	return c.StoreFor(repo).DeleteBlob(ctx, repo, d)
 }

@@ -56,6 +56,10 @@ type Options struct {
 	// TrackPulls keeps the time of each manifest's last pull (pulls.go),
 	// for retention's pulledWithin and mostRecentlyPulledCount.
 	TrackPulls bool
+	// RedirectBlobs answers whole-blob reads with a URL of the storage
+	// (BlobURL) where the driver has them (driver.Redirector): zot's
+	// redirectBlobURL.
+	RedirectBlobs bool
 }
 
 // Store is the OCI content of one root. It is safe for concurrent use;
@@ -78,8 +82,9 @@ type Store struct {
 	// placeholder of content held elsewhere (placeholders.go).
 	placeholders bool
 	memo         holderMemo
-	lookupOn     bool          // the store-wide blob lookup (lookup.go)
-	lease        *replicaLease // nil unless SoleReplica on a shared storage
+	lookupOn     bool              // the store-wide blob lookup (lookup.go)
+	redirector   driver.Redirector // nil unless blob reads redirect (BlobURL)
+	lease        *replicaLease     // nil unless SoleReplica on a shared storage
 
 	manifests *budget.Budget
 	reserve   driver.Reserver // nil where the driver keeps no space back
@@ -118,6 +123,9 @@ func New(opts Options) (*Store, error) {
 	_, links := s.drv.(driver.Linker)
 	s.placeholders = !links
 	s.lookupOn = opts.Lookup
+	if r, ok := s.drv.(driver.Redirector); ok && opts.RedirectBlobs {
+		s.redirector = r
+	}
 	if r, ok := s.drv.(driver.Reserver); ok && !s.ro {
 		s.reserve = r
 		if err := r.Reserve(context.Background()); err != nil {

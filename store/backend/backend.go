@@ -81,6 +81,7 @@ func Open(sc configs.StoreConfig, opts Options) (*store.Store, error) {
 	st, err := store.New(store.Options{
 		Driver: drv, Cache: c, Logger: log, Manifests: opts.Manifests,
 		SoleReplica: own, Lookup: sc.StoreWideLookup, TrackPulls: opts.TrackPulls,
+		RedirectBlobs: sc.RedirectBlobURL,
 	})
 	if err != nil {
 		if c != nil {
@@ -88,6 +89,9 @@ func Open(sc configs.StoreConfig, opts Options) (*store.Store, error) {
 		}
 		drv.Close()
 		return nil, err
+	}
+	if _, ok := drv.(driver.Redirector); sc.RedirectBlobURL && !ok {
+		log.Warn("redirectBlobURL applies to remote storage only: pier serves the blobs of this root itself")
 	}
 	if sc.StoreWideLookup && c == nil {
 		log.Warn("storeWideLookup needs the dedupe index (dedupe on, not read-only): it is off for this root")

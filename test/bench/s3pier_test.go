@@ -43,7 +43,7 @@ func s3Storage(b *testing.B, name string, keys map[string]any) map[string]any {
 // PUT, as oras does) and pulls it back, against a PutObject and a
 // GetObject of the same bytes with the SDK. Targets: push >= 0.6x, pull >=
 // 0.7x. Also reported, with no target: the push by one PATCH then an empty
-// PUT (docker, crane, skopeo).
+// PUT (docker, crane, skopeo), and the pull with redirectBlobURL on.
 func BenchmarkS3Pier(b *testing.B) {
 	data, d := blob256(b)
 	size := int64(len(data))
@@ -55,7 +55,7 @@ func BenchmarkS3Pier(b *testing.B) {
 	}
 	client, bucket, key := drv.Client(), cfg.Bucket, cfg.Prefix+"blob"
 	defer client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: &key})
-	var sdkPut, sdkGet, push, patchPush, pull time.Duration
+	var sdkPut, sdkGet, push, patchPush, pull, redirectPull time.Duration
 	buf := make([]byte, pullBufSize)
 	for range b.N {
 		p := startPier(b, pierproc.Options{Storage: s3Storage(b, "pier", map[string]any{"dedupe": true})})
@@ -101,6 +101,13 @@ func BenchmarkS3Pier(b *testing.B) {
 		pull = bestOf(b, attempts, func() time.Duration {
 			return timed(b, func() error { return getBlob(p.Client, "bench/s3-pull", d, size, buf) })
 		})
+		r := startPier(b, pierproc.Options{Storage: s3Storage(b, "redirect", map[string]any{"dedupe": true, "redirectBlobURL": true})})
+		if err := r.Client.PushBlobStream("bench/s3-pull", d, bytes.NewReader(data), size); err != nil {
+			b.Fatal(err)
+		}
+		redirectPull = bestOf(b, attempts, func() time.Duration {
+			return timed(b, func() error { return getBlob(r.Client, "bench/s3-pull", d, size, buf) })
+		})
 	}
 	record(b, measure{name: "pier on s3: push 256MiB", value: mibps(size, push), unit: "MiB/s",
 		limit: mibps(size, sdkPut), limitName: "SDK PutObject", metric: "x_sdk_put"}, ratioAtLeast(s3PutTarget))
@@ -110,6 +117,10 @@ func BenchmarkS3Pier(b *testing.B) {
 		limit: mibps(size, sdkPut), limitName: "SDK PutObject", metric: "x_sdk_put_patch"}, nil)
 	record(b, measure{name: "pier on s3: pull 256MiB", value: mibps(size, pull), unit: "MiB/s",
 		limit: mibps(size, sdkGet), limitName: "SDK GetObject", metric: "x_sdk_get"}, ratioAtLeast(s3GetTarget))
+	// With redirectBlobURL the client fetches from the bucket: pier only
+	// checks the blob and answers 307.
+	record(b, measure{name: "pier on s3: pull 256MiB, redirectBlobURL", value: mibps(size, redirectPull), unit: "MiB/s",
+		limit: mibps(size, sdkGet), limitName: "SDK GetObject", metric: "x_sdk_get_redirect"}, nil)
 }
 
 // BenchmarkS3PierPeakRSS is pier's peak resident size (VmHWM) on s3, under
