@@ -35,10 +35,11 @@ func (s *Store) placeOpened(ctx context.Context, o *openedUpload, r io.Reader, d
 	if _, err := s.drv.Stat(ctx, dst); !driver.IsNotFound(err) {
 		return BlobInfo{}, false, nil // there already (or cannot tell): the commit judges it
 	}
-	if s.placeholders && s.dedupe != nil {
-		if _, err := s.holder(ctx, d); err == nil {
-			return BlobInfo{}, false, nil // held elsewhere: a placeholder, not a second copy
-		}
+	// Held elsewhere: a placeholder, not a second copy. The index only, as
+	// commitBlob's placeBlob asks it: Store.holder walks every repository
+	// when the index does not know the content, which a new blob's is not.
+	if s.placeholders && s.dedupe != nil && len(s.dedupe.Holders(ctx, d)) > 0 {
+		return BlobInfo{}, false, nil
 	}
 	done := s.placing.add(dst)
 	defer done()
@@ -83,6 +84,12 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 		// replica) put it there meanwhile: blobs are immutable, keep it.
 		w.Abort()
 		s.refresh(ctx, dst, d)
+	} else if placed, err := s.placeBlob(ctx, d, size, dst); err == nil && placed {
+		// A push of the same content to another repository finished
+		// while this one streamed (the holder was looked for before its
+		// first byte): this key becomes a placeholder of it, as
+		// commitBlob would make it, not a second copy.
+		w.Abort()
 	} else {
 		if err := w.Finish(ctx); err != nil {
 			return BlobInfo{}, fromDriver(err, nil, "commit blob %s", d)

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/pier-oci/pier/store/driver"
 )
@@ -161,7 +162,7 @@ func (w *placeWriter) send(buf []byte, held func()) {
 			Body: bytes.NewReader(buf), ContentLength: aws.Int64(int64(len(buf))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
 		})
 		if err != nil {
-			p.err = fail(w.ctx, "write", w.key, err)
+			p.err = aborted(fail(w.ctx, "write", w.key, err))
 			return
 		}
 		p.etag, p.crc = out.ETag, out.ChecksumCRC32
@@ -224,7 +225,7 @@ func (w *placeWriter) Finish(ctx context.Context) error {
 	})
 	cancel()
 	if err != nil {
-		err = fail(ctx, "complete", w.key, err)
+		err = aborted(fail(ctx, "complete", w.key, err))
 		w.Abort()
 		return err
 	}
@@ -252,6 +253,22 @@ func (w *placeWriter) Abort() error {
 		return fail(w.ctx, "abort", w.key, err)
 	}
 	return nil
+}
+
+// aborted gives a part or a completion that found its multipart upload
+// gone (NoSuchUpload: a sweep of another replica, or a bucket lifecycle
+// rule, aborted it) its meaning for a write: the write was lost and a
+// retry succeeds. ErrNotFound would tell the store a file is across the
+// key's way (ErrNotRepository, NAME_INVALID), which no client retries.
+// Some servers (versitygw) take parts for an aborted upload and refuse
+// them at completion instead: InvalidPart, which is no error the store
+// knows (a 500 UNKNOWN).
+func aborted(err error) error {
+	var api smithy.APIError
+	if errors.Is(err, driver.ErrNotFound) || (errors.As(err, &api) && api.ErrorCode() == "InvalidPart") {
+		return fmt.Errorf("%w: the unfinished write was aborted under it: %v", driver.ErrUnavailable, err)
+	}
+	return err
 }
 
 func (w *placeWriter) release() {
