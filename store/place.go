@@ -45,15 +45,25 @@ func (s *Store) placeOpened(ctx context.Context, o *openedUpload, r io.Reader, d
 	defer done()
 	w, err := p.Place(ctx, dst)
 	if err != nil {
+		o.w.Close()
 		return BlobInfo{}, true, fromDriver(err, nil, "write blob %s", d)
 	}
+	start := time.Now()
 	info, err := s.placeBody(ctx, o, w, r, d)
 	if err != nil {
 		w.Abort()
+		o.w.Close() // ended whatever happens, as commitOpened ends it; after a Cancel a no-op
 		o.session.sha.Reset()
 		o.session.hashed = 0 // the upload is still empty
+		return info, true, err
 	}
-	return info, true, err
+	if time.Since(start) > placeRefreshAfter {
+		// S3 dates an object made by a multipart upload from the upload's
+		// start: after a long push the blob would look as old as the push,
+		// and its manifest would have that much less of gcDelay to come.
+		s.refresh(ctx, blobKey(o.repo, d), d)
+	}
+	return info, true, nil
 }
 
 // placeBody streams r into w, checks its digest and, when the blob is
@@ -116,6 +126,10 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 	s.log.Debug("blob placed", "repo", o.repo, "digest", d, "bytes", size)
 	return BlobInfo{Digest: d, Size: size}, nil
 }
+
+// placeRefreshAfter is how long a placed push may take before its blob's
+// time is set anew once it is in (see placeOpened).
+const placeRefreshAfter = 5 * time.Minute
 
 // placingKeys counts the pushes writing to each blob key, so that a sweep
 // of unfinished writes spares theirs.

@@ -28,7 +28,7 @@ import (
 // NoSuchUpload, which the driver reads as ErrNotFound, which the store
 // reads, for a write, as "a file is across the repository's path":
 // ErrNotRepository, a 400 NAME_INVALID no client retries.
-func TestReview3PlaceAbortedUnderThePushIsRetryable(t *testing.T) {
+func TestPlaceAbortedUnderThePushIsRetryable(t *testing.T) {
 	cfg := testConfig(t, testServer(t))
 	cfg.Buffers = budget.New(2 * MinChunkSize)
 	d := mustNew(t, cfg)
@@ -95,7 +95,7 @@ func redisCache(t *testing.T) *redis.Cache {
 // every new layer pushed costs 2×(list of repositories + one HEAD per
 // repository) before its first byte is read. The upload's way (commitBlob
 // → placeBlob → dedupe.Place) asks the index only.
-func TestReview3PlaceDoesNotWalkEveryRepository(t *testing.T) {
+func TestPlaceDoesNotWalkEveryRepository(t *testing.T) {
 	cfg := testConfig(t, testServer(t))
 	cfg.Buffers = budget.New(2 * MinChunkSize)
 	c := &statCounter{Driver: mustNew(t, cfg)}
@@ -127,7 +127,7 @@ func TestReview3PlaceDoesNotWalkEveryRepository(t *testing.T) {
 // holder at commit, so the second to commit becomes a placeholder of the
 // first; the place way judges it before the body streams, so both store
 // the content whole.
-func TestReview3ConcurrentPlacesOfOneContentDedupe(t *testing.T) {
+func TestConcurrentPlacesOfOneContentDedupe(t *testing.T) {
 	cfg := testConfig(t, testServer(t))
 	cfg.Buffers = budget.New(4 * MinChunkSize)
 	d := mustNew(t, cfg)
