@@ -58,8 +58,14 @@ type Cache struct {
 	table      string
 	pathPrefix string
 
-	mu       sync.Mutex
-	creating *tableCreation // the table's creation under way, if any
+	// life ends at Close: a table's creation under way stops with it.
+	life context.Context
+	stop context.CancelFunc
+
+	mu         sync.Mutex
+	creating   *tableCreation // the table's creation under way, if any
+	failedAt   time.Time      // when the last creation failed
+	lastFailed error
 }
 
 // tableCreation is the creation of a missing table, on its own deadline:
@@ -88,7 +94,8 @@ const (
 // New returns the index opts names. It makes no call: an endpoint that
 // is down is an error of the first call, not of New.
 func New(opts Options) *Cache {
-	return &Cache{c: opts.Client, table: opts.Table, pathPrefix: opts.PathPrefix}
+	life, stop := context.WithCancel(context.Background())
+	return &Cache{c: opts.Client, table: opts.Table, pathPrefix: opts.PathPrefix, life: life, stop: stop}
 }
 
 func unavailable(err error) error {
@@ -131,25 +138,38 @@ func missingTable(err error) bool {
 }
 
 // creation starts creating the table, unless that is under way, and
-// returns the creation.
+// returns the creation. A creation that failed (no permission to create
+// tables, say) is not tried again for createRetry: its error stands.
 func (c *Cache) creation() *tableCreation {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.creating == nil && time.Since(c.failedAt) < createRetry {
+		cr := &tableCreation{done: make(chan struct{}), err: c.lastFailed}
+		close(cr.done)
+		return cr
+	}
 	if c.creating == nil {
 		cr := &tableCreation{done: make(chan struct{})}
 		c.creating = cr
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), tableTimeout)
+			ctx, cancel := context.WithTimeout(c.life, tableTimeout)
 			cr.err = c.createTable(ctx)
 			cancel()
 			c.mu.Lock()
 			c.creating = nil
+			if cr.err != nil {
+				c.failedAt, c.lastFailed = time.Now(), cr.err
+			}
 			c.mu.Unlock()
 			close(cr.done)
 		}()
 	}
 	return c.creating
 }
+
+// createRetry is how long a failed creation of the table stands before
+// a call that finds the table missing tries again.
+const createRetry = 30 * time.Second
 
 // createTable creates the table as zot does (hash key Digest), unless
 // another process did, and waits until it is active. A table still being
@@ -444,5 +464,9 @@ func (c *Cache) MarkComplete(ctx context.Context) error {
 	}))
 }
 
-// Close releases nothing: the SDK's client holds no connection open.
-func (c *Cache) Close() error { return nil }
+// Close stops a creation of the table under way; the SDK's client holds
+// no connection open.
+func (c *Cache) Close() error {
+	c.stop()
+	return nil
+}
