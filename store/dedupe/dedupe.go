@@ -65,6 +65,9 @@ type Deduper struct {
 	damaged      atomic.Bool   // the index reported damage; Run replaces it
 	kick         chan struct{} // asks Run for a pass (after damage, or lost changes)
 	fallbackOnce sync.Once     // log "no hard links here" once
+
+	passMu  sync.Mutex
+	passEnd chan struct{} // closed when the pass under way ends; nil when none
 }
 
 // New starts a Deduper; Close stops it.

@@ -189,7 +189,11 @@ const maxHandOvers = 5
 // is removed). copied is called when the content was copied to another key
 // (so the caller can note it is checked content).
 func (d *Deduper) Retire(ctx context.Context, dg digest.Digest, key string, copied func(dst string)) error {
-	if err := d.completeNow(ctx); err != nil {
+	err := d.completeNow(ctx)
+	if errors.Is(err, ErrNotReady) && d.awaitPass(ctx) {
+		err = d.completeNow(ctx)
+	}
+	if err != nil {
 		return err
 	}
 	if err := d.applyNow(ctx, cache.Op{Digest: dg, Path: key, Remove: true}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -258,4 +259,49 @@ func TestRetireWaitsForACompleteIndex(t *testing.T) {
 	if _, err := b.Stat(ctx, holder); err != nil {
 		t.Fatalf("the holder was removed: %v", err)
 	}
+}
+
+// A removal that finds the index not yet complete while a pass is making
+// it so (a new or emptied index, at start) waits for the pass, briefly,
+// rather than being refused: a blob deleted in a new bucket's first
+// moments is deleted.
+func TestRetireWaitsForThePassUnderWay(t *testing.T) {
+	b := newBucket(t)
+	index := &slowComplete{Memory: cachetest.NewMemory(), release: make(chan struct{})}
+	data := make([]byte, 1000)
+	rand.Read(data)
+	dg := digest.FromBytes(data)
+	key := "r/blobs/sha256/" + dg.Encoded()
+	blob(t, b, key, data)
+	d := deduper(t, b, index)
+	passed := make(chan error, 1)
+	go func() { _, err := d.Pass(ctx); passed <- err }()
+	retired := make(chan error, 1)
+	go func() { retired <- d.Retire(ctx, dg, key, nil) }()
+	select {
+	case err := <-retired:
+		t.Fatalf("Retire did not wait for the pass under way: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(index.release) // the pass marks the index complete
+	if err := <-passed; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-retired; err != nil {
+		t.Fatalf("Retire after the pass: %v", err)
+	}
+	if _, err := b.Stat(ctx, key); !driver.IsNotFound(err) {
+		t.Fatalf("the blob is still there: %v", err)
+	}
+}
+
+// slowComplete is an index whose MarkComplete waits for release.
+type slowComplete struct {
+	*cachetest.Memory
+	release chan struct{}
+}
+
+func (s *slowComplete) MarkComplete(ctx context.Context) error {
+	<-s.release
+	return s.Memory.MarkComplete(ctx)
 }

@@ -77,12 +77,48 @@ func (d *Deduper) Run(ctx context.Context) {
 // Pass is Reconcile, and, when it recorded everything into an index that
 // was not emptied meanwhile, marks the index complete.
 func (d *Deduper) Pass(ctx context.Context) (Stats, error) {
+	end := make(chan struct{})
+	d.passMu.Lock()
+	d.passEnd = end
+	d.passMu.Unlock()
+	defer func() {
+		d.passMu.Lock()
+		d.passEnd = nil
+		d.passMu.Unlock()
+		close(end)
+	}()
 	witness := d.placeWitness(ctx)
 	stats, err := d.Reconcile(ctx)
 	if err == nil && stats.Unrecorded == 0 && d.witnessSurvived(ctx, witness) {
 		d.markComplete(ctx)
 	}
 	return stats, err
+}
+
+// passWait bounds how long a removal waits for the pass under way to
+// make the index complete (at start, a new or emptied index), rather than
+// be refused at once: a new bucket's pass is over in moments, and a blob
+// deleted in them need not fail.
+const passWait = 10 * time.Second
+
+// awaitPass waits, for passWait at most, for the pass under way to end,
+// and reports whether one did.
+func (d *Deduper) awaitPass(ctx context.Context) bool {
+	d.passMu.Lock()
+	end := d.passEnd
+	d.passMu.Unlock()
+	if end == nil {
+		return false
+	}
+	t := time.NewTimer(passWait)
+	defer t.Stop()
+	select {
+	case <-end:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // witnessDigest is the digest of the witness entries of passes: no blob's
