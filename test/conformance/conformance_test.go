@@ -92,15 +92,15 @@ func TestConformanceS3(t *testing.T) {
 		conformance(t, "1.1", pierproc.Options{Storage: map[string]any{"dedupe": true, "remoteCache": true,
 			"cacheDriver": indexes["redis"](prefix)}})
 	})
-	// redis+redirect: blob GETs answer 307 to the bucket (redirectBlobURL),
-	// which the spec allows and the suite's client follows.
-	for _, run := range []string{"redis/1.1", "redis/dev", "dynamodb/1.1", "redis+redirect/1.1"} {
-		variant, version, _ := strings.Cut(run, "/")
-		index, redirect := strings.CutSuffix(variant, "+redirect")
+	// Not with redirectBlobURL: the suite follows the 307 and then wants
+	// Docker-Content-Digest on the bucket's answer, which S3 never sends
+	// (test/s3's TestRedirectBlobURL covers the redirect).
+	for _, run := range []string{"redis/1.1", "redis/dev", "dynamodb/1.1"} {
+		index, version, _ := strings.Cut(run, "/")
 		{
 			t.Run(run, func(t *testing.T) {
 				b := bucket.New(t)
-				storage := b.Storage(map[string]any{"dedupe": true, "remoteCache": true, "redirectBlobURL": redirect,
+				storage := b.Storage(map[string]any{"dedupe": true, "remoteCache": true,
 					"cacheDriver": indexes[index](strings.TrimPrefix(b.Root, "/"))})
 				conformance(t, version, pierproc.Options{Storage: storage})
 			})
