@@ -15,8 +15,10 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -72,4 +74,45 @@ type Op struct {
 	Digest digest.Digest
 	Path   string
 	Remove bool
+}
+
+// ApplyByDigest makes ops with do, for the indexes whose writes are one
+// round trip per op (a Redis cluster, DynamoDB): in order for each digest,
+// so an add and a removal of one digest never cross, and the digests side
+// by side, workers at once, so a batch costs its longest digest rather
+// than the sum. A digest whose op fails is left at that op; the others go
+// on. The first error is returned.
+func ApplyByDigest(ops []Op, workers int, do func(Op) error) error {
+	byDigest := map[digest.Digest][]Op{}
+	var order []digest.Digest
+	for _, op := range ops {
+		if byDigest[op.Digest] == nil {
+			order = append(order, op.Digest)
+		}
+		byDigest[op.Digest] = append(byDigest[op.Digest], op)
+	}
+	work := make(chan digest.Digest)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for range min(workers, len(order)) {
+		wg.Go(func() {
+			for d := range work {
+				for _, op := range byDigest[d] {
+					if err := do(op); err != nil {
+						mu.Lock()
+						first = cmp.Or(first, err)
+						mu.Unlock()
+						break
+					}
+				}
+			}
+		})
+	}
+	for _, d := range order {
+		work <- d
+	}
+	close(work)
+	wg.Wait()
+	return first
 }

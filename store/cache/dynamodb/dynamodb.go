@@ -279,54 +279,17 @@ func (c *Cache) Apply(ctx context.Context, ops []cache.Op) error {
 	if err := ctx.Err(); err != nil {
 		return unavailable(err)
 	}
-	byDigest := map[digest.Digest][]cache.Op{}
-	var order []digest.Digest
 	for _, op := range ops {
 		if op.Path == "" {
 			return fmt.Errorf("cache: an empty path for %s", op.Digest)
 		}
-		if byDigest[op.Digest] == nil {
-			order = append(order, op.Digest)
+	}
+	return cache.ApplyByDigest(ops, workers, func(op cache.Op) error {
+		if op.Remove {
+			return c.remove(ctx, op.Digest, c.pathPrefix+op.Path)
 		}
-		byDigest[op.Digest] = append(byDigest[op.Digest], op)
-	}
-	work := make(chan digest.Digest)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for range min(workers, len(order)) {
-		wg.Go(func() {
-			for d := range work {
-				for _, op := range byDigest[d] {
-					var err error
-					if op.Remove {
-						err = c.remove(ctx, d, c.pathPrefix+op.Path)
-					} else {
-						err = c.put(ctx, d, c.pathPrefix+op.Path)
-					}
-					if err != nil {
-						mu.Lock()
-						first = cmpOr(first, err)
-						mu.Unlock()
-						break
-					}
-				}
-			}
-		})
-	}
-	for _, d := range order {
-		work <- d
-	}
-	close(work)
-	wg.Wait()
-	return first
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
+		return c.put(ctx, op.Digest, c.pathPrefix+op.Path)
+	})
 }
 
 // put adds p and makes it the original when there is none, in one update.

@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 	goredis "github.com/redis/go-redis/v9"
@@ -231,46 +230,12 @@ return 1
 const clusterWorkers = 8
 
 func (c *Cache) applyCluster(ctx context.Context, ops []cache.Op) error {
-	byDigest := map[digest.Digest][]cache.Op{}
-	var order []digest.Digest
-	for _, op := range ops {
-		if byDigest[op.Digest] == nil {
-			order = append(order, op.Digest)
+	return cache.ApplyByDigest(ops, clusterWorkers, func(op cache.Op) error {
+		if op.Remove {
+			return c.removeOne(ctx, op.Digest, c.stored(op.Path))
 		}
-		byDigest[op.Digest] = append(byDigest[op.Digest], op)
-	}
-	work := make(chan digest.Digest)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for range min(clusterWorkers, len(order)) {
-		wg.Go(func() {
-			for d := range work {
-				for _, op := range byDigest[d] {
-					var err error
-					if op.Remove {
-						err = c.removeOne(ctx, op.Digest, c.stored(op.Path))
-					} else {
-						err = c.putOne(ctx, op.Digest, c.stored(op.Path))
-					}
-					if err != nil {
-						mu.Lock()
-						if first == nil {
-							first = err
-						}
-						mu.Unlock()
-						break
-					}
-				}
-			}
-		})
-	}
-	for _, d := range order {
-		work <- d
-	}
-	close(work)
-	wg.Wait()
-	return first
+		return c.putOne(ctx, op.Digest, c.stored(op.Path))
+	})
 }
 
 func (c *Cache) putOne(ctx context.Context, d digest.Digest, p string) error {
