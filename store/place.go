@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -74,11 +73,7 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 	}
 	size := w.Size()
 	if got := digest.NewDigest(digest.SHA256, o.session.sha); got != d {
-		s.uploads.drop(o.key)
-		if err := o.w.Cancel(ctx); err != nil {
-			s.log.Warn("cannot remove rejected upload", "repo", o.repo, "upload", o.id, "err", err)
-		}
-		return BlobInfo{}, fmt.Errorf("%w: uploaded content is %s, not %s", ErrDigestMismatch, got, d)
+		return BlobInfo{}, s.rejectMismatch(ctx, o, got, d)
 	}
 	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
 		s.refuseUpload(o)
@@ -104,17 +99,7 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 		if err := w.Finish(ctx); err != nil {
 			return BlobInfo{}, fromDriver(err, nil, "commit blob %s", d)
 		}
-		s.counted(o.repo, size, true)
-		if info, err := s.drv.Stat(ctx, dst); err == nil {
-			s.verified.add(info.Content, d)
-		}
-		if s.dedupe != nil {
-			if s.placeholders {
-				s.dedupe.RecordNow(ctx, d, dst) // see commitBlob
-			} else {
-				s.dedupe.Record(d, dst)
-			}
-		}
+		s.stored(ctx, o.repo, d, size, dst)
 	}
 	s.uploads.drop(o.key)
 	if err := o.w.Cancel(ctx); err != nil {

@@ -426,11 +426,7 @@ func (s *Store) commitOpened(ctx context.Context, o *openedUpload, r io.Reader, 
 		return BlobInfo{}, err
 	}
 	if got != d {
-		s.uploads.drop(o.key)
-		if err := o.w.Cancel(ctx); err != nil {
-			s.log.Warn("cannot remove rejected upload", "repo", o.repo, "upload", o.id, "err", err)
-		}
-		return BlobInfo{}, fmt.Errorf("%w: uploaded content is %s, not %s", ErrDigestMismatch, got, d)
+		return BlobInfo{}, s.rejectMismatch(ctx, o, got, d)
 	}
 	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
 		s.refuseUpload(o)
@@ -527,7 +523,25 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 	if err := o.w.Commit(ctx, dst); err != nil {
 		return fromDriver(err, nil, "commit blob %s", d)
 	}
-	s.counted(o.repo, size, true)
+	s.stored(ctx, o.repo, d, size, dst)
+	return s.stillWanted(ctx, o.repo, d)
+}
+
+// rejectMismatch ends an upload whose content is got, not the d it was
+// pushed as: the upload is removed, nothing else changes.
+func (s *Store) rejectMismatch(ctx context.Context, o *openedUpload, got, d digest.Digest) error {
+	s.uploads.drop(o.key)
+	if err := o.w.Cancel(ctx); err != nil {
+		s.log.Warn("cannot remove rejected upload", "repo", o.repo, "upload", o.id, "err", err)
+	}
+	return fmt.Errorf("%w: uploaded content is %s, not %s", ErrDigestMismatch, got, d)
+}
+
+// stored notes a verified blob of size bytes newly written at dst, blob d
+// of repo: its bytes counted, its content known checked, its key in the
+// dedupe index.
+func (s *Store) stored(ctx context.Context, repo string, d digest.Digest, size int64, dst string) {
+	s.counted(repo, size, true)
 	if info, err := s.drv.Stat(ctx, dst); err == nil {
 		s.verified.add(info.Content, d)
 	}
@@ -540,7 +554,6 @@ func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest
 			s.dedupe.Record(d, dst)
 		}
 	}
-	return s.stillWanted(ctx, o.repo, d)
 }
 
 // intact reports whether the blob found in place (info) holds d, as the

@@ -16,7 +16,6 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/pier-oci/pier/store"
-	"github.com/pier-oci/pier/store/budget"
 	"github.com/pier-oci/pier/store/cache/redis"
 	"github.com/pier-oci/pier/store/dedupe"
 	"github.com/pier-oci/pier/store/driver"
@@ -29,14 +28,7 @@ import (
 // reads, for a write, as "a file is across the repository's path":
 // ErrNotRepository, a 400 NAME_INVALID no client retries.
 func TestPlaceAbortedUnderThePushIsRetryable(t *testing.T) {
-	cfg := testConfig(t, testServer(t))
-	cfg.Buffers = budget.New(2 * MinChunkSize)
-	d := mustNew(t, cfg)
-	st, err := store.New(store.Options{Driver: d})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	d, st, chunks := bucketStore(t, nil, nil)
 	ctx := context.Background()
 	data := patterned(3*MinChunkSize + 11)
 	dg := digest.FromBytes(data)
@@ -45,7 +37,7 @@ func TestPlaceAbortedUnderThePushIsRetryable(t *testing.T) {
 		// Another replica's collection: its busy set does not know this push.
 		swept, _ = d.Sweep(ctx, "app/blobs", time.Now().Add(2*time.Hour), nil)
 	}}
-	_, err = st.PutBlob(ctx, "app", dg, body)
+	_, err := st.PutBlob(ctx, "app", dg, body)
 	t.Logf("push error: %v", err)
 	if swept != 1 {
 		t.Fatalf("the sweep aborted %d writes, want the push's", swept)
@@ -56,7 +48,7 @@ func TestPlaceAbortedUnderThePushIsRetryable(t *testing.T) {
 	if errors.Is(err, store.ErrNotRepository) || !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("push whose write was aborted under it: %v; want ErrUnavailable (a retry succeeds), not ErrNotRepository (NAME_INVALID)", err)
 	}
-	if used := cfg.Buffers.InUse(); used != 0 {
+	if used := chunks.InUse(); used != 0 {
 		t.Fatalf("%d bytes of the chunk budget still held", used)
 	}
 	if _, err := st.PutBlob(ctx, "app", dg, bytes.NewReader(data)); err != nil {
@@ -96,14 +88,11 @@ func redisCache(t *testing.T) *redis.Cache {
 // repository) before its first byte is read. The upload's way (commitBlob
 // → placeBlob → dedupe.Place) asks the index only.
 func TestPlaceDoesNotWalkEveryRepository(t *testing.T) {
-	cfg := testConfig(t, testServer(t))
-	cfg.Buffers = budget.New(2 * MinChunkSize)
-	c := &statCounter{Driver: mustNew(t, cfg)}
-	st, err := store.New(store.Options{Driver: c, Cache: redisCache(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	var c *statCounter
+	_, st, _ := bucketStore(t, redisCache(t), func(d *Driver) driver.Driver {
+		c = &statCounter{Driver: d}
+		return c
+	})
 	ctx := context.Background()
 	const repos = 40
 	for i := range repos {
@@ -128,14 +117,7 @@ func TestPlaceDoesNotWalkEveryRepository(t *testing.T) {
 // first; the place way judges it before the body streams, so both store
 // the content whole.
 func TestConcurrentPlacesOfOneContentDedupe(t *testing.T) {
-	cfg := testConfig(t, testServer(t))
-	cfg.Buffers = budget.New(4 * MinChunkSize)
-	d := mustNew(t, cfg)
-	st, err := store.New(store.Options{Driver: d, Cache: redisCache(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	d, st, _ := bucketStore(t, redisCache(t), nil)
 	ctx := context.Background()
 	data := patterned(MinChunkSize + 99)
 	dg := digest.FromBytes(data)

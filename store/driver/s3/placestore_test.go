@@ -12,6 +12,8 @@ import (
 
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/budget"
+	"github.com/pier-oci/pier/store/cache"
+	"github.com/pier-oci/pier/store/driver"
 )
 
 // A monolithic push to a store on a bucket (the digest given with the
@@ -19,14 +21,7 @@ import (
 // upload segment is written, only the blob's own multipart upload, and
 // the upload is gone once the blob is in.
 func TestMonolithicPushIsWrittenOnceAtItsKey(t *testing.T) {
-	cfg := testConfig(t, testServer(t))
-	cfg.Buffers = budget.New(2 * MinChunkSize)
-	d := mustNew(t, cfg)
-	st, err := store.New(store.Options{Driver: d})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	d, st, chunks := bucketStore(t, nil, nil)
 	ctx := context.Background()
 	data := patterned(3*MinChunkSize + 777)
 	dg := digest.FromBytes(data)
@@ -55,20 +50,16 @@ func TestMonolithicPushIsWrittenOnceAtItsKey(t *testing.T) {
 	if len(multiparts) != 0 || contains(objs, "app/.uploads/"+id) {
 		t.Fatalf("left after the push: objects %v, multipart uploads %v", objs, multiparts)
 	}
+	if used := chunks.InUse(); used != 0 {
+		t.Fatalf("%d bytes of the chunk budget still held", used)
+	}
 }
 
 // A monolithic push whose bytes are not its digest, or whose body breaks,
 // leaves no blob and no parts; a broken one leaves its upload empty, and
 // the client's retry succeeds.
 func TestMonolithicPushThatFailsLeavesNothing(t *testing.T) {
-	cfg := testConfig(t, testServer(t))
-	cfg.Buffers = budget.New(2 * MinChunkSize)
-	d := mustNew(t, cfg)
-	st, err := store.New(store.Options{Driver: d})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	d, st, chunks := bucketStore(t, nil, nil)
 	ctx := context.Background()
 	data := patterned(2*MinChunkSize + 5)
 	dg := digest.FromBytes(data)
@@ -100,9 +91,29 @@ func TestMonolithicPushThatFailsLeavesNothing(t *testing.T) {
 		t.Fatalf("the retry: %v", err)
 	}
 	assertStoredBlob(t, st, "app", dg, data)
-	if used := cfg.Buffers.InUse(); used != 0 {
+	if used := chunks.InUse(); used != 0 {
 		t.Fatalf("%d bytes of the chunk budget still held", used)
 	}
+}
+
+// bucketStore is a store on its own prefix of the test bucket, with a
+// budget of two chunk buffers and idx as its dedupe index (none when
+// nil), over wrap of the driver when wrap is given.
+func bucketStore(t *testing.T, idx cache.Cache, wrap func(*Driver) driver.Driver) (*Driver, *store.Store, *budget.Budget) {
+	t.Helper()
+	cfg := testConfig(t, testServer(t))
+	cfg.Buffers = budget.New(2 * MinChunkSize)
+	d := mustNew(t, cfg)
+	var drv driver.Driver = d
+	if wrap != nil {
+		drv = wrap(d)
+	}
+	st, err := store.New(store.Options{Driver: drv, Cache: idx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return d, st, cfg.Buffers
 }
 
 // watchedBody calls check once, when at bytes were read.
