@@ -267,7 +267,7 @@ func TestRetireWaitsForACompleteIndex(t *testing.T) {
 // moments is deleted.
 func TestRetireWaitsForThePassUnderWay(t *testing.T) {
 	b := newBucket(t)
-	index := &slowComplete{Memory: cachetest.NewMemory(), release: make(chan struct{})}
+	index := &slowComplete{Memory: cachetest.NewMemory(), reached: make(chan struct{}), release: make(chan struct{})}
 	data := make([]byte, 1000)
 	rand.Read(data)
 	dg := digest.FromBytes(data)
@@ -276,6 +276,7 @@ func TestRetireWaitsForThePassUnderWay(t *testing.T) {
 	d := deduper(t, b, index)
 	passed := make(chan error, 1)
 	go func() { _, err := d.Pass(ctx); passed <- err }()
+	<-index.reached // the pass is under way, about to mark the index complete
 	retired := make(chan error, 1)
 	go func() { retired <- d.Retire(ctx, dg, key, nil) }()
 	select {
@@ -295,13 +296,15 @@ func TestRetireWaitsForThePassUnderWay(t *testing.T) {
 	}
 }
 
-// slowComplete is an index whose MarkComplete waits for release.
+// slowComplete is an index whose MarkComplete closes reached, then waits
+// for release.
 type slowComplete struct {
 	*cachetest.Memory
-	release chan struct{}
+	reached, release chan struct{}
 }
 
 func (s *slowComplete) MarkComplete(ctx context.Context) error {
+	close(s.reached)
 	<-s.release
 	return s.Memory.MarkComplete(ctx)
 }
