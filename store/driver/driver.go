@@ -329,6 +329,45 @@ func ValidKey(key string) bool {
 	return key != "" && key != "." && fs.ValidPath(key) && !strings.ContainsAny(key, "\\\x00")
 }
 
+// WalkList is Walk for a driver that can List: it lists dir and each
+// directory below it in turn, depth first in key order, with fs.WalkDir's
+// rules: SkipDir from a directory skips it, from a file the rest of its
+// directory; SkipAll ends the walk without an error.
+func WalkList(ctx context.Context, list func(ctx context.Context, dir string) ([]Info, error), dir string, fn func(Info) error) error {
+	err := walkList(ctx, list, dir, fn)
+	if errors.Is(err, fs.SkipAll) {
+		return nil
+	}
+	return err
+}
+
+func walkList(ctx context.Context, list func(ctx context.Context, dir string) ([]Info, error), dir string, fn func(Info) error) error {
+	entries, err := list(ctx, dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := fn(e)
+		switch {
+		case errors.Is(err, fs.SkipDir) && e.IsDir:
+			continue
+		case errors.Is(err, fs.SkipDir):
+			return nil // the rest of this directory
+		case err != nil:
+			return err
+		}
+		if e.IsDir {
+			if err := walkList(ctx, list, e.Key, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Join joins key elements with slashes. It does not validate: drivers do.
 func Join(elem ...string) string { return path.Join(elem...) }
 

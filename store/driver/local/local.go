@@ -414,41 +414,9 @@ func (d *Driver) List(ctx context.Context, dir string) ([]driver.Info, error) {
 	return out, nil
 }
 
+// Walk lists dir and each directory below it in turn (driver.WalkList).
 func (d *Driver) Walk(ctx context.Context, dir string, fn func(driver.Info) error) error {
-	err := d.walk(ctx, dir, fn)
-	if errors.Is(err, fs.SkipAll) {
-		return nil
-	}
-	return err
-}
-
-// walk is Walk with fs.WalkDir's rules: SkipDir from a directory skips
-// it, from a file the rest of its directory; SkipAll ends the walk.
-func (d *Driver) walk(ctx context.Context, dir string, fn func(driver.Info) error) error {
-	entries, err := d.List(ctx, dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		err := fn(e)
-		switch {
-		case errors.Is(err, fs.SkipDir) && e.IsDir:
-			continue
-		case errors.Is(err, fs.SkipDir):
-			return nil
-		case err != nil:
-			return err
-		}
-		if e.IsDir {
-			if err := d.walk(ctx, e.Key, fn); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return driver.WalkList(ctx, d.List, dir, fn)
 }
 
 // infoOf describes a file from its stat. It runs on every stat of the

@@ -2,8 +2,6 @@ package s3
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"slices"
 	"strings"
 
@@ -74,38 +72,9 @@ func (d *Driver) listPrefix(ctx context.Context, prefix, delimiter string) ([]ty
 	return objs, prefixes, nil
 }
 
-// Walk lists dir and each directory below it in turn, as fs.WalkDir reads
-// a tree: depth first, in key order within each directory.
+// Walk lists dir and each directory below it in turn (driver.WalkList).
 func (d *Driver) Walk(ctx context.Context, dir string, fn func(driver.Info) error) error {
-	err := d.walk(ctx, dir, fn)
-	if errors.Is(err, fs.SkipAll) {
-		return nil
-	}
-	return err
-}
-
-func (d *Driver) walk(ctx context.Context, dir string, fn func(driver.Info) error) error {
-	entries, err := d.List(ctx, dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		err := fn(e)
-		switch {
-		case errors.Is(err, fs.SkipDir) && e.IsDir:
-			continue
-		case errors.Is(err, fs.SkipDir):
-			return nil // the rest of this directory
-		case err != nil:
-			return err
-		}
-		if e.IsDir {
-			if err := d.walk(ctx, e.Key, fn); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return driver.WalkList(ctx, d.List, dir, fn)
 }
 
 // Prune has nothing to do: S3 has no directories.
