@@ -73,12 +73,12 @@ func (s *Store) admit(ctx context.Context, repo string, adding int64) error {
 	}
 	if q.MaxBytes > 0 && total+adding > q.MaxBytes {
 		return s.refuse("%w: %s.quota.maxBytes is %s and the storage holds %s; this push needs %s more (delete images, then garbage collection frees their blobs)",
-			ErrQuota, q.Name, bytesIEC(q.MaxBytes), bytesIEC(total), bytesIEC(adding))
+			ErrQuota, q.Name, HumanBytes(q.MaxBytes), HumanBytes(total), HumanBytes(adding))
 	}
 	if rq := q.forRepo(repo); rq != nil {
 		if held := s.repoBytes(repo); held+adding > rq.MaxBytes {
 			return s.refuse("%w: %s is %s for %s, which holds %s; this push needs %s more",
-				ErrQuota, rq.Key, bytesIEC(rq.MaxBytes), repo, bytesIEC(held), bytesIEC(adding))
+				ErrQuota, rq.Key, HumanBytes(rq.MaxBytes), repo, HumanBytes(held), HumanBytes(adding))
 		}
 	}
 	if q.MaxRepos > 0 && repos >= q.MaxRepos && !s.repoExists(ctx, repo) {
@@ -121,7 +121,7 @@ func (s *Store) guardFree(q *Quota) error {
 		}()
 	}
 	return s.refuse("%w: %s.quota.minFreeSpace is %s and the storage has %s free; pushes are refused until space is freed (delete images, then garbage collection frees their blobs)",
-		ErrQuota, q.Name, bytesIEC(q.MinFreeSpace), bytesIEC(free))
+		ErrQuota, q.Name, HumanBytes(q.MinFreeSpace), HumanBytes(free))
 }
 
 // refuse is the error of a refused push, counted.
@@ -153,7 +153,9 @@ func (s *Store) refuseUpload(o *openedUpload) {
 	}
 }
 
-func bytesIEC(n int64) string {
+// HumanBytes writes n bytes for people, in binary units: "512 B",
+// "1.5 MiB".
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

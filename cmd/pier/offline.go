@@ -76,7 +76,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 				removed = "repository"
 			}
 			tw.Row(rep.Repo, len(rep.Untagged), len(rep.Manifests), len(rep.Referrers), len(rep.StaleEntries),
-				rep.Blobs, rep.Uploads, roots.HumanBytes(rep.BlobBytes+rep.UploadBytes), removed)
+				rep.Blobs, rep.Uploads, store.HumanBytes(rep.BlobBytes+rep.UploadBytes), removed)
 		})
 		total = total.Plus(t)
 		if err != nil {
@@ -90,7 +90,7 @@ func gcCommand(path string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "gc: %d repositories: removed %d manifests, %d referrers, %d stale entries, %d blobs, %d uploads, %d repositories; freed %s in %s\n",
 		total.Repos, total.Manifests, total.Referrers, total.StaleEntries, total.Blobs, total.Uploads, total.ReposRemoved,
-		roots.HumanBytes(total.Bytes), total.Took.Round(time.Millisecond))
+		store.HumanBytes(total.Bytes), total.Took.Round(time.Millisecond))
 	if failed {
 		return 1
 	}
@@ -139,7 +139,7 @@ func gcDryRun(path string, stdout, stderr io.Writer) int {
 				tw.Row(rep.Repo, "(referrer)", short(d.String()), "-", "-", "remove manifest", "its subject is gone")
 			}
 			if rep.Blobs > 0 {
-				tw.Row(rep.Repo, "-", fmt.Sprintf("%d blobs", rep.Blobs), "-", "-", "remove blobs", roots.HumanBytes(rep.BlobBytes)+" no manifest references")
+				tw.Row(rep.Repo, "-", fmt.Sprintf("%d blobs", rep.Blobs), "-", "-", "remove blobs", store.HumanBytes(rep.BlobBytes)+" no manifest references")
 			}
 		})
 		total = total.Plus(t)
@@ -150,7 +150,7 @@ func gcDryRun(path string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "gc dry run: %d repositories: would remove %d tags, %d manifests, %d referrers, %d blobs (%s); nothing was removed\n",
-		total.Repos, total.Tags, total.Manifests, total.Referrers, total.Blobs, roots.HumanBytes(total.Bytes))
+		total.Repos, total.Tags, total.Manifests, total.Referrers, total.Blobs, store.HumanBytes(total.Bytes))
 	if failed {
 		return 1
 	}
@@ -210,7 +210,7 @@ func scrubCommand(path string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "scrub: %d repositories, %d blobs, %s read: %d ok, %d corrupt, %d missing, %d unreferenced\n",
-		total.Repos, total.Blobs, roots.HumanBytes(total.Bytes), total.OK, total.Corrupt, total.Missing, total.Unreferenced)
+		total.Repos, total.Blobs, store.HumanBytes(total.Bytes), total.OK, total.Corrupt, total.Missing, total.Unreferenced)
 	if failed || total.Failed() {
 		return 1
 	}
@@ -242,7 +242,7 @@ func exportCommand(path, ref, dir string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pier: export %s: %v\n", ref, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "exported %s to %s: %d manifests, %d blobs, %s; tags %v\n", ref, dir, rep.Manifests, rep.Blobs, roots.HumanBytes(rep.Bytes), rep.Tags)
+	fmt.Fprintf(stdout, "exported %s to %s: %d manifests, %d blobs, %s; tags %v\n", ref, dir, rep.Manifests, rep.Blobs, store.HumanBytes(rep.Bytes), rep.Tags)
 	return 0
 }
 
@@ -271,7 +271,7 @@ func importCommand(path, dir, repo string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pier: import %s: %v\n", dir, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "imported %s into %s: %d manifests, %d blobs, %s; tags %v\n", dir, repo, rep.Manifests, rep.Blobs, roots.HumanBytes(rep.Bytes), rep.Tags)
+	fmt.Fprintf(stdout, "imported %s into %s: %d manifests, %d blobs, %s; tags %v\n", dir, repo, rep.Manifests, rep.Blobs, store.HumanBytes(rep.Bytes), rep.Tags)
 	return 0
 }
 

@@ -134,16 +134,3 @@ func ScrubConfig(cfg *configs.Config) (c jobs.ScrubConfig, ok bool) {
 	}
 	return jobs.ScrubConfig{Interval: s.Interval, MaxBytesPerSecond: s.MaxBytesPerSecond}, true
 }
-
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pier-oci/pier/cmd/internal/roots"
 	"github.com/pier-oci/pier/store"
 	"github.com/pier-oci/pier/store/driver"
 	"github.com/pier-oci/pier/store/jobs"
@@ -43,7 +42,7 @@ func (s *status) line() string {
 	disk := "disk usage unknown"
 	if sp, ok := s.st.Driver().(driver.Spacer); ok {
 		if free, total, err := sp.Space(); err == nil && total > 0 {
-			disk = fmt.Sprintf("disk %.0f%% full, %s free", 100-100*float64(free)/float64(total), roots.HumanBytes(free))
+			disk = fmt.Sprintf("disk %.0f%% full, %s free", 100-100*float64(free)/float64(total), store.HumanBytes(free))
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
