@@ -104,44 +104,22 @@ func (c *Client) PushBlob(repo string, data []byte) (digest.Digest, error) {
 // PushBlobStream uploads size bytes from r with POST then a single PUT,
 // the way most clients push large layers. d must be the content's digest.
 func (c *Client) PushBlobStream(repo string, d digest.Digest, r io.Reader, size int64) error {
-	resp, err := c.Do("POST", "/v2/"+repo+"/blobs/uploads/", nil, nil, http.StatusAccepted)
+	loc, err := c.startUpload(repo)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	loc := c.resolve(resp.Header.Get("Location"))
-	u, _ := url.Parse(loc)
-	q := u.Query()
-	q.Set("digest", d.String())
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequest("PUT", u.String(), r)
-	if err != nil {
-		return err
-	}
-	req.ContentLength = size
-	req.Header.Set("Content-Type", "application/octet-stream")
-	presp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer presp.Body.Close()
-	if presp.StatusCode != http.StatusCreated {
-		b, _ := io.ReadAll(presp.Body)
-		return &StatusError{"PUT", u.String(), presp.StatusCode, string(b)}
-	}
-	return nil
+	_, err = c.sendBody("PUT", withDigest(loc, d), r, size, http.StatusCreated)
+	return err
 }
 
 // PushBlobChunked uploads data in chunks of chunk bytes with PATCH and
 // Content-Range, then completes with an empty PUT.
 func (c *Client) PushBlobChunked(repo string, data []byte, chunk int) (digest.Digest, error) {
 	d := digest.FromBytes(data)
-	resp, err := c.Do("POST", "/v2/"+repo+"/blobs/uploads/", nil, nil, http.StatusAccepted)
+	loc, err := c.startUpload(repo)
 	if err != nil {
 		return "", err
 	}
-	resp.Body.Close()
-	loc := c.resolve(resp.Header.Get("Location"))
 	for off := 0; off < len(data); off += chunk {
 		end := min(off+chunk, len(data))
 		hdr := http.Header{"Content-Range": {fmt.Sprintf("%d-%d", off, end-1)}, "Content-Type": {"application/octet-stream"}}
@@ -152,11 +130,7 @@ func (c *Client) PushBlobChunked(repo string, data []byte, chunk int) (digest.Di
 		resp.Body.Close()
 		loc = c.resolve(resp.Header.Get("Location"))
 	}
-	u, _ := url.Parse(loc)
-	q := u.Query()
-	q.Set("digest", d.String())
-	u.RawQuery = q.Encode()
-	resp, err = c.Do("PUT", u.String(), nil, nil, http.StatusCreated)
+	resp, err := c.Do("PUT", withDigest(loc, d), nil, nil, http.StatusCreated)
 	if err != nil {
 		return "", err
 	}
@@ -168,37 +142,62 @@ func (c *Client) PushBlobChunked(repo string, data []byte, chunk int) (digest.Di
 // skopeo do: POST, the whole body in one PATCH, then an empty PUT with the
 // digest.
 func (c *Client) PushBlobPatch(repo string, d digest.Digest, r io.Reader, size int64) error {
-	resp, err := c.Do("POST", "/v2/"+repo+"/blobs/uploads/", nil, nil, http.StatusAccepted)
+	loc, err := c.startUpload(repo)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	loc := c.resolve(resp.Header.Get("Location"))
-	req, err := http.NewRequest("PATCH", loc, r)
+	next, err := c.sendBody("PATCH", loc, r, size, http.StatusAccepted)
 	if err != nil {
 		return err
 	}
-	req.ContentLength = size
-	req.Header.Set("Content-Type", "application/octet-stream")
-	presp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, presp.Body)
-	presp.Body.Close()
-	if presp.StatusCode != http.StatusAccepted {
-		return &StatusError{"PATCH", loc, presp.StatusCode, ""}
-	}
-	u, _ := url.Parse(c.resolve(presp.Header.Get("Location")))
-	q := u.Query()
-	q.Set("digest", d.String())
-	u.RawQuery = q.Encode()
-	resp, err = c.Do("PUT", u.String(), nil, nil, http.StatusCreated)
+	resp, err := c.Do("PUT", withDigest(next, d), nil, nil, http.StatusCreated)
 	if err != nil {
 		return err
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// startUpload opens an upload in repo and returns its location.
+func (c *Client) startUpload(repo string) (string, error) {
+	resp, err := c.Do("POST", "/v2/"+repo+"/blobs/uploads/", nil, nil, http.StatusAccepted)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	return c.resolve(resp.Header.Get("Location")), nil
+}
+
+// sendBody sends size bytes of r to loc as a streamed body (Do takes
+// bodies it can measure) and returns the Location of the answer, which
+// must have status want.
+func (c *Client) sendBody(method, loc string, r io.Reader, size int64, want int) (string, error) {
+	req, err := http.NewRequest(method, loc, r)
+	if err != nil {
+		return "", err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		b, _ := io.ReadAll(resp.Body)
+		return "", &StatusError{method, loc, resp.StatusCode, string(b)}
+	}
+	io.Copy(io.Discard, resp.Body)
+	return c.resolve(resp.Header.Get("Location")), nil
+}
+
+// withDigest is loc with the digest parameter that completes an upload.
+func withDigest(loc string, d digest.Digest) string {
+	u, _ := url.Parse(loc)
+	q := u.Query()
+	q.Set("digest", d.String())
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // Mount asks for blob d of from to be mounted into repo; it reports
