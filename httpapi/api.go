@@ -6,6 +6,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -374,16 +375,22 @@ func (r *recorder) Write(b []byte) (int, error) {
 // copies an *os.File into the ResponseWriter, and net/http only uses
 // sendfile when the writer it sees implements io.ReaderFrom. A watched
 // file goes out in one sendfile as before, its progress followed by its
-// offset; anything else in pieces.
+// offset; a streamer in chunks it splices (stream); anything else in
+// pieces.
 func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	inner := src
+	if lr, ok := src.(*io.LimitedReader); ok { // as io.CopyN and ServeContent pass it
+		inner = lr.R
+		if s, ok := inner.(streamer); ok {
+			if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+				return r.stream(rf, s, lr)
+			}
+		}
+	}
 	if r.watch == nil {
 		n, err := io.Copy(r.ResponseWriter, src)
 		r.bytes += n
 		return n, err
-	}
-	inner := src
-	if lr, ok := src.(*io.LimitedReader); ok { // as io.CopyN and ServeContent pass it
-		inner = lr.R
 	}
 	if f, ok := inner.(*os.File); ok {
 		stop := r.watch.follow(f)
@@ -410,6 +417,64 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 			return total, rerr
 		}
 	}
+}
+
+// streamer is a reader that sends itself into the connection: the s3
+// driver's (driver.StreamReader), which splices the bucket's socket into
+// the client's.
+type streamer interface {
+	StreamTo(w io.ReaderFrom, n int64) (int64, error)
+}
+
+// Chunks of a streamed response: each one is a single splice whose
+// progress cannot be followed until it ends, so it is kept to what the
+// client takes in about a second, from watchedChunk (the pieces a copy is
+// watched in) up to maxStreamChunk as the client shows it takes them
+// fast. A chunk that outlives the write deadline is judged by what it
+// sent, as a file's sendfile is (follow).
+const (
+	maxStreamChunk  = 16 << 20
+	fastStreamChunk = 250 * time.Millisecond
+	slowStreamChunk = time.Second
+)
+
+// stream sends lr's bytes with s.StreamTo, in chunks the write watch
+// moves the deadline between, as it does between the pieces of a copy.
+func (r *recorder) stream(rf io.ReaderFrom, s streamer, lr *io.LimitedReader) (int64, error) {
+	var total int64
+	chunk := int64(watchedChunk)
+	for lr.N > 0 {
+		if r.watch != nil {
+			r.watch.moving()
+		}
+		start := time.Now()
+		n, err := s.StreamTo(rf, min(chunk, lr.N))
+		total += n
+		lr.N -= n
+		r.bytes += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if r.watch != nil && n >= minBodyProgress && errors.Is(err, os.ErrDeadlineExceeded) {
+				// A slow client, not a stalled one: the chunk outlived
+				// the deadline, but the client took enough of it. The
+				// rest goes on in small chunks (the storage's side is
+				// asked for it again from here).
+				r.watch.renew()
+				chunk = watchedChunk
+				continue
+			}
+			return total, err
+		}
+		switch took := time.Since(start); {
+		case took < fastStreamChunk:
+			chunk = min(2*chunk, maxStreamChunk)
+		case took > slowStreamChunk:
+			chunk = max(chunk/2, watchedChunk)
+		}
+	}
+	return total, nil
 }
 
 // Unwrap lets http.ResponseController reach the real writer.

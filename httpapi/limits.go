@@ -159,6 +159,14 @@ func (ww *writeWatch) moving() {
 	}
 }
 
+// renew moves the deadline back now: after a write that met it having
+// made progress enough.
+func (ww *writeWatch) renew() {
+	now := time.Now()
+	ww.rc.SetWriteDeadline(now.Add(ww.timeout))
+	ww.extended = now
+}
+
 // handlerDone gives the rest of the response, which net/http flushes after
 // the handler, its own time: before it flushes, net/http may drain an
 // unread request body for up to the read deadline.

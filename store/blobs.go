@@ -45,11 +45,16 @@ func (s *Store) statOwn(ctx context.Context, repo string, d digest.Digest) (Blob
 	return BlobInfo{Digest: d, Size: info.Size, ModTime: info.ModTime}, nil
 }
 
-// OpenBlob opens blob d of repo for reading, after checking it against d
-// if this version of it never was. Locally the reader is an *os.File, so
-// the HTTP layer serves it with sendfile and ranges.
+// OpenBlob opens blob d of repo to be sent to a client, after checking it
+// against d if this version of it never was. Locally the reader is an
+// *os.File, so the HTTP layer serves it with sendfile and ranges; on s3
+// over plain http it is a driver.StreamReader, which splices.
 func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, error) {
-	f, info, _, err := s.openBlob(ctx, repo, d)
+	open := s.drv.Open
+	if st, ok := s.drv.(driver.Streamer); ok {
+		open = st.OpenStream
+	}
+	f, info, _, err := s.openBlob(ctx, repo, d, open)
 	return f, info, err
 }
 
@@ -68,7 +73,7 @@ func (s *Store) BlobURL(ctx context.Context, repo string, d digest.Digest) (stri
 	if s.redirector == nil {
 		return "", BlobInfo{}, nil
 	}
-	f, info, key, err := s.openBlob(ctx, repo, d)
+	f, info, key, err := s.openBlob(ctx, repo, d, s.drv.Open)
 	if err != nil {
 		return "", BlobInfo{}, err
 	}
@@ -81,8 +86,8 @@ func (s *Store) BlobURL(ctx context.Context, repo string, d digest.Digest) (stri
 	return u, info, nil
 }
 
-// openBlob is OpenBlob, with the key of the object read.
-func (s *Store) openBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, string, error) {
+// openBlob is OpenBlob, with the key of the object read, which open opens.
+func (s *Store) openBlob(ctx context.Context, repo string, d digest.Digest, open func(context.Context, string) (io.ReadSeekCloser, driver.Info, error)) (io.ReadSeekCloser, BlobInfo, string, error) {
 	key := blobKey(repo, d)
 	if s.placeholders || s.lookupOn {
 		held, err := s.content(ctx, repo, d)
@@ -96,7 +101,7 @@ func (s *Store) openBlob(ctx context.Context, repo string, d digest.Digest) (io.
 		}
 		key = held.Key
 	}
-	f, info, err := s.drv.Open(ctx, key)
+	f, info, err := open(ctx, key)
 	if err != nil {
 		return nil, BlobInfo{}, "", fromDriver(err, ErrBlobUnknown, "%s in %s", d, repo)
 	}

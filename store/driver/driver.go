@@ -32,8 +32,9 @@
 //
 // What only some backends can do is an optional interface, asserted at run
 // time as net/http does with http.Flusher: Linker (hard links, for local
-// dedupe), Notifier (change notification), Syncer, Toucher, Redirector, Spacer,
-// SyncCounter, Reserver, Exclusive, and for a Writer, Checkpointer. The store degrades, never
+// dedupe), Notifier (change notification), Syncer, Toucher, Redirector,
+// Streamer, Spacer, SyncCounter, Reserver, Exclusive, Checker, Placer,
+// Sweeper, and for a Writer, Checkpointer. The store degrades, never
 // fails, where one is missing.
 package driver
 
@@ -302,6 +303,25 @@ type Redirector interface {
 	// RedirectURL is a URL that serves the object at key, valid for at
 	// least expiry.
 	RedirectURL(ctx context.Context, key string, expiry time.Duration) (string, error)
+}
+
+// Streamer is a driver whose objects can be sent to a client by the
+// kernel, from the storage's connection to the client's (splice(2)),
+// rather than copied through pier.
+type Streamer interface {
+	// OpenStream is Open for an object that will be sent to a client. Its
+	// reader may be a StreamReader; where the backend cannot stream (TLS)
+	// it is Open's.
+	OpenStream(ctx context.Context, key string) (io.ReadSeekCloser, Info, error)
+}
+
+// StreamReader is a reader that can send itself into a connection.
+type StreamReader interface {
+	io.ReadSeekCloser
+	// StreamTo sends up to n bytes from the reader's position into w (a
+	// TCP connection, or net/http's writer over one, whose ReadFrom
+	// splices) and moves the position by what it sent; io.EOF at the end.
+	StreamTo(w io.ReaderFrom, n int64) (int64, error)
 }
 
 // Checker is a driver that can tell whether it still reaches the storage

@@ -41,6 +41,7 @@ func every(t *testing.T, d *Driver) {
 	ops := map[string]func() error{
 		"Stat":        func() error { _, err := d.Stat(ctx, "r/index.json"); return err },
 		"Open":        func() error { _, _, err := d.Open(ctx, "r/index.json"); return err },
+		"OpenStream":  func() error { _, _, err := d.OpenStream(ctx, "r/index.json"); return err },
 		"ReadFile":    func() error { _, _, err := d.ReadFile(ctx, "r/index.json", 100); return err },
 		"WriteFile":   func() error { _, err := d.WriteFile(ctx, "r/index.json", []byte("{}")); return err },
 		"ReplaceFile": func() error { _, err := d.ReplaceFile(ctx, "r/index.json", []byte("{}"), `"v"`); return err },

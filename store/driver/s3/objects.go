@@ -44,6 +44,11 @@ func (d *Driver) Stat(ctx context.Context, key string) (driver.Info, error) {
 
 // Open opens the object at key, or the content of the upload there.
 func (d *Driver) Open(ctx context.Context, key string) (io.ReadSeekCloser, driver.Info, error) {
+	return d.open(ctx, key, false)
+}
+
+// open is Open; with stream, the reader's GETs are made for StreamTo.
+func (d *Driver) open(ctx context.Context, key string, stream bool) (io.ReadSeekCloser, driver.Info, error) {
 	obj, err := d.object(key)
 	if err != nil {
 		return nil, driver.Info{}, err
@@ -52,7 +57,7 @@ func (d *Driver) Open(ctx context.Context, key string) (io.ReadSeekCloser, drive
 	// reader begins; an upload's record is read and its segments follow.
 	bctx, cancel := context.WithCancel(ctx)
 	watch := time.AfterFunc(d.cfg.Timeout, cancel)
-	out, err := d.s3.GetObject(bctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &obj})
+	out, err := d.s3.GetObject(bctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &obj}, d.getOptions(stream)...)
 	watch.Stop()
 	if err != nil {
 		cancel()
@@ -65,9 +70,12 @@ func (d *Driver) Open(ctx context.Context, key string) (io.ReadSeekCloser, drive
 			return nil, driver.Info{}, err
 		}
 		fi.Size = rec.Size
-		return d.newReader(ctx, key, d.segmentPieces(key, rec.Segments)), fi, nil
+		r := d.newReader(ctx, key, d.segmentPieces(key, rec.Segments))
+		r.stream = stream
+		return r, fi, nil
 	}
 	r := d.newReader(ctx, key, []piece{{obj: obj, etag: fi.Version, size: fi.Size}})
+	r.stream = stream
 	r.prime(out.Body, cancel, watch)
 	return r, fi, nil
 }

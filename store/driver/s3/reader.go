@@ -44,7 +44,8 @@ type reader struct {
 	cancel  context.CancelFunc
 	watch   *time.Timer
 	closed  bool
-	retries int // re-GETs left after a broken body
+	retries int  // re-GETs left after a broken body
+	stream  bool // GETs are made for StreamTo (OpenStream)
 }
 
 const readRetries = 2
@@ -112,7 +113,7 @@ func (r *reader) open() error {
 	out, err := r.d.s3.GetObject(ctx, &s3.GetObjectInput{
 		Bucket: &r.d.bucket, Key: &p.obj, IfMatch: aws.String(p.etag),
 		Range: aws.String("bytes=" + strconv.FormatInt(p.off+start, 10) + "-" + strconv.FormatInt(p.off+p.size-1, 10)),
-	})
+	}, r.d.getOptions(r.stream)...)
 	watch.Stop()
 	if err != nil {
 		cancel()

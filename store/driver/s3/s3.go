@@ -145,12 +145,16 @@ type Driver struct {
 	// garbage for the collector to find (at 10 MiB a chunk, the heap's
 	// peak is mostly that garbage).
 	free chan []byte
+	// canStream: the endpoint is plain http, so a blob's body can be
+	// spliced to a client (OpenStream).
+	canStream bool
 }
 
 var (
 	_ driver.Driver     = (*Driver)(nil)
 	_ driver.Toucher    = (*Driver)(nil)
 	_ driver.Redirector = (*Driver)(nil)
+	_ driver.Streamer   = (*Driver)(nil)
 )
 
 // privateDir holds what the driver keeps for itself (upload segments); its
@@ -254,7 +258,8 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		// is kept (a mapped one is never unmapped: see newBuffer).
 		keep = max(1, int(cfg.Buffers.Limit()/cfg.ChunkSize)) + 1
 	}
-	return &Driver{s3: client, cfg: cfg, bucket: cfg.Bucket, prefix: cfg.Prefix, log: log, free: make(chan []byte, keep)}, nil
+	return &Driver{s3: client, cfg: cfg, bucket: cfg.Bucket, prefix: cfg.Prefix, log: log, free: make(chan []byte, keep),
+		canStream: cfg.Endpoint != "" && !cfg.Accelerate && streamable(endpointURL(cfg.Endpoint, cfg.Secure))}, nil
 }
 
 // unsignedFirst marks every payload unsigned before the SDK's checksum

@@ -1,0 +1,287 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pier-oci/pier/store/driver"
+)
+
+// tcpPair is the two ends of a loopback TCP connection, and what arrives
+// at the second end until the first is closed for writing.
+func tcpPair(t *testing.T) (*net.TCPConn, func() []byte) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	a, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	t.Cleanup(func() { a.Close(); b.Close() })
+	got := make(chan []byte, 1)
+	go func() {
+		data, _ := io.ReadAll(b)
+		got <- data
+	}()
+	return a.(*net.TCPConn), func() []byte { a.(*net.TCPConn).CloseWrite(); return <-got }
+}
+
+func randomData(t *testing.T, n int) []byte {
+	data := make([]byte, n)
+	crand.Read(data)
+	return data
+}
+
+// A reader opened with OpenStream splices its object into a connection
+// (its GETs go over connections of its own), in chunks of any size, after
+// a Read and after a Seek, and ends with io.EOF.
+func TestStreamToSendsTheObject(t *testing.T) {
+	ctx := context.Background()
+	d := mustNew(t, testConfig(t, testServer(t)))
+	data := randomData(t, 5<<20+3)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	f, info, err := d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if info.Size != int64(len(data)) {
+		t.Fatalf("size %d, want %d", info.Size, len(data))
+	}
+	sr, ok := f.(driver.StreamReader)
+	if !ok {
+		t.Fatalf("OpenStream gave a %T, not a StreamReader", f)
+	}
+	conn, received := tcpPair(t)
+	var want bytes.Buffer
+	send := func(n int64) {
+		t.Helper()
+		pos, _ := f.Seek(0, io.SeekCurrent)
+		m, err := sr.StreamTo(conn, n)
+		if err != nil || m != min(n, int64(len(data))-pos) {
+			t.Fatalf("StreamTo(%d) at %d: %d, %v", n, pos, m, err)
+		}
+		want.Write(data[pos : pos+m])
+	}
+	head := make([]byte, 10)
+	if _, err := io.ReadFull(f, head); err != nil {
+		t.Fatal(err)
+	}
+	conn.Write(head)
+	want.Write(head)
+	send(1)
+	if _, raw := f.(*reader).body.(*streamBody); !raw {
+		t.Fatalf("the GET's body is a %T: it did not go over a connection of its own", f.(*reader).body)
+	}
+	send(100 << 10)
+	if _, err := f.Seek(2<<20, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	send(1 << 20)
+	if _, err := f.Seek(1<<20, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		pos, _ := f.Seek(0, io.SeekCurrent)
+		if pos == int64(len(data)) {
+			break
+		}
+		send(3 << 20)
+	}
+	if n, err := sr.StreamTo(conn, 1); n != 0 || err != io.EOF {
+		t.Fatalf("StreamTo at the end: %d, %v; want io.EOF", n, err)
+	}
+	if got := received(); !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("the connection received %d bytes that are not the %d sent", len(got), want.Len())
+	}
+}
+
+// cuttingProxy is a proxy to the test server whose GETs' bodies break
+// after cut bytes while armed.
+func cuttingProxy(t *testing.T, cut int64) (endpoint string, gets *atomic.Int32, armed *atomic.Bool) {
+	s := testServer(t)
+	target, _ := url.Parse(s.endpoint)
+	gets, armed = &atomic.Int32{}, &atomic.Bool{}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		if r.Request.Method == http.MethodGet && armed.Load() {
+			gets.Add(1)
+			r.Body = &cutBody{ReadCloser: r.Body, left: cut}
+		}
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv.URL, gets, armed
+}
+
+type cutBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errors.New("cut")
+	}
+	n, err := b.ReadCloser.Read(p[:min(int64(len(p)), b.left)])
+	b.left -= int64(n)
+	return n, err
+}
+
+// A body that breaks in the middle of a splice is asked for again from
+// where it stopped: the connection receives every byte once, in order.
+func TestStreamToResumesABrokenBody(t *testing.T) {
+	ctx := context.Background()
+	endpoint, gets, armed := cuttingProxy(t, 400<<10)
+	d := faultDriver(t, endpoint)
+	data := randomData(t, 1<<20)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	f, _, err := d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	conn, received := tcpPair(t)
+	var sent int64
+	for {
+		n, err := f.(driver.StreamReader).StreamTo(conn, 256<<10)
+		sent += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", sent, err)
+		}
+	}
+	if got := received(); !bytes.Equal(got, data) {
+		t.Fatalf("the connection received %d bytes that are not the object's %d", len(got), len(data))
+	}
+	// Two cuts, within the reader's retries.
+	if n := gets.Load(); n != 3 {
+		t.Fatalf("%d GETs for a body cut every 400 KiB; want 3", n)
+	}
+}
+
+// A body that stops coming fails the stream within the driver's deadline
+// and its retries, having sent only the object's bytes.
+func TestStreamToStalledBody(t *testing.T) {
+	ctx := context.Background()
+	s := testServer(t)
+	target, _ := url.Parse(s.endpoint)
+	var stall atomic.Bool
+	release := make(chan struct{})
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		if stall.Load() && r.Request.Method == http.MethodGet {
+			r.Body = &stallingBody{ReadCloser: r.Body, left: 64 << 10, release: release}
+		}
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	defer srv.Close()
+	defer close(release)
+	d := faultDriver(t, srv.URL)
+	data := randomData(t, 1<<20)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	stall.Store(true)
+	f, _, err := d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, received := tcpPair(t)
+	start := time.Now()
+	var sent int64
+	for err == nil {
+		var n int64
+		n, err = f.(driver.StreamReader).StreamTo(conn, 1<<20)
+		sent += n
+	}
+	f.Close()
+	if !errors.Is(err, driver.ErrUnavailable) || sent >= int64(len(data)) {
+		t.Fatalf("stream of a stalled body: %d bytes, %v; want ErrUnavailable before the end", sent, err)
+	}
+	if took := time.Since(start); took > (readRetries+2)*faultTimeout {
+		t.Fatalf("stream of a stalled body took %v; the deadline is %v, %d retries", took, faultTimeout, readRetries)
+	}
+	if got := received(); !bytes.Equal(got, data[:len(got)]) || int64(len(got)) != sent {
+		t.Fatalf("the connection received %d bytes, not the first %d of the object", len(got), sent)
+	}
+}
+
+// A client that is gone (its end reset) ends the stream with an error at
+// once, not after the bucket's retries.
+func TestStreamToAClientThatIsGone(t *testing.T) {
+	ctx := context.Background()
+	endpoint, gets, armed := cuttingProxy(t, 1<<40)
+	d := faultDriver(t, endpoint)
+	data := randomData(t, 8<<20)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	f, _, err := d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer.(*net.TCPConn).SetLinger(0) // a reset, as from a client killed
+	peer.Close()
+	time.Sleep(100 * time.Millisecond) // the reset has arrived
+	start := time.Now()
+	for err == nil {
+		_, err = f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), 1<<20)
+	}
+	if took := time.Since(start); took > faultTimeout {
+		t.Fatalf("a stream to a client that is gone took %v to fail (%v)", took, err)
+	}
+	// The reset, when a splice meets it, cannot be told from the bucket's:
+	// one GET again, whose write meets the broken pipe, which can.
+	if n := gets.Load(); n > 2 {
+		t.Fatalf("%d GETs for a client that is gone (%v); want 2 at most", n, err)
+	}
+}
