@@ -42,7 +42,7 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request, req request) e
 			return err
 		}
 		defer release()
-		if _, err := a.reg.PutBlob(r.Context(), req.repo, d, r.Body); err != nil {
+		if _, err := a.reg.PutBlob(r.Context(), req.repo, d, sized(r, r.Body)); err != nil {
 			return err
 		}
 		return blobCreated(w, req.repo, d)
@@ -150,6 +150,8 @@ func (a *API) putUpload(w http.ResponseWriter, r *http.Request, req request) (er
 			return err
 		}
 		c.body = nil
+	} else if c.body != nil {
+		c.body = sized(r, c.body)
 	}
 	_, err = a.reg.CommitUpload(r.Context(), req.repo, req.ref, c.body, d)
 	// A failed commit deletes the upload too (a digest mismatch, say).
@@ -279,4 +281,13 @@ func blobCreated(w http.ResponseWriter, repo string, d digest.Digest) error {
 // (collected, cancelled): it no longer counts against the limits.
 func sessionGone(err error) bool {
 	return errors.Is(err, store.ErrUploadUnknown) || errors.Is(err, store.ErrQuota) // a refused upload is removed
+}
+
+// sized tells the store the length of body, the whole of r's, when the
+// request gave it.
+func sized(r *http.Request, body io.Reader) io.Reader {
+	if r.ContentLength < 0 {
+		return body
+	}
+	return store.Sized{Reader: body, Size: r.ContentLength}
 }

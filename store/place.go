@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"sync"
 	"time"
@@ -19,6 +21,15 @@ import (
 // digest is checked: its bytes are written once instead of two or three
 // times. Anything else the commit would judge (a blob already there, one
 // held elsewhere for a placeholder) takes the upload's way.
+
+// Sized is a push's body whose length is known before it is read (the
+// request's Content-Length). A monolithic push of one is held to the
+// quotas before its first byte is read, and the driver may write it as
+// one object as it comes (s3: one PutObject, no parts to join).
+type Sized struct {
+	io.Reader
+	Size int64
+}
 
 // placeOpened writes the push r to blob d of the opened upload's
 // repository when that way applies, and reports whether it took it; when
@@ -40,9 +51,17 @@ func (s *Store) placeOpened(ctx context.Context, o *openedUpload, r io.Reader, d
 	if s.placeholders && s.dedupe != nil && len(s.dedupe.Holders(ctx, d)) > 0 {
 		return BlobInfo{}, false, nil
 	}
+	want := driver.Expected{Size: -1}
+	if b, ok := r.(Sized); ok && b.Size >= 0 {
+		want = driver.Expected{Size: b.Size, SHA256: sha256Of(d)}
+		if err := s.admitBlob(ctx, o.repo, d, b.Size); err != nil {
+			s.refuseUpload(o)
+			return BlobInfo{}, true, err
+		}
+	}
 	done := s.placing.add(dst)
 	defer done()
-	w, err := p.Place(ctx, dst)
+	w, err := p.Place(ctx, dst, want)
 	if err != nil {
 		o.w.Close()
 		return BlobInfo{}, true, fromDriver(err, nil, "write blob %s", d)
@@ -160,4 +179,13 @@ func (s *Store) sweepUnfinished(ctx context.Context, repo string, delay time.Dur
 		s.log.Warn("cannot sweep unfinished writes", "repo", repo, "err", err)
 	}
 	return n
+}
+
+// sha256Of is the sum a sha256 digest names.
+func sha256Of(d digest.Digest) []byte {
+	sum, err := hex.DecodeString(d.Encoded())
+	if err != nil || len(sum) != sha256.Size {
+		return nil
+	}
+	return sum
 }

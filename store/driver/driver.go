@@ -231,10 +231,19 @@ type Checkpointer interface {
 // (a monolithic push names its digest first) is better written straight
 // to its key, once.
 type Placer interface {
-	// Place starts writing the object at key. Nothing is seen at key
-	// until the writer's Finish makes it appear whole; Abort, or a
-	// process that dies first, leaves key as it was.
-	Place(ctx context.Context, key string) (PlaceWriter, error)
+	// Place starts writing the object at key, which is to be want.
+	// Nothing is seen at key until the writer's Finish makes it appear
+	// whole; Abort, or a process that dies first, leaves key as it was.
+	Place(ctx context.Context, key string, want Expected) (PlaceWriter, error)
+}
+
+// Expected is what is known of an object before its bytes are written.
+// When its Size is known (a request's Content-Length), the writer takes
+// exactly that many bytes; with its sha256 too, a backend may send the
+// object as it comes, checked by the storage as it arrives.
+type Expected struct {
+	Size   int64  // -1: unknown
+	SHA256 []byte // nil: unknown
 }
 
 // PlaceWriter writes one object for Placer. Write and Abort use the

@@ -3,6 +3,7 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -29,10 +30,15 @@ var (
 // chunks go one at a time. An object of one chunk or less is one
 // PutObject at Finish. A process that dies before Finish leaves an
 // unfinished multipart upload, invisible at key, that Sweep removes.
-func (d *Driver) Place(ctx context.Context, key string) (driver.PlaceWriter, error) {
+// An object whose size and sha256 are given, above a chunk and within
+// what one PutObject takes, is streamed as one instead (putWriter).
+func (d *Driver) Place(ctx context.Context, key string, want driver.Expected) (driver.PlaceWriter, error) {
 	obj, err := d.writable(key)
 	if err != nil {
 		return nil, err
+	}
+	if want.Size > int64(d.cfg.ChunkSize) && want.Size <= maxPutSize && len(want.SHA256) == sha256.Size {
+		return d.placeStreamed(ctx, key, obj, want), nil
 	}
 	return &placeWriter{d: d, ctx: ctx, key: key, obj: obj}, nil
 }

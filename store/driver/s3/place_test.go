@@ -3,6 +3,7 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"slices"
@@ -16,6 +17,13 @@ import (
 	"github.com/pier-oci/pier/store/driver"
 )
 
+// expectations are what Place is told of data: nothing (parts), and its
+// size and sha256 (one streamed PutObject above a chunk).
+func expectations(data []byte) []driver.Expected {
+	sum := sha256.Sum256(data)
+	return []driver.Expected{{Size: -1}, {Size: int64(len(data)), SHA256: sum[:]}}
+}
+
 // Place writes an object of any length straight to its key: unseen there
 // until Finish, whole after it, and nothing left behind (no multipart
 // upload, no private object) either way.
@@ -23,11 +31,19 @@ func TestPlaceShowsTheObjectOnlyWhenFinished(t *testing.T) {
 	cfg := testConfig(t, testServer(t))
 	cfg.Buffers = budget.New(2 * MinChunkSize)
 	d := mustNew(t, cfg)
-	ctx := context.Background()
 	for _, size := range []int{0, 100, MinChunkSize, 2*MinChunkSize + 3, 3 * MinChunkSize} {
+		for _, want := range expectations(patterned(size)) {
+			placeAndCheck(t, d, cfg.Buffers, size, want)
+		}
+	}
+}
+
+func placeAndCheck(t *testing.T, d *Driver, buffers *budget.Budget, size int, want driver.Expected) {
+	ctx := context.Background()
+	{
 		data := patterned(size)
 		key := "r/blobs/sha256/placed"
-		w, err := d.Place(ctx, key)
+		w, err := d.Place(ctx, key, want)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +71,7 @@ func TestPlaceShowsTheObjectOnlyWhenFinished(t *testing.T) {
 		if !slices.Equal(objs, []string{key}) || len(multiparts) != 0 {
 			t.Fatalf("%d bytes: left in the bucket: objects %v, multipart uploads %v", size, objs, multiparts)
 		}
-		if used := cfg.Buffers.InUse(); used != 0 {
+		if used := buffers.InUse(); used != 0 {
 			t.Fatalf("%d bytes: %d bytes of the chunk budget still held", size, used)
 		}
 		if err := d.Delete(ctx, key); err != nil {
@@ -66,6 +82,12 @@ func TestPlaceShowsTheObjectOnlyWhenFinished(t *testing.T) {
 
 // An aborted Place leaves the key as it was, and no parts.
 func TestPlaceAbortLeavesTheKeyAsItWas(t *testing.T) {
+	for _, want := range expectations(patterned(3*MinChunkSize + 5)) {
+		placeAndAbort(t, want)
+	}
+}
+
+func placeAndAbort(t *testing.T, want driver.Expected) {
 	cfg := testConfig(t, testServer(t))
 	cfg.Buffers = budget.New(2 * MinChunkSize)
 	d := mustNew(t, cfg)
@@ -74,10 +96,11 @@ func TestPlaceAbortLeavesTheKeyAsItWas(t *testing.T) {
 	if _, err := d.WriteFile(ctx, key, []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	w, err := d.Place(ctx, key)
+	w, err := d.Place(ctx, key, want)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// All of it: a streamed write has sent every byte but its last.
 	if _, err := w.Write(patterned(3*MinChunkSize + 5)); err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +124,13 @@ func TestPlaceAbortLeavesTheKeyAsItWas(t *testing.T) {
 // A part that fails (the server gone) fails the Write or the Finish, not
 // silently: the key stays empty.
 func TestPlaceFailsWhenTheServerIsGone(t *testing.T) {
+	data := append(patterned(MinChunkSize+1), patterned(2*MinChunkSize)...)
+	for _, want := range expectations(data) {
+		placeWithTheServerGone(t, want)
+	}
+}
+
+func placeWithTheServerGone(t *testing.T, want driver.Expected) {
 	g := newGateway(t)
 	cfg := testConfig(t, testServer(t))
 	cfg.Endpoint, cfg.Timeout = "http://"+g.addr, 3*time.Second
@@ -109,7 +139,7 @@ func TestPlaceFailsWhenTheServerIsGone(t *testing.T) {
 	if _, err := d.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(d.bucket)}); err != nil {
 		t.Fatal(err)
 	}
-	w, err := d.Place(ctx, "r/blobs/sha256/gone")
+	w, err := d.Place(ctx, "r/blobs/sha256/gone", want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,13 +157,52 @@ func TestPlaceFailsWhenTheServerIsGone(t *testing.T) {
 	}
 }
 
+// A Place given its size takes exactly that many bytes: fewer fail the
+// Finish, more the Write, and the key stays as it was.
+func TestPlaceOfAKnownSizeTakesExactlyIt(t *testing.T) {
+	d := mustNew(t, testConfig(t, testServer(t)))
+	ctx := context.Background()
+	size := 2*MinChunkSize + 9
+	data := patterned(size + 1)
+	key := "r/blobs/sha256/sized"
+	sum := sha256.Sum256(data[:size])
+	want := driver.Expected{Size: int64(size), SHA256: sum[:]}
+	short, err := d.Place(ctx, key, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.Write(data[:size-1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := short.Finish(ctx); err == nil {
+		t.Fatalf("Finish of %d bytes of the %d declared succeeded", size-1, size)
+	}
+	long, err := d.Place(ctx, key, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := long.Write(data[:size]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := long.Write(data[size:]); err == nil {
+		t.Fatalf("a Write past the %d bytes declared succeeded", size)
+	}
+	long.Abort()
+	if _, err := d.Stat(ctx, key); !driver.IsNotFound(err) {
+		t.Fatalf("after writes of the wrong length the key answers: %v", err)
+	}
+	if objs, multiparts := rawObjects(t, d); len(objs)+len(multiparts) != 0 {
+		t.Fatalf("left in the bucket: objects %v, multipart uploads %v", objs, multiparts)
+	}
+}
+
 // Sweep aborts the unfinished writes a process died in, older than its
 // cut-off, and spares the ones it is told are busy.
 func TestSweepAbortsUnfinishedWrites(t *testing.T) {
 	d := mustNew(t, testConfig(t, testServer(t)))
 	ctx := context.Background()
 	for _, key := range []string{"r/blobs/sha256/dead", "r/blobs/sha256/busy", "other/blobs/sha256/dead"} {
-		w, err := d.Place(ctx, key)
+		w, err := d.Place(ctx, key, driver.Expected{Size: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -161,3 +161,97 @@ func assertStoredBlob(t *testing.T, st *store.Store, repo string, dg digest.Dige
 		t.Fatalf("blob %s: %d bytes, %v; want the %d pushed", dg, len(got), err, len(want))
 	}
 }
+
+// A monolithic push whose length is known (a request's Content-Length)
+// is one PutObject streamed as the body comes: mid-push the bucket holds
+// no part, no segment and nothing at the blob's key, and no chunk buffer
+// is taken.
+func TestSizedMonolithicPushIsOneStreamedPut(t *testing.T) {
+	d, st, chunks := bucketStore(t, nil, nil)
+	ctx := context.Background()
+	data := patterned(3*MinChunkSize + 777)
+	dg := digest.FromBytes(data)
+	var seen []string
+	held := int64(-1)
+	body := &watchedBody{r: bytes.NewReader(data), at: 2*MinChunkSize + 10, check: func() {
+		objs, multiparts := rawObjects(t, d)
+		seen = append(append(seen, objs...), multiparts...)
+		held = chunks.InUse()
+	}}
+	id, err := st.NewUpload(ctx, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CommitUpload(ctx, "app", id, store.Sized{Reader: body, Size: int64(len(data))}, dg); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range seen {
+		if k == "app/blobs/sha256/"+dg.Encoded() || strings.HasPrefix(k, privateDir) {
+			t.Fatalf("mid-push the bucket held %v: a part, a segment or the blob", seen)
+		}
+	}
+	if held != 0 {
+		t.Fatalf("mid-push %d bytes of the chunk budget were held; want none", held)
+	}
+	assertStoredBlob(t, st, "app", dg, data)
+	if objs, multiparts := rawObjects(t, d); len(multiparts) != 0 || contains(objs, "app/.uploads/"+id) {
+		t.Fatalf("left after the push: objects %v, multipart uploads %v", objs, multiparts)
+	}
+}
+
+// A sized push that fails its digest, or whose body breaks, leaves
+// nothing at the blob's key; one over quota is refused before its first
+// byte is read.
+func TestSizedMonolithicPushThatFailsLeavesNothing(t *testing.T) {
+	d, st, _ := bucketStore(t, nil, nil)
+	ctx := context.Background()
+	data := patterned(2*MinChunkSize + 5)
+	dg := digest.FromBytes(data)
+	sized := func(r io.Reader) store.Sized { return store.Sized{Reader: r, Size: int64(len(data))} }
+	nothingLeft := func(what string) {
+		t.Helper()
+		if info, err := st.StatBlob(ctx, "app", dg); err == nil {
+			fi, ferr := d.Stat(ctx, "app/blobs/sha256/"+dg.Encoded())
+			t.Fatalf("a blob is there after %s: %+v; %+v %v", what, info, fi, ferr)
+		}
+		objs, multiparts := rawObjects(t, d)
+		if len(multiparts) != 0 || contains(objs, "app/blobs/sha256/"+dg.Encoded()) {
+			t.Fatalf("after %s: objects %v, multipart uploads %v", what, objs, multiparts)
+		}
+	}
+
+	id, _ := st.NewUpload(ctx, "app")
+	wrong := append([]byte{1}, data[1:]...)
+	if _, err := st.CommitUpload(ctx, "app", id, sized(bytes.NewReader(wrong)), dg); !errors.Is(err, store.ErrDigestMismatch) {
+		t.Fatalf("push of other bytes: %v, want ErrDigestMismatch", err)
+	}
+	nothingLeft("a digest mismatch")
+
+	id, _ = st.NewUpload(ctx, "app")
+	broken := io.MultiReader(bytes.NewReader(data[:MinChunkSize+3]), errReader{errors.New("connection reset")})
+	if _, err := st.CommitUpload(ctx, "app", id, sized(broken), dg); err == nil {
+		t.Fatal("a push whose body broke succeeded")
+	}
+	nothingLeft("a broken body")
+	if n, err := st.UploadSize(ctx, "app", id); err != nil || n != 0 {
+		t.Fatalf("after a broken body the upload is %d bytes, %v; want an empty upload", n, err)
+	}
+
+	st.SetQuota(store.Quota{Name: "storage", MaxBytes: int64(len(data)) - 1})
+	id, _ = st.NewUpload(ctx, "app")
+	untouched := &watchedBody{r: bytes.NewReader(data)}
+	if _, err := st.CommitUpload(ctx, "app", id, sized(untouched), dg); !errors.Is(err, store.ErrQuota) {
+		t.Fatalf("a push over quota: %v, want ErrQuota", err)
+	}
+	if untouched.read != 0 {
+		t.Fatalf("a push over quota read %d bytes of its body before it was refused", untouched.read)
+	}
+	nothingLeft("a refusal")
+
+	st.SetQuota(store.Quota{})
+	id, _ = st.NewUpload(ctx, "app")
+	if _, err := st.CommitUpload(ctx, "app", id, sized(bytes.NewReader(data)), dg); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	assertStoredBlob(t, st, "app", dg, data)
+}
