@@ -6,9 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"syscall"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
