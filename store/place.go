@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,11 +47,21 @@ func (s *Store) placeOpened(ctx context.Context, o *openedUpload, r io.Reader, d
 	if _, err := s.drv.Stat(ctx, dst); !driver.IsNotFound(err) {
 		return BlobInfo{}, false, nil // there already (or cannot tell): the commit judges it
 	}
-	// Held elsewhere: a placeholder, not a second copy. The index only, as
-	// commitBlob's placeBlob asks it: Store.holder walks every repository
-	// when the index does not know the content, which a new blob's is not.
-	if s.placeholders && s.dedupe != nil && len(s.dedupe.Holders(ctx, d)) > 0 {
-		return BlobInfo{}, false, nil
+	// Held elsewhere: a placeholder, not a second copy, and nothing of the
+	// body written. The index only, as commitBlob's placeBlob asks it:
+	// Store.holder walks every repository when the index does not know
+	// the content, which a new blob's is not.
+	if s.placeholders && s.dedupe != nil {
+		if holders := s.dedupe.Holders(ctx, d); len(holders) > 0 {
+			// Only a holder known sound: one that rotted would refuse
+			// the placeholder after the body was read and thrown away,
+			// on every retry. Such content takes the upload's way.
+			if slices.ContainsFunc(holders, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) }) {
+				info, err := s.placeHeld(ctx, o, r, d)
+				return info, true, err
+			}
+			return BlobInfo{}, false, nil
+		}
 	}
 	want := driver.Expected{Size: -1}
 	if b, ok := r.(Sized); ok && b.Size >= 0 {
@@ -128,6 +140,51 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 		return BlobInfo{}, err
 	}
 	s.log.Debug("blob placed", "repo", o.repo, "digest", d, "bytes", size)
+	return BlobInfo{Digest: d, Size: size}, nil
+}
+
+// placeHeld takes a push of content another key holds already: the body
+// is hashed as it comes and written nowhere, and the blob's key becomes a
+// placeholder of the holder, as the commit of an upload would make it.
+// Should the holder be gone by then, the push failed (retryable, 503):
+// its bytes are not kept, and the upload is left empty for the client to
+// send again, when it is stored whole.
+func (s *Store) placeHeld(ctx context.Context, o *openedUpload, r io.Reader, d digest.Digest) (BlobInfo, error) {
+	h := d.Algorithm().Hash()
+	size, err := io.Copy(h, ctxReader{ctx, r})
+	if err != nil {
+		o.w.Close()
+		return BlobInfo{}, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	if got := digest.NewDigest(d.Algorithm(), h); got != d {
+		return BlobInfo{}, s.rejectMismatch(ctx, o, got, d)
+	}
+	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
+		s.refuseUpload(o)
+		return BlobInfo{}, err
+	}
+	unlock := s.locks.RLock(o.repo)
+	defer unlock()
+	dst := blobKey(o.repo, d)
+	unlockBlob := s.locks.Lock("\x00blob " + dst)
+	defer unlockBlob()
+	if info, err := s.drv.Stat(ctx, dst); err == nil && !dedupe.IsPlaceholder(info, d) && info.Size == size {
+		s.refresh(ctx, dst, d) // pushed meanwhile, whole: keep it
+	} else if placed, err := s.placeBlob(ctx, d, size, dst); err != nil || !placed {
+		o.w.Close()
+		if err == nil {
+			err = fmt.Errorf("%w: the copy of %s this push was to share went away while it was sent; push it again", ErrUnavailable, d)
+		}
+		return BlobInfo{}, err
+	}
+	s.uploads.drop(o.key)
+	if err := o.w.Cancel(ctx); err != nil {
+		s.log.Warn("cannot remove an upload after placing its blob", "repo", o.repo, "upload", o.id, "err", err)
+	}
+	if err := s.stillWanted(ctx, o.repo, d); err != nil {
+		return BlobInfo{}, err
+	}
+	s.log.Debug("blob placed as a placeholder, its bytes read and not written", "repo", o.repo, "digest", d, "bytes", size)
 	return BlobInfo{Digest: d, Size: size}, nil
 }
 

@@ -48,7 +48,12 @@ type RepoQuota struct {
 }
 
 // SetQuota sets the root's limits; the zero Quota has none.
-func (s *Store) SetQuota(q Quota) { s.quota.Store(&q) }
+func (s *Store) SetQuota(q Quota) {
+	if _, ok := s.drv.(driver.Spacer); q.MinFreeSpace > 0 && !ok {
+		s.log.Warn(q.Name+".quota.minFreeSpace does nothing here: this storage has no free space to tell (a bucket); "+q.Name+".quota.maxBytes bounds it", "storage", s.drv.String())
+	}
+	s.quota.Store(&q)
+}
 
 func (s *Store) limits() *Quota {
 	if q := s.quota.Load(); q != nil {

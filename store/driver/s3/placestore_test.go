@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -254,4 +255,19 @@ func TestSizedMonolithicPushThatFailsLeavesNothing(t *testing.T) {
 		t.Fatalf("the retry: %v", err)
 	}
 	assertStoredBlob(t, st, "app", dg, data)
+}
+
+// A free-space guard on a bucket is said to do nothing, not left to
+// seem to guard.
+func TestMinFreeSpaceOnABucketIsWarnedAbout(t *testing.T) {
+	var logged bytes.Buffer
+	st, err := store.New(store.Options{Driver: mustNew(t, testConfig(t, testServer(t))), Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.SetQuota(store.Quota{Name: "storage", MinFreeSpace: 1 << 30})
+	if !strings.Contains(logged.String(), "storage.quota.minFreeSpace does nothing here") {
+		t.Fatalf("no warning of a free-space guard on a bucket; the log: %s", logged.String())
+	}
 }
