@@ -225,3 +225,58 @@ func TestPierKilledMidMultipart(t *testing.T) {
 		t.Fatalf("the resumed blob: %d bytes, %v", len(got), err)
 	}
 }
+
+// pier is killed with SIGKILL in the middle of a monolithic push with a
+// Content-Length, which it streams to the bucket as one PutObject: the
+// bucket is left with nothing at the blob's key (a body cut short is
+// never an object, on a server that would otherwise keep what came), the
+// blob is unknown after the restart, and the push sent again succeeds.
+func TestPierKilledMidStreamedPush(t *testing.T) {
+	b := bucket.New(t)
+	p := pierproc.Start(t, pierproc.Options{Storage: b.Storage(map[string]any{"dedupe": true})})
+	c := ociclient.New(p.Addr)
+	data := random(24 << 20)
+	d := digest.FromBytes(data)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", p.URL("/v2/app/blobs/uploads/?digest="+d.String()), pr)
+		req.ContentLength = int64(len(data))
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusCreated {
+				err = fmt.Errorf("acknowledged")
+			}
+		}
+		done <- err
+	}()
+	// All of it but a little: the bucket has nearly the whole object.
+	if _, err := pw.Write(data[:len(data)-100]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	p.Kill(t)
+	pw.CloseWithError(io.ErrUnexpectedEOF)
+	if err := <-done; err == nil {
+		t.Fatal("a push cut by a crash was acknowledged")
+	}
+	time.Sleep(500 * time.Millisecond) // the bucket has seen the connection go
+	drv := b.Open(t)
+	if info, err := drv.Stat(t.Context(), "app/blobs/sha256/"+d.Encoded()); err == nil {
+		t.Fatalf("after the crash the bucket holds %d bytes at the blob's key", info.Size)
+	}
+	p.Restart(t)
+	if resp, err := c.Do("HEAD", "/v2/app/blobs/"+d.String(), nil, nil, http.StatusNotFound); err != nil {
+		t.Fatalf("the blob after the restart: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+	if _, err := c.PushBlob("app", data); err != nil {
+		t.Fatalf("the push sent again: %v", err)
+	}
+	got, err := c.GetBlob("app", d)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the blob pushed again: %d bytes, %v", len(got), err)
+	}
+}
