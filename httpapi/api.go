@@ -428,14 +428,13 @@ type streamer interface {
 
 // Chunks of a streamed response: each one is a single splice whose
 // progress cannot be followed until it ends, so it is kept to what the
-// client takes in about a second, from watchedChunk (the pieces a copy is
-// watched in) up to maxStreamChunk as the client shows it takes them
-// fast. A chunk that outlives the write deadline is judged by what it
-// sent, as a file's sendfile is (follow).
+// client took in about streamChunkTime the last time, from watchedChunk
+// (the pieces a copy is watched in) up to maxStreamChunk, growing at most
+// twofold a chunk. A chunk that outlives the write deadline is judged by
+// what it sent, as a file's sendfile is (follow).
 const (
 	maxStreamChunk  = 16 << 20
-	fastStreamChunk = 250 * time.Millisecond
-	slowStreamChunk = time.Second
+	streamChunkTime = time.Second
 )
 
 // stream sends lr's bytes with s.StreamTo, in chunks the write watch
@@ -455,6 +454,9 @@ func (r *recorder) stream(rf io.ReaderFrom, s streamer, lr *io.LimitedReader) (i
 		if err == io.EOF {
 			break
 		}
+		if err == nil && n == 0 {
+			err = io.ErrNoProgress // never loop on a reader that gives nothing
+		}
 		if err != nil {
 			if r.watch != nil && n >= minBodyProgress && errors.Is(err, os.ErrDeadlineExceeded) {
 				// A slow client, not a stalled one: the chunk outlived
@@ -467,14 +469,19 @@ func (r *recorder) stream(rf io.ReaderFrom, s streamer, lr *io.LimitedReader) (i
 			}
 			return total, err
 		}
-		switch took := time.Since(start); {
-		case took < fastStreamChunk:
-			chunk = min(2*chunk, maxStreamChunk)
-		case took > slowStreamChunk:
-			chunk = max(chunk/2, watchedChunk)
-		}
+		chunk = nextStreamChunk(chunk, n, time.Since(start))
 	}
 	return total, nil
+}
+
+// nextStreamChunk is the chunk after one of chunk bytes that sent n in
+// took: what the client takes in streamChunkTime at that pace.
+func nextStreamChunk(chunk, n int64, took time.Duration) int64 {
+	next := 2 * chunk
+	if took > 0 {
+		next = min(next, int64(float64(n)*streamChunkTime.Seconds()/took.Seconds()))
+	}
+	return min(max(next, watchedChunk), maxStreamChunk)
 }
 
 // Unwrap lets http.ResponseController reach the real writer.

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"time"
 
@@ -52,15 +51,16 @@ func (s *Store) placeOpened(ctx context.Context, o *openedUpload, r io.Reader, d
 	// Store.holder walks every repository when the index does not know
 	// the content, which a new blob's is not.
 	if s.placeholders && s.dedupe != nil {
-		if holders := s.dedupe.Holders(ctx, d); len(holders) > 0 {
-			// Only a holder known sound: one that rotted would refuse
-			// the placeholder after the body was read and thrown away,
-			// on every retry. Such content takes the upload's way.
-			if slices.ContainsFunc(holders, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) }) {
-				info, err := s.placeHeld(ctx, o, r, d)
-				return info, true, err
-			}
-			return BlobInfo{}, false, nil
+		// Only a holder the index names now, as placeBlob will ask it,
+		// and known sound: without an index to place with, or with a
+		// holder that rotted, the body would be read and thrown away for
+		// a placeholder refused, on every retry.
+		if _, ok := s.dedupe.HolderNow(ctx, d, -1, dst, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) }); ok {
+			info, err := s.placeHeld(ctx, o, r, d)
+			return info, true, err
+		}
+		if len(s.dedupe.Holders(ctx, d)) > 0 {
+			return BlobInfo{}, false, nil // the commit judges it
 		}
 	}
 	want := driver.Expected{Size: -1}

@@ -137,6 +137,27 @@ func (d *Deduper) Holders(ctx context.Context, dg digest.Digest) []driver.Info {
 	return out
 }
 
+// HolderNow is the copy of dg that Place would make dst a placeholder of
+// now: one the index names as every process sees it, other than dst, of
+// size bytes (any size where size is negative), that trusted accepts. ok
+// is false where there is none, or the index cannot tell.
+func (d *Deduper) HolderNow(ctx context.Context, dg digest.Digest, size int64, dst string, trusted func(driver.Info) bool) (holder driver.Info, ok bool) {
+	paths, err := d.pathsNow(ctx, dg)
+	if err != nil {
+		return driver.Info{}, false
+	}
+	for _, k := range paths {
+		if k == dst {
+			continue
+		}
+		info, err := d.drv.Stat(ctx, k)
+		if err == nil && !IsPlaceholder(info, dg) && (size < 0 || info.Size == size) && trusted(info) {
+			return info, true
+		}
+	}
+	return driver.Info{}, false
+}
+
 // Place makes dst a placeholder of a copy of dg, of size bytes, that the
 // index names, and reports whether it did. trusted says whether a holder's
 // content may be relied on (it was checked against dg). When Place reports
@@ -146,22 +167,9 @@ func (d *Deduper) Place(ctx context.Context, dg digest.Digest, size int64, dst s
 	if size == 0 {
 		return false, nil
 	}
-	paths, err := d.pathsNow(ctx, dg)
-	if err != nil {
-		return false, nil // no index: the content is stored whole
-	}
-	var holder driver.Info
-	for _, k := range paths {
-		if k == dst {
-			continue
-		}
-		if info, err := d.drv.Stat(ctx, k); err == nil && info.Size == size && trusted(info) {
-			holder = info
-			break
-		}
-	}
-	if holder.Key == "" {
-		return false, nil
+	holder, ok := d.HolderNow(ctx, dg, size, dst, trusted)
+	if !ok {
+		return false, nil // none, or no index: the content is stored whole
 	}
 	if d.applyNow(ctx, cache.Op{Digest: dg, Path: dst}) != nil {
 		return false, nil

@@ -243,3 +243,29 @@ func readObject(t *testing.T, d *Driver, key string) []byte {
 	}
 	return b
 }
+
+// A streamed put whose body is all but sent waits for the store's verdict
+// no longer than the driver's Timeout: a Finish after that fails, and the
+// key stays empty, rather than a request held open for as long as a lock
+// takes.
+func TestPlaceStreamedWaitsForFinishWithinTheTimeout(t *testing.T) {
+	d := faultDriver(t, testServer(t).endpoint) // Timeout 1 s
+	ctx := context.Background()
+	data := patterned(MinChunkSize + 11)
+	sum := sha256.Sum256(data)
+	key := "r/blobs/sha256/late"
+	w, err := d.Place(ctx, key, driver.Expected{Size: int64(len(data)), SHA256: sum[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := w.Finish(ctx); err == nil {
+		t.Fatal("a Finish after the Timeout succeeded")
+	}
+	if _, err := d.Stat(ctx, key); !driver.IsNotFound(err) {
+		t.Fatalf("after a late Finish the key answers: %v", err)
+	}
+}

@@ -90,9 +90,12 @@ func (w *putWriter) Write(p []byte) (int, error) {
 		return n, w.end(err)
 	}
 	if len(send) < len(p) {
-		w.last = p[len(p)-1:]
-		w.last = append([]byte(nil), w.last...)
+		w.last = append([]byte(nil), p[len(p)-1])
 		w.written++
+		// The request now waits, its body all but sent, for the store to
+		// check the digest and decide: that wait has the deadline of a
+		// call too (a server would cut an idle request anyway).
+		w.watch.Reset(w.d.cfg.Timeout)
 	}
 	return len(p), nil
 }
@@ -101,6 +104,7 @@ func (w *putWriter) Write(p []byte) (int, error) {
 // when it gave one, else cause.
 func (w *putWriter) end(cause error) error {
 	w.done = true
+	w.watch.Stop()
 	w.pw.CloseWithError(errPutAborted)
 	w.cancel()
 	err := <-w.result

@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
 
 	"github.com/pier-oci/pier/store/driver"
 )
@@ -135,9 +137,21 @@ func (b *streamBody) Read(p []byte) (int, error) {
 // read buffered, then straight from the socket.
 func (b *streamBody) sendTo(w io.ReaderFrom, n int64) (int64, error) {
 	if b.left < 0 {
-		return w.ReadFrom(io.LimitReader(b, n))
+		m, err := w.ReadFrom(io.LimitReader(b, n))
+		if err == nil && m < n {
+			err = io.ErrUnexpectedEOF // the body ended before what the range promised
+		}
+		return m, err
 	}
-	n = min(n, b.left)
+	if b.left < n {
+		// Shorter than the range asked for: send what there is, then
+		// say so, for the reader to ask again from there.
+		m, err := b.sendTo(w, b.left)
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return m, err
+	}
 	var sent int64
 	if k := int64(b.br.Buffered()); k > 0 {
 		m, err := w.ReadFrom(io.LimitReader(b.br, min(k, n)))
@@ -188,11 +202,11 @@ func (r *reader) StreamTo(w io.ReaderFrom, n int64) (int64, error) {
 		}
 		body, ok := r.body.(*streamBody)
 		if !ok {
-			return w.ReadFrom(io.LimitReader(r, n))
+			return r.copyTo(w, n)
 		}
-		r.watch.Reset(r.d.cfg.Timeout)
+		stop := r.watchSplice(body)
 		m, err := body.sendTo(w, min(n, r.bodyEnd-r.pos))
-		r.watch.Stop()
+		stop()
 		r.pos += m
 		r.bodyPos += m
 		if err == nil {
@@ -212,15 +226,91 @@ func (r *reader) StreamTo(w io.ReaderFrom, n int64) (int64, error) {
 	}
 }
 
+// watchSplice cuts the bucket's connection once the bucket has given
+// nothing for the driver's Timeout while a splice waits on it. A splice
+// waits on the client too: a bucket whose bytes wait unread in its socket
+// is not stalled, the client is slow, and that is for the HTTP layer's
+// write deadline to judge. stop ends the watch.
+func (r *reader) watchSplice(b *streamBody) (stop func()) {
+	var (
+		mu    sync.Mutex
+		done  bool
+		seen  uint64
+		moved = time.Now()
+		t     *time.Timer
+	)
+	cancel, timeout := r.cancel, r.d.cfg.Timeout
+	b.moving(&seen)
+	t = time.AfterFunc(timeout/4, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			return
+		}
+		if now := time.Now(); b.moving(&seen) {
+			moved = now
+		} else if now.Sub(moved) >= timeout {
+			cancel()
+			return
+		}
+		t.Reset(timeout / 4)
+	})
+	return func() {
+		mu.Lock()
+		done = true
+		mu.Unlock()
+		t.Stop()
+	}
+}
+
+// moving reports whether the bucket's side of the connection is alive:
+// bytes came in since the last look (*seen, from TCP_INFO), or some wait
+// in its socket for the splice to take them.
+func (b *streamBody) moving(seen *uint64) bool {
+	tc, ok := b.conn.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	queued, received := 0, uint64(0)
+	raw.Control(func(fd uintptr) {
+		queued, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			received = info.Bytes_received
+		}
+	})
+	grew := received > *seen
+	*seen = received
+	return queued > 0 || grew
+}
+
+// copyTo is StreamTo from a body that cannot be spliced (https, a proxy):
+// a copy, after which the position is where w stopped taking, not where
+// the reading stopped, so that what a write deadline cut off is sent
+// again by the next call rather than skipped.
+func (r *reader) copyTo(w io.ReaderFrom, n int64) (int64, error) {
+	start := r.pos
+	m, err := w.ReadFrom(io.LimitReader(r, n))
+	r.pos = start + m
+	if err == nil && m < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return m, err
+}
+
 // clientGone reports errors that can only come from the client's side: a
-// failed write (what the header read buffered is written, not spliced), a
-// broken pipe, a deadline (the bucket's side is cut by closing its
-// connection, never by a deadline). A failed splice says not which side
-// failed: it is retried.
+// failed write (what the header read buffered is written, not spliced;
+// net/http wraps it in its "readfrom" error), a broken pipe, a deadline
+// (the bucket's side is cut by closing its connection, never by a
+// deadline). A failed splice says not which side failed: it is retried.
 func clientGone(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "write" {
-		return true
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if op, ok := e.(*net.OpError); ok && op.Op == "write" {
+			return true
+		}
 	}
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.EPIPE)
 }

@@ -12,6 +12,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -283,5 +285,160 @@ func TestStreamToAClientThatIsGone(t *testing.T) {
 	// one GET again, whose write meets the broken pipe, which can.
 	if n := gets.Load(); n > 2 {
 		t.Fatalf("%d GETs for a client that is gone (%v); want 2 at most", n, err)
+	}
+}
+
+// A ranged GET answered with fewer bytes than the range asked (a server
+// that clamps it, a segment shorter than its record) ends StreamTo with an
+// error once the retries are spent, as Read does, never with (0, nil)
+// again and again for the HTTP layer to spin on.
+func TestStreamToAShortBodyEnds(t *testing.T) {
+	ctx := context.Background()
+	target, _ := url.Parse(testServer(t).endpoint)
+	var armed atomic.Bool
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		if armed.Load() && r.Request.Method == http.MethodGet && r.Request.Header.Get("Range") != "" && r.ContentLength > 10 {
+			short := r.ContentLength / 2
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.LimitReader(r.Body, short), r.Body}
+			r.ContentLength = short
+			r.Header.Set("Content-Length", strconv.FormatInt(short, 10))
+		}
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	defer srv.Close()
+	d := faultDriver(t, srv.URL)
+	data := randomData(t, 1<<20)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Seek(100, io.SeekStart) // a ranged GET
+	armed.Store(true)
+	conn, received := tcpPair(t)
+	var sent int64
+	for i := range 10 {
+		n, err := f.(driver.StreamReader).StreamTo(conn, 256<<10)
+		sent += n
+		if err != nil {
+			if !errors.Is(err, driver.ErrUnavailable) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("a short body ended the stream with %v", err)
+			}
+			if got := received(); !bytes.Equal(got, data[100:100+len(got)]) || int64(len(got)) != sent {
+				t.Fatalf("the connection received %d bytes, not the %d of the object sent", len(got), sent)
+			}
+			return
+		}
+		if n == 0 {
+			t.Fatalf("call %d: StreamTo sent nothing and said nothing", i)
+		}
+	}
+	t.Fatal("a body short every time never ended the stream")
+}
+
+// StreamTo of a reader that copies (an https endpoint or a proxy, where
+// OpenStream gives Open's reader) moves the position by what reached the
+// connection, not by what it read: a write deadline that cuts a copy
+// leaves no hole for the next call.
+func TestStreamToACopyCutByADeadlineLeavesNoHole(t *testing.T) {
+	ctx := context.Background()
+	d := mustNew(t, testConfig(t, testServer(t)))
+	data := randomData(t, 8<<20)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := d.Open(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	c, _ := net.Dial("tcp", l.Addr().String())
+	defer c.Close()
+	peer, _ := l.Accept() // reads nothing yet: the socket buffers fill
+	defer peer.Close()
+	c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	n, err := f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), int64(len(data)))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("StreamTo: %d, %v; want the deadline", n, err)
+	}
+	if pos, _ := f.Seek(0, io.SeekCurrent); pos != n {
+		t.Fatalf("StreamTo wrote %d bytes but moved the reader to %d: %d bytes would be skipped", n, pos, pos-n)
+	}
+	c.SetWriteDeadline(time.Time{})
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(peer); got <- b }()
+	for {
+		_, err := f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), 1<<20)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if b := <-got; !bytes.Equal(b, data) {
+		t.Fatalf("the connection received %d bytes that are not the object's %d", len(b), len(data))
+	}
+}
+
+// A client slower than the driver's Timeout per splice, but reading, is
+// not a stalled bucket: the bucket's bytes wait in its socket, the watch
+// sees them, and the pull goes through with every byte.
+func TestStreamToASlowClientIsNotAStalledBucket(t *testing.T) {
+	ctx := context.Background()
+	d := faultDriver(t, testServer(t).endpoint) // Timeout 1 s
+	data := randomData(t, 3<<20)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	c, _ := net.Dial("tcp", l.Addr().String())
+	defer c.Close()
+	peer, _ := l.Accept()
+	defer peer.Close()
+	c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	peer.(*net.TCPConn).SetReadBuffer(64 << 10)
+	got := make(chan []byte, 1)
+	go func() { // takes 1 MiB, then pauses 1.5 s, and so on
+		var buf bytes.Buffer
+		for {
+			time.Sleep(1500 * time.Millisecond)
+			if n, err := io.CopyN(&buf, peer, 1<<20); err != nil || n == 0 {
+				got <- buf.Bytes()
+				return
+			}
+		}
+	}()
+	for {
+		_, err := f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), 4<<20)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("a slow client's pull failed: %v", err)
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if b := <-got; !bytes.Equal(b, data) {
+		t.Fatalf("the slow client received %d bytes that are not the object's %d", len(b), len(data))
 	}
 }
