@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -50,25 +51,25 @@ func (s *Store) placeOpened(ctx context.Context, o *openedUpload, r io.Reader, d
 	// body written. The index only, as commitBlob's placeBlob asks it:
 	// Store.holder walks every repository when the index does not know
 	// the content, which a new blob's is not.
-	if s.placeholders && s.dedupe != nil {
-		// Only a holder the index names now, as placeBlob will ask it,
-		// and known sound: without an index to place with, or with a
-		// holder that rotted, the body would be read and thrown away for
-		// a placeholder refused, on every retry.
-		if _, ok := s.dedupe.HolderNow(ctx, d, -1, dst, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) }); ok {
-			info, err := s.placeHeld(ctx, o, r, d)
-			return info, true, err
-		}
-		if len(s.dedupe.Holders(ctx, d)) > 0 {
-			return BlobInfo{}, false, nil // the commit judges it
-		}
-	}
 	want := driver.Expected{Size: -1}
 	if b, ok := r.(Sized); ok && b.Size >= 0 {
 		want = driver.Expected{Size: b.Size, SHA256: sha256Of(d)}
 		if err := s.admitBlob(ctx, o.repo, d, b.Size); err != nil {
 			s.refuseUpload(o)
 			return BlobInfo{}, true, err
+		}
+	}
+	if s.placeholders && s.dedupe != nil {
+		// Only a holder the index names now, as placeBlob will ask it,
+		// and known sound: without an index to place with, or with a
+		// holder that rotted, the body would be read and thrown away for
+		// a placeholder refused, on every retry.
+		if _, ok := s.dedupe.HolderNow(ctx, d, want.Size, dst, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) }); ok {
+			info, err := s.placeHeld(ctx, o, r, d)
+			return info, true, err
+		}
+		if len(s.dedupe.Holders(ctx, d)) > 0 {
+			return BlobInfo{}, false, nil // the commit judges it
 		}
 	}
 	done := s.placing.add(dst)
@@ -154,7 +155,10 @@ func (s *Store) placeHeld(ctx context.Context, o *openedUpload, r io.Reader, d d
 	size, err := io.Copy(h, ctxReader{ctx, r})
 	if err != nil {
 		o.w.Close()
-		return BlobInfo{}, fmt.Errorf("read blob %s: %w", d, err)
+		if ctx.Err() != nil {
+			return BlobInfo{}, ctx.Err()
+		}
+		return BlobInfo{}, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, err)
 	}
 	if got := digest.NewDigest(d.Algorithm(), h); got != d {
 		return BlobInfo{}, s.rejectMismatch(ctx, o, got, d)
@@ -168,14 +172,30 @@ func (s *Store) placeHeld(ctx context.Context, o *openedUpload, r io.Reader, d d
 	dst := blobKey(o.repo, d)
 	unlockBlob := s.locks.Lock("\x00blob " + dst)
 	defer unlockBlob()
-	if info, err := s.drv.Stat(ctx, dst); err == nil && !dedupe.IsPlaceholder(info, d) && info.Size == size {
+	whole := func() bool {
+		info, err := s.drv.Stat(ctx, dst)
+		return err == nil && !dedupe.IsPlaceholder(info, d) && info.Size == size
+	}
+	if whole() {
 		s.refresh(ctx, dst, d) // pushed meanwhile, whole: keep it
-	} else if placed, err := s.placeBlob(ctx, d, size, dst); err != nil || !placed {
-		o.w.Close()
-		if err == nil {
-			err = fmt.Errorf("%w: the copy of %s this push was to share went away while it was sent; push it again", ErrUnavailable, d)
+	} else {
+		// Only where nothing is at the key: another replica may have
+		// stored the content whole there meanwhile, and a placeholder
+		// written over it would name a holder that may be gone.
+		placed, err := s.dedupe.PlaceNew(ctx, d, size, dst, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) })
+		switch {
+		case errors.Is(err, dedupe.ErrTaken) && whole():
+			s.refresh(ctx, dst, d)
+		case err != nil && !errors.Is(err, dedupe.ErrTaken):
+			o.w.Close()
+			return BlobInfo{}, fromDriver(err, nil, "place blob %s", d)
+		case !placed:
+			// The holder went (or the key holds what this push cannot
+			// vouch for). A placeholder this wrote is left: the retry's
+			// commit finds it empty of content and stores the blob whole.
+			o.w.Close()
+			return BlobInfo{}, fmt.Errorf("%w: the copy of %s this push was to share went away while it was sent; push it again", ErrUnavailable, d)
 		}
-		return BlobInfo{}, err
 	}
 	s.uploads.drop(o.key)
 	if err := o.w.Cancel(ctx); err != nil {

@@ -140,7 +140,8 @@ func (d *Deduper) Holders(ctx context.Context, dg digest.Digest) []driver.Info {
 // HolderNow is the copy of dg that Place would make dst a placeholder of
 // now: one the index names as every process sees it, other than dst, of
 // size bytes (any size where size is negative), that trusted accepts. ok
-// is false where there is none, or the index cannot tell.
+// is false where there is none, or the index cannot tell. Empty content
+// has no holder: it is stored as it is.
 func (d *Deduper) HolderNow(ctx context.Context, dg digest.Digest, size int64, dst string, trusted func(driver.Info) bool) (holder driver.Info, ok bool) {
 	paths, err := d.pathsNow(ctx, dg)
 	if err != nil {
@@ -151,7 +152,7 @@ func (d *Deduper) HolderNow(ctx context.Context, dg digest.Digest, size int64, d
 			continue
 		}
 		info, err := d.drv.Stat(ctx, k)
-		if err == nil && !IsPlaceholder(info, dg) && (size < 0 || info.Size == size) && trusted(info) {
+		if err == nil && info.Size > 0 && !IsPlaceholder(info, dg) && (size < 0 || info.Size == size) && trusted(info) {
 			return info, true
 		}
 	}
@@ -164,6 +165,21 @@ func (d *Deduper) HolderNow(ctx context.Context, dg digest.Digest, size int64, d
 // false, dst may hold a placeholder it wrote and the caller must put the
 // content at dst itself (or fail): that is the protocol's way out.
 func (d *Deduper) Place(ctx context.Context, dg digest.Digest, size int64, dst string, trusted func(driver.Info) bool) (bool, error) {
+	return d.place(ctx, dg, size, dst, trusted, false)
+}
+
+// ErrTaken: PlaceNew found an object at its key already.
+var ErrTaken = errors.New("the key holds an object already")
+
+// PlaceNew is Place for a caller that has no content to fall back on (it
+// read the push and kept nothing): the placeholder is made only where
+// there is no object at dst yet, for it must never replace content
+// another process stored there meanwhile; there is one, it is ErrTaken.
+func (d *Deduper) PlaceNew(ctx context.Context, dg digest.Digest, size int64, dst string, trusted func(driver.Info) bool) (bool, error) {
+	return d.place(ctx, dg, size, dst, trusted, true)
+}
+
+func (d *Deduper) place(ctx context.Context, dg digest.Digest, size int64, dst string, trusted func(driver.Info) bool, onlyNew bool) (bool, error) {
 	if size == 0 {
 		return false, nil
 	}
@@ -174,7 +190,13 @@ func (d *Deduper) Place(ctx context.Context, dg digest.Digest, size int64, dst s
 	if d.applyNow(ctx, cache.Op{Digest: dg, Path: dst}) != nil {
 		return false, nil
 	}
-	if _, err := d.drv.WriteFile(ctx, dst, nil); err != nil {
+	if onlyNew {
+		if _, err := d.drv.ReplaceFile(ctx, dst, nil, ""); errors.Is(err, driver.ErrConflict) {
+			return false, ErrTaken
+		} else if err != nil {
+			return false, err
+		}
+	} else if _, err := d.drv.WriteFile(ctx, dst, nil); err != nil {
 		return false, err
 	}
 	again, err := d.pathsNow(ctx, dg)

@@ -308,3 +308,36 @@ func (s *slowComplete) MarkComplete(ctx context.Context) error {
 	<-s.release
 	return s.Memory.MarkComplete(ctx)
 }
+
+// Another process stores the content whole at the push's key just before
+// a PlaceNew writes its placeholder (a replica whose commit found no
+// holder): PlaceNew must not write over it, where Place would. It
+// answers ErrTaken and the content stays.
+func TestPlaceNewNeverReplacesAnObject(t *testing.T) {
+	b, mem, data, dg := setup(t)
+	index := &hookedIndex{Cache: mem, before: map[string]func(){}}
+	holder, dst := "a/blobs/sha256/"+dg.Encoded(), "b/blobs/sha256/"+dg.Encoded()
+	blob(t, b, holder, data)
+	mem.Apply(ctx, []cache.Op{{Digest: dg, Path: holder}})
+	pusher := deduper(t, b, index)
+	index.before[dst] = func() { blob(t, b, dst, data) }
+	placed, err := pusher.PlaceNew(ctx, dg, int64(len(data)), dst, trusted)
+	if placed || !errors.Is(err, dedupe.ErrTaken) {
+		t.Fatalf("PlaceNew over an object stored meanwhile: %v, %v; want ErrTaken", placed, err)
+	}
+	if got, _, err := b.ReadFile(ctx, dst, 1<<30); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the object at the key is now %d bytes, %v; want the content stored there", len(got), err)
+	}
+}
+
+// Empty content has no holder: there is nothing to share, and a
+// placeholder of it would be the content itself.
+func TestEmptyContentHasNoHolder(t *testing.T) {
+	b, mem, _, _ := setup(t)
+	empty := digest.FromBytes(nil)
+	blob(t, b, "a/blobs/sha256/"+empty.Encoded(), nil)
+	mem.Apply(ctx, []cache.Op{{Digest: empty, Path: "a/blobs/sha256/" + empty.Encoded()}})
+	if h, ok := deduper(t, b, mem).HolderNow(ctx, empty, -1, "b/blobs/sha256/"+empty.Encoded(), trusted); ok {
+		t.Fatalf("the empty blob has a holder: %+v", h)
+	}
+}

@@ -120,3 +120,22 @@ func storedSize(t *testing.T, d *Driver, repo string, dg digest.Digest) int64 {
 	}
 	return info.Size
 }
+
+// The empty blob pushed to a second repository (an empty body, as
+// docker sends with the digest at the end) is stored, not refused for a
+// placeholder that empty content cannot have.
+func TestPushOfTheEmptyBlobToASecondRepository(t *testing.T) {
+	_, st, _ := bucketStore(t, redisCache(t), nil)
+	ctx := context.Background()
+	empty := digest.FromBytes(nil)
+	for _, repo := range []string{"a", "b"} {
+		id, err := st.NewUpload(ctx, repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.CommitUpload(ctx, repo, id, store.Sized{Reader: bytes.NewReader(nil), Size: 0}, empty); err != nil {
+			t.Fatalf("push of the empty blob to %s: %v", repo, err)
+		}
+		assertStoredBlob(t, st, repo, empty, nil)
+	}
+}
