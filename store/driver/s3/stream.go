@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
 
@@ -34,8 +35,29 @@ import (
 
 // OpenStream is Open for a reader that will be sent to a client whole or
 // in large ranges: its StreamTo splices where the endpoint allows it.
+// There it asks only for the object's description (a HEAD, on a pooled
+// connection): the first GET, on a connection of its own, is made where
+// the reader is first read, so that a HEAD request costs no GET and a
+// ranged one no GET of the whole object.
 func (d *Driver) OpenStream(ctx context.Context, key string) (io.ReadSeekCloser, driver.Info, error) {
-	return d.open(ctx, key, d.canStream)
+	if !d.canStream {
+		return d.open(ctx, key, false)
+	}
+	obj, err := d.object(key)
+	if err != nil {
+		return nil, driver.Info{}, err
+	}
+	out, err := d.head(ctx, key, obj)
+	if err != nil {
+		return nil, driver.Info{}, err
+	}
+	if _, ok := uploadSize(out.Metadata); ok {
+		return d.open(ctx, key, true) // an upload: its record says where its bytes are
+	}
+	fi := info(key, aws.ToInt64(out.ContentLength), out.LastModified, out.ETag)
+	r := d.newReader(ctx, key, []piece{{obj: obj, etag: fi.Version, size: fi.Size}})
+	r.stream = true
+	return r, fi, nil
 }
 
 // streamable reports whether GETs to endpoint can be spliced: plain http.

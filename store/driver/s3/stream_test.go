@@ -442,3 +442,41 @@ func TestStreamToASlowClientIsNotAStalledBucket(t *testing.T) {
 		t.Fatalf("the slow client received %d bytes that are not the object's %d", len(b), len(data))
 	}
 }
+
+// OpenStream asks only for the object's description: a HEAD request for
+// a blob costs the bucket no GET, and a ranged one a single GET of its
+// range, not one of the whole object first.
+func TestOpenStreamGetsOnlyWhatIsRead(t *testing.T) {
+	ctx := context.Background()
+	endpoint, gets, armed := cuttingProxy(t, 1<<40)
+	d := faultDriver(t, endpoint)
+	data := randomData(t, 2<<20)
+	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	f, info, err := d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if n := gets.Load(); n != 0 || info.Size != int64(len(data)) {
+		t.Fatalf("an OpenStream closed unread: %d GETs, size %d; want none and %d", n, info.Size, len(data))
+	}
+	f, _, err = d.OpenStream(ctx, "r/blobs/sha256/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Seek(1<<20, io.SeekStart)
+	conn, received := tcpPair(t)
+	if n, err := f.(driver.StreamReader).StreamTo(conn, 1000); n != 1000 || err != nil {
+		t.Fatalf("StreamTo: %d, %v", n, err)
+	}
+	if got := received(); !bytes.Equal(got, data[1<<20:1<<20+1000]) {
+		t.Fatal("the range received is not the object's")
+	}
+	if n := gets.Load(); n != 1 {
+		t.Fatalf("a ranged read made %d GETs; want 1", n)
+	}
+}
