@@ -104,19 +104,12 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 		return BlobInfo{}, err
 	}
 	size := w.Size()
-	if got := digest.NewDigest(digest.SHA256, o.session.sha); got != d {
-		return BlobInfo{}, s.rejectMismatch(ctx, o, got, d)
-	}
-	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
-		s.refuseUpload(o)
+	if err := s.admitPlaced(ctx, o, digest.NewDigest(digest.SHA256, o.session.sha), d, size); err != nil {
 		return BlobInfo{}, err
 	}
-	unlock := s.locks.RLock(o.repo)
-	defer unlock()
 	dst := blobKey(o.repo, d)
-	unlockBlob := s.locks.Lock("\x00blob " + dst)
-	defer unlockBlob()
-	if info, err := s.drv.Stat(ctx, dst); err == nil && !dedupe.IsPlaceholder(info, d) && info.Size == size {
+	defer s.lockNewBlob(o.repo, dst)()
+	if s.wholeAt(ctx, dst, d, size) {
 		// Another push of the same content (another client, another
 		// replica) put it there meanwhile: blobs are immutable, keep it.
 		w.Abort()
@@ -133,6 +126,48 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 		}
 		s.stored(ctx, o.repo, d, size, dst)
 	}
+	return s.placedIn(ctx, o, d, size, "blob placed")
+}
+
+// admitPlaced checks a placed push's content (got) against d and its size
+// against the quotas; a refusal ends the upload.
+func (s *Store) admitPlaced(ctx context.Context, o *openedUpload, got, d digest.Digest, size int64) error {
+	if got != d {
+		return s.rejectMismatch(ctx, o, got, d)
+	}
+	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
+		s.refuseUpload(o)
+		return err
+	}
+	return nil
+}
+
+// lockNewBlob takes the locks a blob pushed to repo is decided under,
+// and returns their release: the repository's, shared (a collection takes
+// it alone), and the blob key's own (lockBlobKey).
+func (s *Store) lockNewBlob(repo, dst string) (unlock func()) {
+	unlockRepo := s.locks.RLock(repo)
+	unlockBlob := s.lockBlobKey(dst)
+	return func() { unlockBlob(); unlockRepo() }
+}
+
+// lockBlobKey serialises the pushes and mounts that decide what the blob
+// key dst holds.
+func (s *Store) lockBlobKey(dst string) (unlock func()) {
+	return s.locks.Lock("\x00blob " + dst)
+}
+
+// wholeAt reports whether dst holds d whole, size bytes and not a
+// placeholder: another push (another client, another replica) put it
+// there.
+func (s *Store) wholeAt(ctx context.Context, dst string, d digest.Digest, size int64) bool {
+	info, err := s.drv.Stat(ctx, dst)
+	return err == nil && !dedupe.IsPlaceholder(info, d) && info.Size == size
+}
+
+// placedIn ends a placed push whose blob is in: its upload goes, and the
+// blob is checked still wanted (not being collected).
+func (s *Store) placedIn(ctx context.Context, o *openedUpload, d digest.Digest, size int64, what string) (BlobInfo, error) {
 	s.uploads.drop(o.key)
 	if err := o.w.Cancel(ctx); err != nil {
 		s.log.Warn("cannot remove an upload after placing its blob", "repo", o.repo, "upload", o.id, "err", err)
@@ -140,7 +175,7 @@ func (s *Store) placeBody(ctx context.Context, o *openedUpload, w driver.PlaceWr
 	if err := s.stillWanted(ctx, o.repo, d); err != nil {
 		return BlobInfo{}, err
 	}
-	s.log.Debug("blob placed", "repo", o.repo, "digest", d, "bytes", size)
+	s.log.Debug(what, "repo", o.repo, "digest", d, "bytes", size)
 	return BlobInfo{Digest: d, Size: size}, nil
 }
 
@@ -160,52 +195,33 @@ func (s *Store) placeHeld(ctx context.Context, o *openedUpload, r io.Reader, d d
 		}
 		return BlobInfo{}, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, err)
 	}
-	if got := digest.NewDigest(d.Algorithm(), h); got != d {
-		return BlobInfo{}, s.rejectMismatch(ctx, o, got, d)
-	}
-	if err := s.admitBlob(ctx, o.repo, d, size); err != nil {
-		s.refuseUpload(o)
+	if err := s.admitPlaced(ctx, o, digest.NewDigest(d.Algorithm(), h), d, size); err != nil {
 		return BlobInfo{}, err
 	}
-	unlock := s.locks.RLock(o.repo)
-	defer unlock()
 	dst := blobKey(o.repo, d)
-	unlockBlob := s.locks.Lock("\x00blob " + dst)
-	defer unlockBlob()
-	whole := func() bool {
-		info, err := s.drv.Stat(ctx, dst)
-		return err == nil && !dedupe.IsPlaceholder(info, d) && info.Size == size
-	}
-	if whole() {
+	defer s.lockNewBlob(o.repo, dst)()
+	if s.wholeAt(ctx, dst, d, size) {
 		s.refresh(ctx, dst, d) // pushed meanwhile, whole: keep it
-	} else {
-		// Only where nothing is at the key: another replica may have
-		// stored the content whole there meanwhile, and a placeholder
-		// written over it would name a holder that may be gone.
-		placed, err := s.dedupe.PlaceNew(ctx, d, size, dst, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) })
-		switch {
-		case errors.Is(err, dedupe.ErrTaken) && whole():
-			s.refresh(ctx, dst, d)
-		case err != nil && !errors.Is(err, dedupe.ErrTaken):
-			o.w.Close()
-			return BlobInfo{}, fromDriver(err, nil, "place blob %s", d)
-		case !placed:
-			// The holder went (or the key holds what this push cannot
-			// vouch for). A placeholder this wrote is left: the retry's
-			// commit finds it empty of content and stores the blob whole.
-			o.w.Close()
-			return BlobInfo{}, fmt.Errorf("%w: the copy of %s this push was to share went away while it was sent; push it again", ErrUnavailable, d)
-		}
+		return s.placedIn(ctx, o, d, size, "blob placed")
 	}
-	s.uploads.drop(o.key)
-	if err := o.w.Cancel(ctx); err != nil {
-		s.log.Warn("cannot remove an upload after placing its blob", "repo", o.repo, "upload", o.id, "err", err)
+	// Only where nothing is at the key: another replica may have stored
+	// the content whole there meanwhile, and a placeholder written over it
+	// would name a holder that may be gone.
+	placed, err := s.dedupe.PlaceNew(ctx, d, size, dst, func(h driver.Info) bool { return s.checkedHolder(ctx, h, d) })
+	switch {
+	case errors.Is(err, dedupe.ErrTaken) && s.wholeAt(ctx, dst, d, size):
+		s.refresh(ctx, dst, d)
+	case err != nil && !errors.Is(err, dedupe.ErrTaken):
+		o.w.Close()
+		return BlobInfo{}, fromDriver(err, nil, "place blob %s", d)
+	case !placed:
+		// The holder went (or the key holds what this push cannot vouch
+		// for). A placeholder this wrote is left: the retry's commit
+		// finds it empty of content and stores the blob whole.
+		o.w.Close()
+		return BlobInfo{}, fmt.Errorf("%w: the copy of %s this push was to share went away while it was sent; push it again", ErrUnavailable, d)
 	}
-	if err := s.stillWanted(ctx, o.repo, d); err != nil {
-		return BlobInfo{}, err
-	}
-	s.log.Debug("blob placed as a placeholder, its bytes read and not written", "repo", o.repo, "digest", d, "bytes", size)
-	return BlobInfo{Digest: d, Size: size}, nil
+	return s.placedIn(ctx, o, d, size, "blob placed as a placeholder, its bytes read and not written")
 }
 
 // placeRefreshAfter is how long a placed push may take before its blob's

@@ -475,11 +475,8 @@ func (s *Store) uploadDigest(ctx context.Context, o *openedUpload, alg digest.Al
 // A per-blob lock orders concurrent pushes of one blob, so the second is
 // acknowledged only once the first's blob is durable.
 func (s *Store) commitBlob(ctx context.Context, o *openedUpload, d digest.Digest, size int64) error {
-	unlock := s.locks.RLock(o.repo)
-	defer unlock()
 	dst := blobKey(o.repo, d)
-	unlockBlob := s.locks.Lock("\x00blob " + dst)
-	defer unlockBlob()
+	defer s.lockNewBlob(o.repo, dst)()
 	if info, err := s.drv.Stat(ctx, dst); err == nil {
 		if s.placeholders && dedupe.IsPlaceholder(info, d) {
 			if held, err := s.holder(ctx, d); err == nil {
