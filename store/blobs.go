@@ -50,11 +50,7 @@ func (s *Store) statOwn(ctx context.Context, repo string, d digest.Digest) (Blob
 // *os.File, so the HTTP layer serves it with sendfile and ranges; on s3
 // over plain http it is a driver.StreamReader, which splices.
 func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, error) {
-	open := s.drv.Open
-	if st, ok := s.drv.(driver.Streamer); ok {
-		open = st.OpenStream
-	}
-	f, info, _, err := s.openBlob(ctx, repo, d, open)
+	f, info, _, err := s.openBlob(ctx, repo, d)
 	return f, info, err
 }
 
@@ -73,7 +69,7 @@ func (s *Store) BlobURL(ctx context.Context, repo string, d digest.Digest) (stri
 	if s.redirector == nil {
 		return "", BlobInfo{}, nil
 	}
-	f, info, key, err := s.openBlob(ctx, repo, d, s.drv.Open)
+	f, info, key, err := s.openBlob(ctx, repo, d)
 	if err != nil {
 		return "", BlobInfo{}, err
 	}
@@ -86,8 +82,15 @@ func (s *Store) BlobURL(ctx context.Context, repo string, d digest.Digest) (stri
 	return u, info, nil
 }
 
-// openBlob is OpenBlob, with the key of the object read, which open opens.
-func (s *Store) openBlob(ctx context.Context, repo string, d digest.Digest, open func(context.Context, string) (io.ReadSeekCloser, driver.Info, error)) (io.ReadSeekCloser, BlobInfo, string, error) {
+// openBlob is OpenBlob, with the key of the object read. A driver that
+// streams opens it to be sent (driver.Streamer): on s3 that costs a HEAD
+// until it is read, so that a HEAD request or BlobURL's check (of a blob
+// already verified) starts no GET.
+func (s *Store) openBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, string, error) {
+	open := s.drv.Open
+	if st, ok := s.drv.(driver.Streamer); ok {
+		open = st.OpenStream
+	}
 	key := blobKey(repo, d)
 	if s.placeholders || s.lookupOn {
 		held, err := s.content(ctx, repo, d)
@@ -214,8 +217,7 @@ func (s *Store) mountLocked(ctx context.Context, repo, from string, d digest.Dig
 		return err
 	}
 	dst := blobKey(repo, d)
-	unlockBlob := s.locks.Lock("\x00blob " + dst)
-	defer unlockBlob()
+	defer s.lockBlobKey(dst)()
 	if info, err := s.drv.Stat(ctx, dst); err == nil && !(s.placeholders && dedupe.IsPlaceholder(info, d)) {
 		if s.intact(ctx, info, d, src.Size, src.Key) {
 			if err := s.syncExisting(ctx, dst); err != nil {

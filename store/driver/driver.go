@@ -318,9 +318,10 @@ type Redirector interface {
 // kernel, from the storage's connection to the client's (splice(2)),
 // rather than copied through pier.
 type Streamer interface {
-	// OpenStream is Open for an object that will be sent to a client. Its
-	// reader may be a StreamReader; where the backend cannot stream (TLS)
-	// it is Open's.
+	// OpenStream is Open for an object that will be sent to a client, or
+	// perhaps not read at all (a HEAD request): it may defer reading
+	// until the reader is read. Its reader may be a StreamReader, which
+	// copies where the backend cannot splice (TLS).
 	OpenStream(ctx context.Context, key string) (io.ReadSeekCloser, Info, error)
 }
 

@@ -259,7 +259,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		keep = max(1, int(cfg.Buffers.Limit()/cfg.ChunkSize)) + 1
 	}
 	return &Driver{s3: client, cfg: cfg, bucket: cfg.Bucket, prefix: cfg.Prefix, log: log, free: make(chan []byte, keep),
-		canStream: cfg.Endpoint != "" && !cfg.Accelerate && streamable(endpointURL(cfg.Endpoint, cfg.Secure))}, nil
+		canStream: cfg.Endpoint != "" && !cfg.Accelerate && strings.HasPrefix(endpointURL(cfg.Endpoint, cfg.Secure), "http://")}, nil
 }
 
 // unsignedFirst marks every payload unsigned before the SDK's checksum

@@ -34,15 +34,12 @@ import (
 // or one reached through a proxy, is read as Open reads it.
 
 // OpenStream is Open for a reader that will be sent to a client whole or
-// in large ranges: its StreamTo splices where the endpoint allows it.
-// There it asks only for the object's description (a HEAD, on a pooled
-// connection): the first GET, on a connection of its own, is made where
-// the reader is first read, so that a HEAD request costs no GET and a
-// ranged one no GET of the whole object.
+// in large ranges, or perhaps not read at all (a HEAD request, a check
+// before a redirect): it asks only for the object's description (a HEAD),
+// and its first GET is made where it is first read, of the range read
+// there. Its StreamTo splices where the endpoint allows it, each GET then
+// on a connection of its own.
 func (d *Driver) OpenStream(ctx context.Context, key string) (io.ReadSeekCloser, driver.Info, error) {
-	if !d.canStream {
-		return d.open(ctx, key, false)
-	}
 	obj, err := d.object(key)
 	if err != nil {
 		return nil, driver.Info{}, err
@@ -58,11 +55,6 @@ func (d *Driver) OpenStream(ctx context.Context, key string) (io.ReadSeekCloser,
 	r := d.newReader(ctx, key, []piece{{obj: obj, etag: fi.Version, size: fi.Size}})
 	r.stream = true
 	return r, fi, nil
-}
-
-// streamable reports whether GETs to endpoint can be spliced: plain http.
-func streamable(endpoint string) bool {
-	return len(endpoint) > len("http://") && endpoint[:len("http://")] == "http://"
 }
 
 // getOptions are the options of a GetObject: with stream (and an endpoint
