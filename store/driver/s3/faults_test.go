@@ -127,23 +127,9 @@ func TestFaultServerErrors(t *testing.T) {
 // A body that stops coming: the read is cut after the deadline, tried
 // again once, and fails; it does not hang.
 func TestFaultStalledBody(t *testing.T) {
-	s := testServer(t)
-	target, _ := url.Parse(s.endpoint)
-	var stall atomic.Bool
-	release := make(chan struct{})
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ErrorLog = log.New(io.Discard, "", 0)
-	proxy.ModifyResponse = func(r *http.Response) error {
-		if stall.Load() && r.Request.Method == http.MethodGet {
-			r.Body = &stallingBody{ReadCloser: r.Body, left: 64 << 10, release: release}
-		}
-		return nil
-	}
-	srv := httptest.NewServer(proxy)
-	defer srv.Close()
+	endpoint, stall, release := stallingProxy(t)
 	defer close(release)
-
-	d := faultDriver(t, srv.URL)
+	d := faultDriver(t, endpoint)
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	if _, err := d.WriteFile(context.Background(), "r/blobs/sha256/b", data); err != nil {
 		t.Fatal(err)
@@ -162,6 +148,30 @@ func TestFaultStalledBody(t *testing.T) {
 	if took := time.Since(start); took > (readRetries+2)*faultTimeout {
 		t.Fatalf("read of a stalled body took %v; the deadline is %v, %d retries", took, faultTimeout, readRetries)
 	}
+}
+
+// proxyTo is a proxy to the test server whose answers modify changes,
+// and its endpoint.
+func proxyTo(t *testing.T, modify func(*http.Response)) string {
+	target, _ := url.Parse(testServer(t).endpoint)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0)
+	proxy.ModifyResponse = func(r *http.Response) error { modify(r); return nil }
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// stallingProxy is a proxy whose GETs' bodies, once stall is set, stop
+// after 64 KiB until release is closed (which the test must do).
+func stallingProxy(t *testing.T) (endpoint string, stall *atomic.Bool, release chan struct{}) {
+	stall, release = &atomic.Bool{}, make(chan struct{})
+	endpoint = proxyTo(t, func(r *http.Response) {
+		if stall.Load() && r.Request.Method == http.MethodGet {
+			r.Body = &stallingBody{ReadCloser: r.Body, left: 64 << 10, release: release}
+		}
+	})
+	return endpoint, stall, release
 }
 
 type stallingBody struct {

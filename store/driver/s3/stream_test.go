@@ -6,12 +6,8 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -21,32 +17,37 @@ import (
 	"github.com/pier-oci/pier/store/driver"
 )
 
-// tcpPair is the two ends of a loopback TCP connection, and what arrives
-// at the second end until the first is closed for writing.
-func tcpPair(t *testing.T) (*net.TCPConn, func() []byte) {
+// connPair is the two ends of a loopback TCP connection.
+func connPair(t *testing.T) (c, peer *net.TCPConn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
 	a, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := <-accepted
+	b, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// tcpPair is one end of a loopback TCP connection, and what arrives at
+// the other until the first is closed for writing.
+func tcpPair(t *testing.T) (*net.TCPConn, func() []byte) {
+	t.Helper()
+	c, peer := connPair(t)
 	got := make(chan []byte, 1)
 	go func() {
-		data, _ := io.ReadAll(b)
+		data, _ := io.ReadAll(peer)
 		got <- data
 	}()
-	return a.(*net.TCPConn), func() []byte { a.(*net.TCPConn).CloseWrite(); return <-got }
+	return c, func() []byte { c.CloseWrite(); return <-got }
 }
 
 func randomData(t *testing.T, n int) []byte {
@@ -124,21 +125,14 @@ func TestStreamToSendsTheObject(t *testing.T) {
 // cuttingProxy is a proxy to the test server whose GETs' bodies break
 // after cut bytes while armed.
 func cuttingProxy(t *testing.T, cut int64) (endpoint string, gets *atomic.Int32, armed *atomic.Bool) {
-	s := testServer(t)
-	target, _ := url.Parse(s.endpoint)
 	gets, armed = &atomic.Int32{}, &atomic.Bool{}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ErrorLog = log.New(io.Discard, "", 0)
-	proxy.ModifyResponse = func(r *http.Response) error {
+	endpoint = proxyTo(t, func(r *http.Response) {
 		if r.Request.Method == http.MethodGet && armed.Load() {
 			gets.Add(1)
 			r.Body = &cutBody{ReadCloser: r.Body, left: cut}
 		}
-		return nil
-	}
-	srv := httptest.NewServer(proxy)
-	t.Cleanup(srv.Close)
-	return srv.URL, gets, armed
+	})
+	return endpoint, gets, armed
 }
 
 type cutBody struct {
@@ -196,22 +190,9 @@ func TestStreamToResumesABrokenBody(t *testing.T) {
 // and its retries, having sent only the object's bytes.
 func TestStreamToStalledBody(t *testing.T) {
 	ctx := context.Background()
-	s := testServer(t)
-	target, _ := url.Parse(s.endpoint)
-	var stall atomic.Bool
-	release := make(chan struct{})
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ErrorLog = log.New(io.Discard, "", 0)
-	proxy.ModifyResponse = func(r *http.Response) error {
-		if stall.Load() && r.Request.Method == http.MethodGet {
-			r.Body = &stallingBody{ReadCloser: r.Body, left: 64 << 10, release: release}
-		}
-		return nil
-	}
-	srv := httptest.NewServer(proxy)
-	defer srv.Close()
+	endpoint, stall, release := stallingProxy(t)
 	defer close(release)
-	d := faultDriver(t, srv.URL)
+	d := faultDriver(t, endpoint)
 	data := randomData(t, 1<<20)
 	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
 		t.Fatal(err)
@@ -257,26 +238,13 @@ func TestStreamToAClientThatIsGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer.(*net.TCPConn).SetLinger(0) // a reset, as from a client killed
+	c, peer := connPair(t)
+	peer.SetLinger(0) // a reset, as from a client killed
 	peer.Close()
 	time.Sleep(100 * time.Millisecond) // the reset has arrived
 	start := time.Now()
 	for err == nil {
-		_, err = f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), 1<<20)
+		_, err = f.(driver.StreamReader).StreamTo(c, 1<<20)
 	}
 	if took := time.Since(start); took > faultTimeout {
 		t.Fatalf("a stream to a client that is gone took %v to fail (%v)", took, err)
@@ -294,11 +262,8 @@ func TestStreamToAClientThatIsGone(t *testing.T) {
 // again and again for the HTTP layer to spin on.
 func TestStreamToAShortBodyEnds(t *testing.T) {
 	ctx := context.Background()
-	target, _ := url.Parse(testServer(t).endpoint)
 	var armed atomic.Bool
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ErrorLog = log.New(io.Discard, "", 0)
-	proxy.ModifyResponse = func(r *http.Response) error {
+	d := faultDriver(t, proxyTo(t, func(r *http.Response) {
 		if armed.Load() && r.Request.Method == http.MethodGet && r.Request.Header.Get("Range") != "" && r.ContentLength > 10 {
 			short := r.ContentLength / 2
 			r.Body = struct {
@@ -308,11 +273,7 @@ func TestStreamToAShortBodyEnds(t *testing.T) {
 			r.ContentLength = short
 			r.Header.Set("Content-Length", strconv.FormatInt(short, 10))
 		}
-		return nil
-	}
-	srv := httptest.NewServer(proxy)
-	defer srv.Close()
-	d := faultDriver(t, srv.URL)
+	}))
 	data := randomData(t, 1<<20)
 	if _, err := d.WriteFile(ctx, "r/blobs/sha256/b", data); err != nil {
 		t.Fatal(err)
@@ -361,15 +322,10 @@ func TestStreamToACopyCutByADeadlineLeavesNoHole(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer l.Close()
-	c, _ := net.Dial("tcp", l.Addr().String())
-	defer c.Close()
-	peer, _ := l.Accept() // reads nothing yet: the socket buffers fill
-	defer peer.Close()
-	c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	c, peer := connPair(t) // the peer reads nothing yet: the socket buffers fill
+	c.SetWriteBuffer(64 << 10)
 	c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-	n, err := f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), int64(len(data)))
+	n, err := f.(driver.StreamReader).StreamTo(c, int64(len(data)))
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("StreamTo: %d, %v; want the deadline", n, err)
 	}
@@ -380,7 +336,7 @@ func TestStreamToACopyCutByADeadlineLeavesNoHole(t *testing.T) {
 	got := make(chan []byte, 1)
 	go func() { b, _ := io.ReadAll(peer); got <- b }()
 	for {
-		_, err := f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), 1<<20)
+		_, err := f.(driver.StreamReader).StreamTo(c, 1<<20)
 		if err == io.EOF {
 			break
 		}
@@ -388,7 +344,7 @@ func TestStreamToACopyCutByADeadlineLeavesNoHole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.(*net.TCPConn).CloseWrite()
+	c.CloseWrite()
 	if b := <-got; !bytes.Equal(b, data) {
 		t.Fatalf("the connection received %d bytes that are not the object's %d", len(b), len(data))
 	}
@@ -409,14 +365,9 @@ func TestStreamToASlowClientIsNotAStalledBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer l.Close()
-	c, _ := net.Dial("tcp", l.Addr().String())
-	defer c.Close()
-	peer, _ := l.Accept()
-	defer peer.Close()
-	c.(*net.TCPConn).SetWriteBuffer(64 << 10)
-	peer.(*net.TCPConn).SetReadBuffer(64 << 10)
+	c, peer := connPair(t)
+	c.SetWriteBuffer(64 << 10)
+	peer.SetReadBuffer(64 << 10)
 	got := make(chan []byte, 1)
 	go func() { // takes 1 MiB, then pauses 1.5 s, and so on
 		var buf bytes.Buffer
@@ -429,7 +380,7 @@ func TestStreamToASlowClientIsNotAStalledBucket(t *testing.T) {
 		}
 	}()
 	for {
-		_, err := f.(driver.StreamReader).StreamTo(c.(*net.TCPConn), 4<<20)
+		_, err := f.(driver.StreamReader).StreamTo(c, 4<<20)
 		if err == io.EOF {
 			break
 		}
@@ -437,7 +388,7 @@ func TestStreamToASlowClientIsNotAStalledBucket(t *testing.T) {
 			t.Fatalf("a slow client's pull failed: %v", err)
 		}
 	}
-	c.(*net.TCPConn).CloseWrite()
+	c.CloseWrite()
 	if b := <-got; !bytes.Equal(b, data) {
 		t.Fatalf("the slow client received %d bytes that are not the object's %d", len(b), len(data))
 	}
